@@ -1,0 +1,88 @@
+"""The Celery configuration, built from Settings and nothing else.
+
+Every choice here is one the durability model depends on; see
+docs/celery-at-scale.md for the sources.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from kombu import Exchange, Queue
+
+from config.settings import Settings
+
+
+class QueueName(StrEnum):
+    # Public entry points (create_job, score_media) and their submissions: short HTTP calls.
+    SUBMIT = "aperture.submit"
+    # Polls of Vidmob jobs, most of them countdown messages: kept apart so a burst of new
+    # submissions never starves polls of jobs already paid for, and so each scales on its own.
+    POLL = "aperture.poll"
+    # The sweeper and other housekeeping: tiny, must never wait behind thousands of polls.
+    MAINTENANCE = "aperture.maintenance"
+    # Celery's default queue: a caller that names no queue when it sends `aperture.create_job`
+    # lands here, so submit workers consume it too rather than letting such messages rot.
+    DEFAULT = "celery"
+
+
+TASK_ROUTES = {
+    "aperture.create_job": {"queue": QueueName.SUBMIT.value},
+    "aperture.submit_job": {"queue": QueueName.SUBMIT.value},
+    "aperture.score_media": {"queue": QueueName.SUBMIT.value},
+    "aperture.rescore": {"queue": QueueName.SUBMIT.value},
+    "aperture.poll_job": {"queue": QueueName.POLL.value},
+    "aperture.poll_scoring": {"queue": QueueName.POLL.value},
+    "aperture.sweep": {"queue": QueueName.MAINTENANCE.value},
+    "aperture.send_callback": {"queue": QueueName.MAINTENANCE.value},
+}
+
+
+def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
+    transport_options = {
+        # One value everywhere: Redis hands an unacked message to another worker after it.
+        "visibility_timeout": settings.visibility_timeout_s,
+    }
+    return {
+        "broker_url": broker_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": transport_options,
+        "result_backend_transport_options": transport_options,
+        # Nothing reads task results: Postgres is the record of what happened.
+        "result_backend": None,
+        "task_ignore_result": True,
+        # JSON only: other applications send these messages, and pickle from the
+        # network is code execution.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        # Ack after the task ran; every task is idempotent (tokens, compare-and-set, upserts).
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_prefetch_multiplier": 1,
+        # Countdown messages are held in worker RAM; cap them (Celery >= 5.6).
+        "worker_eta_task_limit": settings.worker_eta_task_limit,
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_time_limit": settings.task_time_limit_s,
+        "task_default_queue": QueueName.DEFAULT.value,
+        "task_queues": [Queue(q.value, Exchange(q.value), routing_key=q.value) for q in QueueName],
+        "task_routes": TASK_ROUTES,
+        "task_create_missing_queues": True,
+        # Task events feed Flower and its metrics.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "aperture.sweep": {
+                "task": "aperture.sweep",
+                "schedule": settings.sweep_interval_s,
+                # A sweep that could not run in time is useless: the next one covers it.
+                "options": {"expires": settings.sweep_interval_s, "queue": QueueName.MAINTENANCE.value},
+            },
+        },
+        "timezone": "UTC",
+        "enable_utc": True,
+    }

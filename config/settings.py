@@ -1,0 +1,78 @@
+"""One settings class: every knob of the system, read from the environment.
+
+Variable names are part of the public contract (architecture.md). Most are
+``APERTURE_*``; the three that describe the remote service keep Vidmob's
+names (``VIDMOB_API_BASE_URL``, ``VIDMOB_API_KEY``, ``VIDMOB_TAGS_DIALECT``)
+so pointing a deployment at the real API is a change of those three only.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="APERTURE_", extra="ignore", frozen=True)
+
+    # --- Infrastructure. None means "embedded": only the `aperture` CLI starts
+    # embedded servers; a bare `celery -A workers` refuses to guess (see workers/app.py).
+    database_url: str | None = None
+    broker_url: str | None = None
+    data_dir: str = ".aperture"  # where embedded PostgreSQL/Redis keep their files
+
+    # --- The remote API.
+    vidmob_api_base_url: str = Field("https://public-api.vidmob.com", validation_alias="VIDMOB_API_BASE_URL")
+    vidmob_api_key: SecretStr = Field(SecretStr(""), validation_alias="VIDMOB_API_KEY")
+    vidmob_tags_dialect: Literal["guide", "media"] = Field("guide", validation_alias="VIDMOB_TAGS_DIALECT")
+    http_connect_timeout_s: float = 5.0
+    http_read_timeout_s: float = 30.0
+
+    # --- Polling. The seed advises starting at 5 minutes.
+    poll_initial_s: float = 300.0
+    poll_interval_s: float = 300.0
+    poll_jitter: float = 0.1  # +/- fraction, so jobs submitted together do not poll in lockstep
+    # A wait up to this long rides on a countdown message; a longer one is parked in
+    # Postgres and the sweeper enqueues it when due (countdown messages sit in worker RAM).
+    max_countdown_s: float = 900.0
+    job_deadline_s: float = 24 * 3600.0
+    # A dispatched message that has not run this long after it was due is presumed lost
+    # (kill -9, Redis restart) and re-sent with a fresh token by the sweeper.
+    lost_message_after_s: float = 600.0
+
+    # --- Submission retries (Celery retries first, then the sweeper keeps trying).
+    submit_max_retries: int = 5
+    retry_backoff_base_s: float = 2.0
+    retry_backoff_max_s: float = 300.0
+
+    # --- Sweeper.
+    sweep_interval_s: float = 30.0
+    sweep_batch_size: int = 500
+
+    # --- Celery limits.
+    task_soft_time_limit_s: int = 120
+    task_time_limit_s: int = 150
+    visibility_timeout_s: int = 3600
+    worker_eta_task_limit: int = 2000
+
+    @model_validator(mode="after")
+    def _check_invariants(self) -> Settings:
+        if self.task_soft_time_limit_s >= self.task_time_limit_s:
+            raise ValueError("APERTURE_TASK_SOFT_TIME_LIMIT_S must be below APERTURE_TASK_TIME_LIMIT_S")
+        # Redis redelivers an unacked message after visibility_timeout: a countdown
+        # longer than that, or one that then runs to the hard limit, would run twice.
+        longest = max(self.max_countdown_s, self.retry_backoff_max_s) + self.task_time_limit_s
+        if self.visibility_timeout_s <= longest:
+            raise ValueError(
+                f"APERTURE_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must exceed the longest "
+                f"countdown plus the task time limit ({longest:g} s)"
+            )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,80 @@
+"""Engine and session factory: one engine per process, created lazily after fork."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from config import get_settings
+
+
+class DatabaseNotConfigured(RuntimeError):
+    pass
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Accept the URLs people write (postgres://, postgresql://) and pin psycopg 3."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def database_url() -> str:
+    url = get_settings().database_url
+    if not url:
+        raise DatabaseNotConfigured(
+            "APERTURE_DATABASE_URL is not set. Set it, or run through `aperture up`/`aperture demo`, "
+            "which start an embedded PostgreSQL and set it for the processes they launch."
+        )
+    return sqlalchemy_url(url)
+
+
+_engine: Engine | None = None
+_sessions: sessionmaker[Session] | None = None
+_engine_pid: int | None = None
+
+
+def get_engine() -> Engine:
+    """The process's engine. After a fork (Celery prefork children), the inherited
+    pool is dropped without closing its sockets, which belong to the parent."""
+    global _engine, _sessions, _engine_pid
+    if _engine is None or _engine_pid != os.getpid():
+        if _engine is not None:
+            _engine.dispose(close=False)
+        _engine = create_engine(
+            database_url(),
+            pool_pre_ping=True,  # survive a PostgreSQL restart without a burst of task failures
+            pool_size=2,
+            max_overflow=4,
+            connect_args={"application_name": "aperture", "connect_timeout": 10},
+        )
+        _sessions = sessionmaker(bind=_engine, expire_on_commit=False)
+        _engine_pid = os.getpid()
+    return _engine
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any error. Callers own it;
+    services take the session and never commit."""
+    get_engine()
+    assert _sessions is not None
+    session = _sessions()
+    try:
+        with session.begin():
+            yield session
+    finally:
+        session.close()
+
+
+def reset_engine() -> None:
+    """Forget the engine (after the settings changed, e.g. in the CLI)."""
+    global _engine, _sessions, _engine_pid
+    if _engine is not None and _engine_pid == os.getpid():
+        _engine.dispose()
+    _engine = _sessions = _engine_pid = None
