@@ -1,0 +1,71 @@
+"""Small readers for 2xx bodies that raise ``ResponseShapeError`` instead of KeyError/TypeError.
+
+Why: a 2xx that is not the documented JSON must become a retryable ``MalformedResponseError`` with a
+message naming the field, not a crash deep inside a task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clients.errors import ResponseShapeError
+
+
+def result_of(body: dict[str, Any]) -> dict[str, Any]:
+    """``body["result"]`` as an object (the envelope itself is checked by ``VidmobHttp``)."""
+    return require_dict(body, "result", "body")
+
+
+def require_dict(obj: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = obj.get(key)
+    if not isinstance(value, dict):
+        raise ResponseShapeError(f"{where}.{key} is missing or not an object")
+    return value
+
+
+def require_list(obj: dict[str, Any], key: str, where: str) -> list[Any]:
+    value = obj.get(key)
+    if not isinstance(value, list):
+        raise ResponseShapeError(f"{where}.{key} is missing or not a list")
+    return value
+
+
+def require_str(obj: dict[str, Any], key: str, where: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value:
+        raise ResponseShapeError(f"{where}.{key} is missing or not a non-empty string")
+    return value
+
+
+def optional_str(obj: dict[str, Any], key: str, where: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ResponseShapeError(f"{where}.{key} is not a string")
+    return value
+
+
+def optional_int(obj: dict[str, Any], key: str, where: str, default: int = 0) -> int:
+    value = obj.get(key)
+    if value is None:
+        return default
+    # bool is an int in Python, never a count in JSON.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ResponseShapeError(f"{where}.{key} is not an integer")
+    return value
+
+
+def optional_number(obj: dict[str, Any], key: str, where: str) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ResponseShapeError(f"{where}.{key} is not a number")
+    return float(value)
+
+
+def as_object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ResponseShapeError(f"{where} is not an object")
+    return value
