@@ -1,0 +1,61 @@
+"""Rows for API attempts: every HTTP call to Vidmob is kept with its outcome."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import insert, update
+from sqlalchemy.orm import Session
+
+from clients.http import Attempt
+from models import ApiAttempt
+
+
+class AttemptLog:
+    """Collects the attempts a client makes during one task, to be written in that
+    task's transaction. Passed to the client as its `on_attempt` hook."""
+
+    def __init__(self) -> None:
+        self.attempts: list[Attempt] = []
+
+    def __call__(self, attempt: Attempt) -> None:
+        self.attempts.append(attempt)
+
+    def save(self, session: Session, job_id: uuid.UUID | None, task_name: str) -> None:
+        if self.attempts:
+            session.execute(insert(ApiAttempt), [_row(a, job_id, task_name) for a in self.attempts])
+            self.attempts.clear()
+
+
+def _row(attempt: Attempt, job_id: uuid.UUID | None, task_name: str) -> dict:
+    return {
+        "job_id": job_id,
+        "task_name": task_name,
+        "method": attempt.method,
+        "endpoint": attempt.endpoint,
+        "status_code": attempt.status_code,
+        "outcome": attempt.outcome,
+        "latency_ms": attempt.latency_ms,
+        "retry_after_s": attempt.retry_after,
+        "error": attempt.error,
+    }
+
+
+def record_intent(session: Session, job_id: uuid.UUID, task_name: str, method: str, endpoint: str) -> int:
+    """An attempt whose outcome is not known yet, committed before the call: if the
+    worker dies during it, this row is how we know Vidmob may hold a job we never saw."""
+    return session.execute(
+        insert(ApiAttempt)
+        .values(job_id=job_id, task_name=task_name, method=method, endpoint=endpoint, outcome="unknown")
+        .returning(ApiAttempt.id)
+    ).scalar_one()
+
+
+def resolve_intent(session: Session, intent_id: int, log: AttemptLog, job_id: uuid.UUID, task_name: str) -> None:
+    """Turn the intent row into the first real attempt; any further ones are new rows."""
+    if not log.attempts:
+        return
+    first = log.attempts.pop(0)
+    values = _row(first, job_id, task_name)
+    session.execute(update(ApiAttempt).where(ApiAttempt.id == intent_id).values(**values))
+    log.save(session, job_id, task_name)

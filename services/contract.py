@@ -1,0 +1,84 @@
+"""The public task contract, as pydantic models.
+
+These models are the single source of truth for what other applications may
+send: the tasks validate with them, and docs/schemas/*.json is generated from
+them. Changing a field here changes a public API (architecture.md).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+MAX_ASSETS = 200
+MAX_CLIENT_TAGS = 100
+MAX_URL_LENGTH = 2048
+
+
+def _http_url(value: str) -> str:
+    # Kept as the caller wrote it (no normalisation): Vidmob echoes the URL back and
+    # annotations are matched to assets by it.
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or " " in value:
+        raise ValueError("must be an absolute http(s) URL")
+    return value
+
+
+HttpUrlStr = Annotated[str, StringConstraints(min_length=1, max_length=MAX_URL_LENGTH), AfterValidator(_http_url)]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
+
+
+class _Strict(BaseModel):
+    # Unknown fields are refused: a typo in an optional field must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class AssetIn(_Strict):
+    url: HttpUrlStr = Field(description="Where Vidmob can fetch the asset (http or https).")
+    id: Identifier | None = Field(None, description="The caller's own id for the asset, echoed in results.")
+
+
+class ClientTagIn(_Strict):
+    label: Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+    description: Annotated[str, StringConstraints(max_length=1000)] | None = None
+
+
+class CallbackIn(_Strict):
+    task: Identifier = Field(description="Name of the caller's task to send when the job ends.")
+    queue: Identifier | None = Field(None, description="Queue to send it to (the broker's default if absent).")
+
+
+class CreateJobRequest(_Strict):
+    """Keyword arguments of `aperture.create_job`."""
+
+    assets: list[AssetIn] = Field(min_length=1, max_length=MAX_ASSETS)
+    client_tags: list[ClientTagIn] = Field(default_factory=list, max_length=MAX_CLIENT_TAGS)
+    request_id: Identifier | None = Field(
+        None, description="Idempotency key: the same key again never creates a second Vidmob job."
+    )
+    callback: CallbackIn | None = None
+
+
+def describe_errors(error: ValidationError) -> str:
+    """A reason a person can act on: one clause per problem, with its location."""
+    clauses = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"]) or "payload"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        clauses.append(f"{where}: {message}")
+    return "; ".join(clauses)
+
+
+def parse_callback(raw: Any) -> CallbackIn | None:
+    """The callback of a payload that may be invalid elsewhere: a rejected job still
+    tells its caller, when the caller said how."""
+    if raw is None:
+        return None
+    try:
+        return CallbackIn.model_validate(raw)
+    except ValidationError:
+        return None

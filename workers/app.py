@@ -1,0 +1,27 @@
+"""The Celery application. `celery -A workers worker|beat|flower` finds it here."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from config import get_settings
+from config.celery import celery_config
+
+
+class BrokerNotConfigured(RuntimeError):
+    pass
+
+
+def create_app() -> Celery:
+    settings = get_settings()
+    if not settings.broker_url:
+        # A pod must never quietly start its own private broker: refuse, and say what to do.
+        raise BrokerNotConfigured(
+            "APERTURE_BROKER_URL is not set. Set it (e.g. redis://localhost:6379/0), or run through "
+            "`aperture up`/`aperture demo`, which start an embedded Redis and set it for their processes."
+        )
+    app = Celery("aperture")
+    app.config_from_object(celery_config(settings, settings.broker_url))
+    app.conf.beat_schedule_filename = f"{settings.data_dir}/celerybeat-schedule"
+    app.autodiscover_tasks(["tasks"], related_name=None, force=True)
+    return app
