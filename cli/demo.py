@@ -181,27 +181,25 @@ def wait_with_progress(console: Console, request_ids: list[str], timeout: float)
 
 
 def results_table(jobs: dict[str, Job], sent: dict[str, SampleJob]) -> Table:
-    table = Table(title="Tags per asset", show_lines=False)
-    for column in ("job", "asset", "state", "visual", "people", "brand", "audio", "client"):
-        table.add_column(column, overflow="fold")
+    table = Table(title="Tags per asset", show_lines=True)
+    table.add_column("job / asset", overflow="fold", ratio=2)
+    table.add_column("state", ratio=1)
+    table.add_column("tags by category", overflow="fold", ratio=5)
     for request_id, sample in sent.items():
         job = jobs.get(request_id)
         if job is None:
-            table.add_row(sample.name, "-", "[red]never stored[/]")
+            table.add_row(sample.name, "[red]never stored[/]", "")
             continue
-        state = job.state.value if job.state is JobState.COMPLETE else f"[red]{job.state.value}[/]: {job.error or ''}"
+        if job.state is not JobState.COMPLETE:
+            assets = ", ".join(a.url.rsplit("/", 1)[-1] for a in job.assets)
+            table.add_row(f"{sample.name}\n{assets}", f"[red]{job.state.value}[/]", job.error or "")
+            continue
         for asset in job.assets:
             by_category: dict[str, list[str]] = {}
             for tag in asset.tags:
-                key = "people" if tag.category.startswith("people") else tag.category
-                by_category.setdefault(key, []).append(tag.label)
-            table.add_row(
-                sample.name,
-                asset.url.rsplit("/", 1)[-1],
-                state,
-                *(", ".join(by_category.get(c, [])) for c in ("visual", "people", "brand", "audio", "client")),
-            )
-            state = ""  # once per job
+                by_category.setdefault(tag.category, []).append(tag.label)
+            tags = "\n".join(f"[bold]{category}[/]: {', '.join(labels)}" for category, labels in by_category.items())
+            table.add_row(f"{sample.name}\n{asset.url.rsplit('/', 1)[-1]}", job.state.value, tags)
     return table
 
 

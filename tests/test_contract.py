@@ -1,0 +1,117 @@
+"""The public contract: pinned task names and queues, and bad payloads rejected with
+reasons by a real worker, never retried, never crashing it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from models import Job, JobState
+from models.db import session_scope
+from tests.support import job_by_request_id, send, sim_stats, wait_for, wait_for_job
+
+GOOD_ASSET = {"url": "https://cdn.example.com/ok.mp4"}
+
+
+def test_task_names_and_queues_are_pinned(app_env):
+    from workers import app
+
+    public = {"aperture.create_job", "aperture.score_media"}
+    internal = {"aperture.submit_job", "aperture.poll_job", "aperture.sweep"}
+    registered = {name for name in app.tasks if name.startswith("aperture.")}
+    assert {"aperture.create_job"} | internal <= registered
+    assert registered <= public | internal | {"aperture.rescore", "aperture.poll_scoring", "aperture.send_callback"}
+    routes = app.conf.task_routes
+    assert routes["aperture.create_job"]["queue"] == "aperture.submit"
+    assert routes["aperture.poll_job"]["queue"] == "aperture.poll"
+    assert routes["aperture.sweep"]["queue"] == "aperture.maintenance"
+    assert app.conf.task_default_queue == "celery"  # callers that name no queue are still served
+
+
+def test_celery_is_configured_for_durability(app_env):
+    from workers import app
+
+    conf = app.conf
+    assert conf.task_serializer == "json" and conf.accept_content == ["json"]
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
+    assert conf.task_ignore_result
+    assert conf.task_soft_time_limit < conf.task_time_limit
+    vt = conf.broker_transport_options["visibility_timeout"]
+    assert vt == conf.result_backend_transport_options["visibility_timeout"]
+    from config import get_settings
+
+    s = get_settings()
+    assert vt > max(s.max_countdown_s, s.retry_backoff_max_s) + s.task_time_limit_s
+    assert conf.worker_eta_task_limit == s.worker_eta_task_limit
+
+
+def test_a_visibility_timeout_shorter_than_the_longest_wait_is_refused():
+    from pydantic import ValidationError
+
+    from config.settings import Settings
+
+    with pytest.raises(ValidationError, match="VISIBILITY_TIMEOUT"):
+        Settings(visibility_timeout_s=600, max_countdown_s=900)
+
+
+BAD_PAYLOADS = {
+    "no assets": ({"assets": []}, "assets: List should have at least 1 item"),
+    "201 assets": ({"assets": [GOOD_ASSET] * 201}, "assets: List should have at most 200 items"),
+    "a non-URL": ({"assets": [{"url": "not a url"}]}, "assets.0.url"),
+    "ftp URL": ({"assets": [{"url": "ftp://cdn.example.com/a.mp4"}]}, "http(s) URL"),
+    "missing label": (
+        {"assets": [GOOD_ASSET], "client_tags": [{"description": "x"}]},
+        "client_tags.0.label: Field required",
+    ),
+    "assets not a list": ({"assets": "https://cdn.example.com/a.mp4"}, "assets: Input should be a valid list"),
+    "url not a string": ({"assets": [{"url": 42}]}, "assets.0.url: Input should be a valid string"),
+    "unknown field": ({"assets": [GOOD_ASSET], "priority": "high"}, "priority: unknown field"),
+    "unknown asset field": ({"assets": [{"url": GOOD_ASSET["url"], "size": 3}]}, "assets.0.size: unknown field"),
+    "missing assets": ({"client_tags": []}, "assets: Field required"),
+}
+
+
+@pytest.mark.slow
+def test_bad_payloads_are_rejected_with_readable_reasons_and_nothing_is_sent(system):
+    ids = {}
+    for name, (payload, _) in BAD_PAYLOADS.items():
+        ids[name] = f"bad-{uuid.uuid4()}"
+        send(system["env"], "aperture.create_job", request_id=ids[name], **payload)
+    for name, (_, reason) in BAD_PAYLOADS.items():
+        job = wait_for_job(ids[name])
+        assert job.state is JobState.REJECTED, name
+        assert reason in job.error, (name, job.error)
+        assert job.ended_at is not None
+    # The worker survived all of it and still does real work
+    ok = f"ok-{uuid.uuid4()}"
+    send(system["env"], "aperture.create_job", request_id=ok, assets=[GOOD_ASSET])
+    assert wait_for_job(ok).state is JobState.COMPLETE
+    assert sim_stats(system["simulator"])["jobs_created"] == 1
+
+
+@pytest.mark.slow
+def test_a_rejected_payload_is_stored_once_and_not_retried(system):
+    request_id = f"bad-{uuid.uuid4()}"
+    send(system["env"], "aperture.create_job", request_id=request_id, assets=[])
+    send(system["env"], "aperture.create_job", request_id=request_id, assets=[])
+    wait_for_job(request_id)
+    time.sleep(1)
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Job).where(Job.request_id == request_id)) == 1
+
+
+@pytest.mark.slow
+def test_positional_arguments_and_a_bad_request_id_are_rejected_not_dropped(system):
+    from celery import Celery
+
+    app = Celery(broker=system["env"]["APERTURE_BROKER_URL"])
+    task_id = app.send_task("aperture.create_job", args=[[GOOD_ASSET]]).id
+    bad_id_task = app.send_task("aperture.create_job", kwargs={"assets": [GOOD_ASSET], "request_id": 12}).id
+    app.close()
+    job = wait_for(lambda: job_by_request_id(f"celery-task:{task_id}"), what="positional job")
+    assert job.state is JobState.REJECTED and "keyword arguments only" in job.error
+    other = wait_for(lambda: job_by_request_id(f"celery-task:{bad_id_task}"), what="bad request_id job")
+    assert other.state is JobState.REJECTED and "request_id: Input should be a valid string" in other.error

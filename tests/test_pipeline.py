@@ -1,0 +1,288 @@
+"""The tagging pipeline end to end: real worker and beat, real Postgres and Redis,
+the simulator over HTTP. Given / when / then."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+from kombu import Connection
+from sqlalchemy import func, insert, select, update
+
+from models import ApiAttempt, Asset, CallbackStatus, Job, JobState, Tag
+from models.db import session_scope
+from tests.conftest import API_KEY
+from tests.support import (
+    attempts_for,
+    job_by_request_id,
+    send,
+    sim_fault,
+    sim_stats,
+    tags_by_url,
+    wait_for,
+    wait_for_job,
+)
+
+pytestmark = pytest.mark.slow
+CDN = "https://cdn.example.com"
+
+
+def test_an_application_that_knows_only_the_task_name_gets_tags_into_postgres(system, tmp_path):
+    # Given another application, in its own process, importing nothing of this project
+    urls = [f"{CDN}/lifestyle-beach-{i}.mp4" for i in range(3)]
+    script = Path(__file__).with_name("external_sender.py")
+    request_id = f"ext-{uuid.uuid4()}"
+    # When it enqueues aperture.create_job by name (no queue named: Celery's default)
+    out = subprocess.run(
+        [sys.executable, str(script), system["env"]["APERTURE_BROKER_URL"], request_id, *urls],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 0, out.stderr
+    # Then the job completes and Postgres holds every asset with its tags
+    job = wait_for_job(request_id)
+    assert job.state is JobState.COMPLETE, job.error
+    assert job.vidmob_job_id and job.asset_count == 3 and job.submitted_at and job.completed_at
+    tags = tags_by_url(job.id)
+    assert sorted(tags) == sorted(urls)
+    for url_tags in tags.values():
+        categories = {category for category, _ in url_tags}
+        assert {"visual", "brand", "audio"} <= categories
+        assert ("client", "lifestyle") in url_tags
+    with session_scope() as s:
+        ids = s.execute(select(Asset.external_id).where(Asset.job_id == job.id).order_by(Asset.position)).scalars()
+        assert list(ids) == ["creative-0", "creative-1", "creative-2"]
+    # And every API call it made is on record
+    endpoints = [a.endpoint for a in attempts_for(job.id)]
+    assert endpoints[0] == "POST /v1/aperture/jobs"
+    assert endpoints.count("GET /v1/aperture/jobs/{job_id}/status") == job.poll_count >= 1
+
+
+def test_the_same_request_id_twice_creates_one_vidmob_job(system):
+    request_id = f"dup-{uuid.uuid4()}"
+    payload = {"assets": [{"url": f"{CDN}/a.mp4"}, {"url": f"{CDN}/b.mp4"}], "request_id": request_id}
+    send(system["env"], "aperture.create_job", **payload)
+    send(system["env"], "aperture.create_job", **payload)
+    job = wait_for_job(request_id)
+    time.sleep(0.5)  # let the second message finish too
+    assert job.state is JobState.COMPLETE
+    assert sim_stats(system["simulator"])["jobs_created"] == 1
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == 1
+        assert s.scalar(select(func.count()).select_from(Asset)) == 2
+
+
+def test_a_poll_message_delivered_twice_polls_once(system):
+    # Given a job Vidmob has already finished, whose row waits for one poll with token T
+    sim = system["simulator"]
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    url = f"{CDN}/twice.mp4"
+    created = requests.post(f"{sim.url}/v1/aperture/jobs", json={"assets": [{"url": url}]}, headers=headers, timeout=5)
+    vidmob_job_id = created.json()["result"]["job_id"]
+    wait_for(
+        lambda: (
+            requests.get(f"{sim.url}/v1/aperture/jobs/{vidmob_job_id}/status", headers=headers, timeout=5).json()[
+                "result"
+            ]["status"]
+            == "COMPLETE"
+        ),
+        what="simulator job",
+    )
+    token = uuid.uuid4()
+    now = dt.datetime.now(dt.UTC)
+    with session_scope() as s:
+        job_id = s.execute(
+            insert(Job)
+            .values(
+                request_id=f"twice-{token}",
+                state=JobState.POLLING,
+                payload={},
+                dialect="guide",
+                vidmob_job_id=vidmob_job_id,
+                asset_count=1,
+                deadline_at=now + dt.timedelta(hours=1),
+                next_poll_at=now + dt.timedelta(hours=1),
+                poll_token=token,
+                poll_dispatched=True,
+            )
+            .returning(Job.id)
+        ).scalar_one()
+        s.execute(insert(Asset).values(job_id=job_id, position=0, url=url))
+    polls_before = sim_stats(sim)["requests"].get("GET /v1/aperture/jobs/{job_id}/status", 0)
+    # When the same poll message arrives twice (a redelivery)
+    for _ in range(2):
+        send(system["env"], "aperture.poll_job", job_id=str(job_id), token=str(token))
+    # Then exactly one poll reached Vidmob and one was recorded
+    wait_for(lambda: job_by_request_id(f"twice-{token}").state is JobState.COMPLETE, what="completion")
+    time.sleep(1.0)
+    job = job_by_request_id(f"twice-{token}")
+    assert job.poll_count == 1
+    assert sim_stats(sim)["requests"]["GET /v1/aperture/jobs/{job_id}/status"] - polls_before == 1
+    assert len(attempts_for(job_id)) == 1
+    assert tags_by_url(job_id)[url]
+
+
+def test_a_failed_vidmob_job_is_terminal_and_never_retried(system):
+    request_id = f"fail-{uuid.uuid4()}"
+    send(
+        system["env"],
+        "aperture.create_job",
+        request_id=request_id,
+        assets=[{"url": f"{CDN}/will-fail.mp4"}, {"url": f"{CDN}/ok.mp4"}],
+    )
+    job = wait_for_job(request_id)
+    assert job.state is JobState.FAILED
+    assert "failed" in job.error.lower()
+    polls = sim_stats(system["simulator"])["requests"]["GET /v1/aperture/jobs/{job_id}/status"]
+    time.sleep(1.5)  # several poll intervals
+    stats = sim_stats(system["simulator"])
+    assert stats["jobs_created"] == 1
+    assert stats["requests"]["GET /v1/aperture/jobs/{job_id}/status"] == polls
+    assert job_by_request_id(request_id).state is JobState.FAILED
+
+
+def test_a_500_and_a_429_are_retried_and_retry_after_is_honored(system):
+    sim = system["simulator"]
+    sim_fault(sim, method="POST", path="/v1/aperture/jobs", status=500, times=1)
+    sim_fault(sim, method="POST", path="/v1/aperture/jobs", status=429, times=1, retry_after=2)
+    sim_fault(sim, method="GET", path="/v1/aperture/jobs/{job_id}/status", status=503, times=1)
+    request_id = f"retry-{uuid.uuid4()}"
+    send(system["env"], "aperture.create_job", request_id=request_id, assets=[{"url": f"{CDN}/r.mp4"}])
+    job = wait_for_job(request_id)
+    assert job.state is JobState.COMPLETE, job.error
+    posts = [a for a in attempts_for(job.id) if a.method == "POST"]
+    assert [(a.status_code, a.outcome) for a in posts] == [(500, "retryable"), (429, "retryable"), (200, "ok")]
+    assert posts[1].retry_after_s == 2
+    assert (posts[2].attempted_at - posts[1].attempted_at).total_seconds() >= 2
+    gets = [a.status_code for a in attempts_for(job.id) if a.method == "GET"]
+    assert gets[0] == 503 and gets[-1] == 200
+    assert sim_stats(sim)["jobs_created"] == 1
+
+
+@pytest.mark.parametrize(
+    ("break_it", "expected"),
+    [
+        (lambda sim: sim_fault(sim, method="POST", path="/v1/aperture/jobs", status=400, times=1), "400"),
+        (lambda sim: requests.post(f"{sim.url}/_sim/config", json={"api_key": "another-key"}, timeout=5), "401"),
+    ],
+    ids=["400", "401"],
+)
+def test_a_400_and_a_401_are_not_retried(system, break_it, expected):
+    break_it(system["simulator"])
+    request_id = f"terminal-{uuid.uuid4()}"
+    send(system["env"], "aperture.create_job", request_id=request_id, assets=[{"url": f"{CDN}/t.mp4"}])
+    job = wait_for_job(request_id)
+    time.sleep(1.0)
+    assert job.state is JobState.FAILED
+    assert expected in job.error
+    attempts = attempts_for(job.id)
+    assert [(a.status_code, a.outcome) for a in attempts] == [(int(expected), "terminal")]
+
+
+def test_a_lost_poll_message_is_recovered_by_the_sweeper(system):
+    # Given a job being polled while Vidmob takes its time
+    sim = system["simulator"]
+    requests.post(f"{sim.url}/_sim/config", json={"pending_s": 2.5, "processing_s": 0.5}, timeout=5)
+    request_id = f"lost-{uuid.uuid4()}"
+    send(system["env"], "aperture.create_job", request_id=request_id, assets=[{"url": f"{CDN}/lost.mp4"}])
+    wait_for_job(request_id, states={JobState.POLLING})
+    # When every worker dies at once (kill -9) and the broker loses every message
+    system["worker"].kill9()
+    redis.Redis.from_url(system["env"]["APERTURE_BROKER_URL"]).flushdb()
+    system["worker"].restart()
+    system["worker"].wait_for_log("ready.", timeout=60)
+    # Then the sweeper (beat) finds the poll that is due with no live message, and the job completes
+    job = wait_for_job(request_id, timeout=60)
+    assert job.state is JobState.COMPLETE, job.error
+    assert tags_by_url(job.id)[f"{CDN}/lost.mp4"]
+    assert "sweep sent" in system["worker"].log()
+
+
+def test_the_callback_is_sent_once_with_the_annotations(system):
+    queue = f"test.callbacks.{uuid.uuid4().hex[:6]}"
+    request_id = f"cb-{uuid.uuid4()}"
+    send(
+        system["env"],
+        "aperture.create_job",
+        request_id=request_id,
+        assets=[{"url": f"{CDN}/cb.mp4", "id": "x1"}],
+        callback={"task": "caller.tagged", "queue": queue},
+    )
+    job = wait_for_job(request_id)
+    wait_for(lambda: job_by_request_id(request_id).callback_status is CallbackStatus.SENT, what="callback sent")
+    time.sleep(2.5)  # past the sweeper's "owed" horizon: it must not send a second one
+    with Connection(system["env"]["APERTURE_BROKER_URL"]) as conn:
+        q = conn.SimpleQueue(queue)
+        messages = []
+        while True:
+            try:
+                messages.append(q.get(timeout=0.5))
+            except q.Empty:
+                break
+        q.close()
+    assert len(messages) == 1
+    message = messages[0]
+    assert message.headers["task"] == "caller.tagged"
+    assert message.headers["id"] == f"aperture-callback-{job.id}"
+    _, kwargs, _ = message.payload
+    assert kwargs["request_id"] == request_id and kwargs["job_id"] == str(job.id) and kwargs["status"] == "complete"
+    assert kwargs["annotations"][0]["url"] == f"{CDN}/cb.mp4" and kwargs["annotations"][0]["id"] == "x1"
+    assert {"category", "label"} <= set(kwargs["annotations"][0]["tags"][0])
+
+
+def test_tags_are_upserts_storing_a_result_twice_adds_nothing(system):
+    request_id = f"upsert-{uuid.uuid4()}"
+    send(system["env"], "aperture.create_job", request_id=request_id, assets=[{"url": f"{CDN}/u.mp4"}])
+    job = wait_for_job(request_id)
+    from clients.tags import AssetAnnotation
+    from clients.tags import Tag as ApiTag
+    from services.tagging import store_annotations
+
+    with session_scope() as s:
+        before = s.scalar(select(func.count()).select_from(Tag))
+        rows = s.execute(select(Tag.category, Tag.label)).all()
+        again = (AssetAnnotation(url=f"{CDN}/u.mp4", id=None, tags=tuple(ApiTag(r.category, r.label) for r in rows)),)
+        store_annotations(s, job.id, again, dt.datetime.now(dt.UTC))
+        assert s.scalar(select(func.count()).select_from(Tag)) == before > 0
+
+
+def test_a_poll_past_the_deadline_times_the_job_out(system):
+    request_id = f"late-{uuid.uuid4()}"
+    requests.post(f"{system['simulator'].url}/_sim/config", json={"pending_s": 30}, timeout=5)
+    send(system["env"], "aperture.create_job", request_id=request_id, assets=[{"url": f"{CDN}/slow.mp4"}])
+    wait_for_job(request_id, states={JobState.POLLING})
+    with session_scope() as s:
+        s.execute(update(Job).where(Job.request_id == request_id).values(deadline_at=func.now()))
+    job = wait_for_job(request_id)
+    assert job.state is JobState.TIMED_OUT
+    assert "deadline" in job.error
+
+
+def test_the_api_key_never_shows_in_logs_rows_or_errors(system):
+    # Given flows that exercise errors as well as success
+    sim = system["simulator"]
+    sim_fault(sim, method="POST", path="/v1/aperture/jobs", status=500, times=1)
+    ok, bad = f"key-ok-{uuid.uuid4()}", f"key-bad-{uuid.uuid4()}"
+    send(system["env"], "aperture.create_job", request_id=ok, assets=[{"url": f"{CDN}/k.mp4"}])
+    wait_for_job(ok)
+    requests.post(f"{sim.url}/_sim/config", json={"api_key": "rotated"}, timeout=5)
+    send(system["env"], "aperture.create_job", request_id=bad, assets=[{"url": f"{CDN}/k2.mp4"}])
+    wait_for_job(bad)
+    # Then the key appears in no log line (worker at DEBUG, beat) and no row
+    assert API_KEY not in system["worker"].log()
+    assert API_KEY not in system["beat"].log()
+    with session_scope() as s:
+        for row in s.execute(select(ApiAttempt.error, ApiAttempt.endpoint)).all():
+            assert API_KEY not in repr(row)
+        for row in s.execute(select(Job.error, Job.payload, Job.request_id)).all():
+            assert API_KEY not in repr(row)
