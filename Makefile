@@ -1,0 +1,35 @@
+# Two commands do all the set-up on a fresh machine (Python 3.11+ and a C compiler):
+#   make demo   - the whole system on embedded PostgreSQL and Redis, a sample batch to completion
+#   make test   - lint and the full test suite against real PostgreSQL, Redis, workers and the simulator
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo up test lint format clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/aperture demo
+
+up: $(BIN)/.installed
+	$(BIN)/aperture up
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+format: $(BIN)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .aperture .pytest_cache .ruff_cache
