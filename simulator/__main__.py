@@ -1,0 +1,42 @@
+"""``python -m simulator``: run the simulator standalone (the product's CLI offers ``aperture simulator`` too).
+
+Handy for manual exploration and for load tests that want the simulator in its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from simulator.config import SimulatorConfig
+from simulator.server import SimulatorHandle, serve
+
+
+def main(argv: list[str] | None = None) -> None:
+    defaults = SimulatorConfig()
+    parser = argparse.ArgumentParser(prog="python -m simulator", description="Faithful Vidmob API simulator")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--api-key", default=defaults.api_key)
+    parser.add_argument("--pending-s", type=float, default=defaults.pending_s)
+    parser.add_argument("--processing-s", type=float, default=defaults.processing_s)
+    parser.add_argument("--scoring-s", type=float, default=defaults.scoring_s)
+    parser.add_argument("--log-requests", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = SimulatorConfig(
+        api_key=args.api_key,
+        pending_s=args.pending_s,
+        processing_s=args.processing_s,
+        scoring_s=args.scoring_s,
+        log_requests=args.log_requests,
+    )
+
+    def ready(handle: SimulatorHandle) -> None:
+        print(f"Vidmob API simulator on {handle.url} (Ctrl-C to stop)", flush=True)
+
+    serve(args.host, args.port, config, on_ready=ready)
+
+
+if __name__ == "__main__":
+    main()
