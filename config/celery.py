@@ -32,10 +32,13 @@ TASK_ROUTES = {
     "aperture.submit_job": {"queue": QueueName.SUBMIT.value},
     "aperture.score_media": {"queue": QueueName.SUBMIT.value},
     "aperture.rescore": {"queue": QueueName.SUBMIT.value},
+    "aperture.submit_scoring": {"queue": QueueName.SUBMIT.value},
+    "aperture.flush_tagging": {"queue": QueueName.SUBMIT.value},
     "aperture.poll_job": {"queue": QueueName.POLL.value},
     "aperture.poll_scoring": {"queue": QueueName.POLL.value},
     "aperture.sweep": {"queue": QueueName.MAINTENANCE.value},
     "aperture.send_callback": {"queue": QueueName.MAINTENANCE.value},
+    "aperture.send_score_callback": {"queue": QueueName.MAINTENANCE.value},
 }
 
 
@@ -65,6 +68,11 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         # Countdown messages are held in worker RAM; cap them (Celery >= 5.6).
         "worker_eta_task_limit": settings.worker_eta_task_limit,
+        # TERM is a warm shutdown: running tasks finish, and closing the channel hands the
+        # countdown messages this worker holds back to Redis. These two govern the cold
+        # path (SIGQUIT): a grace period before tasks are cut, also when the worker is idle.
+        "worker_soft_shutdown_timeout": settings.worker_soft_shutdown_timeout_s,
+        "worker_enable_soft_shutdown_on_idle": True,
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,
         "task_default_queue": QueueName.DEFAULT.value,

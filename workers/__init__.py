@@ -1,10 +1,23 @@
-"""Celery entry point: `celery -A workers worker -Q aperture.submit,celery`, `celery -A workers beat`."""
+"""Celery entry point: `celery -A workers worker|beat|flower` finds `workers.app`.
 
-from workers.app import create_app
+The app is built on first access (PEP 562), so importing a light module of this
+package (the liveness probe `python -m workers.health`) neither needs the broker URL
+nor pays for loading every task.
+"""
 
-app = create_app()
+from __future__ import annotations
 
-import tasks  # noqa: E402,F401  (registers every task on `app`)
-import workers.signals  # noqa: E402,F401
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["app"]
+if TYPE_CHECKING:
+    from celery import Celery
+
+    app: Celery
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from workers.application import app
+
+        return app
+    raise AttributeError(f"module 'workers' has no attribute {name!r}")

@@ -6,6 +6,7 @@ from celery import Celery
 
 from config import get_settings
 from config.celery import celery_config
+from workers.health import install_heartbeat
 
 
 class BrokerNotConfigured(RuntimeError):
@@ -25,3 +26,13 @@ def create_app() -> Celery:
     app.conf.beat_schedule_filename = f"{settings.data_dir}/celerybeat-schedule"
     app.autodiscover_tasks(["tasks"], related_name=None, force=True)
     return app
+
+
+app = create_app()
+# Liveness for pods: a file touched while the worker's loop runs, not a broker round-trip.
+install_heartbeat(app)
+
+# Registering the tasks and the worker hooks needs `app` to exist first.
+import tasks  # noqa: E402,F401
+import workers.logging  # noqa: E402,F401  (JSON log lines: hooks Celery's setup_logging)
+import workers.signals  # noqa: E402,F401
