@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="APERTURE_", extra="ignore", frozen=True)
 
     # --- Infrastructure. None means "embedded": only the `aperture` CLI starts
-    # embedded servers; a bare `celery -A workers` refuses to guess (see workers/app.py).
+    # embedded servers; a bare `celery -A workers` refuses to guess (see workers/application.py).
     database_url: str | None = None
     broker_url: str | None = None
     data_dir: str = ".aperture"  # where embedded PostgreSQL/Redis keep their files
@@ -52,11 +52,32 @@ class Settings(BaseSettings):
     sweep_interval_s: float = 30.0
     sweep_batch_size: int = 500
 
+    # --- Scoring (docs/scoring.md). Vidmob suggests polling every 10-15 minutes; scoring takes 30-60.
+    scoring_poll_initial_s: float = 900.0
+    scoring_poll_interval_s: float = 600.0
+    # NO_DATA_SCORING_BACKLOG: how long to wait before fetching the same round's scores again.
+    scoring_backlog_wait_s: float = 600.0
+    scoring_round_deadline_s: float = 24 * 3600.0
+    # A media flagged for tagging waits this long for others, so one tagging job carries them all.
+    tag_batch_window_s: float = 30.0
+    tag_batch_max: int = Field(200, ge=1, le=200)
+    # Rescores per media before it is marked needs_attention; tagging jobs likewise.
+    max_rescores: int = Field(3, ge=0)
+    max_tag_attempts: int = Field(3, ge=1)
+
     # --- Celery limits.
     task_soft_time_limit_s: int = 120
     task_time_limit_s: int = 150
     visibility_timeout_s: int = 3600
     worker_eta_task_limit: int = 2000
+
+    # --- Observability. A worker's main process serves Prometheus metrics on this port
+    # (0 turns it off); logs are one JSON object per line unless "text".
+    metrics_port: int = 9808
+    log_format: Literal["json", "text"] = "json"
+    # On TERM, after running tasks finished: how long to keep going before the countdown
+    # messages this worker holds are handed back to the broker (Celery >= 5.5 soft shutdown).
+    worker_soft_shutdown_timeout_s: float = 10.0
 
     @model_validator(mode="after")
     def _check_invariants(self) -> Settings:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
 from clients.http import Attempt
 from models import ApiAttempt
+
+# Called with every attempt as it happens (the worker registers its metrics here, see
+# workers/metrics.py); services do not depend on how they are watched.
+ATTEMPT_OBSERVERS: list[Callable[[Attempt], None]] = []
 
 
 class AttemptLog:
@@ -20,6 +25,8 @@ class AttemptLog:
 
     def __call__(self, attempt: Attempt) -> None:
         self.attempts.append(attempt)
+        for observe in ATTEMPT_OBSERVERS:
+            observe(attempt)
 
     def save(self, session: Session, job_id: uuid.UUID | None, task_name: str) -> None:
         if self.attempts:
@@ -54,6 +61,9 @@ def record_intent(session: Session, job_id: uuid.UUID, task_name: str, method: s
 def resolve_intent(session: Session, intent_id: int, log: AttemptLog, job_id: uuid.UUID, task_name: str) -> None:
     """Turn the intent row into the first real attempt; any further ones are new rows."""
     if not log.attempts:
+        # Refused before any request left (e.g. a payload the dialect cannot express):
+        # nothing can be pending at Vidmob, so the row must not read as "outcome unknown".
+        session.execute(update(ApiAttempt).where(ApiAttempt.id == intent_id).values(outcome="not_sent"))
         return
     first = log.attempts.pop(0)
     values = _row(first, job_id, task_name)

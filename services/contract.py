@@ -12,6 +12,9 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from clients.scoring import CHANNELS as SCORING_CHANNELS
+from clients.scoring import normalize_channel
+
 MAX_ASSETS = 200
 MAX_CLIENT_TAGS = 100
 MAX_URL_LENGTH = 2048
@@ -57,6 +60,34 @@ class CreateJobRequest(_Strict):
     client_tags: list[ClientTagIn] = Field(default_factory=list, max_length=MAX_CLIENT_TAGS)
     request_id: Identifier | None = Field(
         None, description="Idempotency key: the same key again never creates a second Vidmob job."
+    )
+    callback: CallbackIn | None = None
+
+
+def _scoring_channel(value: str) -> str:
+    # Vidmob's canonical spelling (aliases such as FACEBOOK -> META resolved); unknown -> refused here,
+    # not at Vidmob.
+    return normalize_channel(value)
+
+
+ScoringChannel = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_scoring_channel)]
+
+
+class ScoreMediaRequest(_Strict):
+    """Keyword arguments of `aperture.score_media`."""
+
+    id: Identifier = Field(description="The caller's id for the media; Vidmob's media id for scoring.")
+    url: HttpUrlStr = Field(description="Where Vidmob can fetch the media (http or https).")
+    # Rescores are sent as "<version or 1>-r<n>", so the caller's version leaves room for the suffix.
+    version: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)] | None = Field(
+        None, description="The media's version; the same id + version is one scoring at Vidmob."
+    )
+    channels: list[ScoringChannel] = Field(
+        default_factory=list, max_length=len(SCORING_CHANNELS), description="Channels to score on (default: all)."
+    )
+    workspace_id: Annotated[int, Field(gt=0)] | None = None
+    request_id: Identifier | None = Field(
+        None, description="Idempotency key: the same key again never scores the media a second time."
     )
     callback: CallbackIn | None = None
 

@@ -17,6 +17,7 @@ from config import get_settings
 from models.db import session_scope
 from services import attempts, callbacks, sweeper, tagging
 from services.callbacks import CallbackMessage
+from services.log_context import bind as bind_log_context
 from services.scheduling import Dispatch, utcnow
 from services.vidmob import tags_client
 
@@ -43,6 +44,7 @@ def accept_and_submit(payload: dict, *, task_id: str, task_name: str, positional
             now=utcnow(),
             positional_args=positional_args,
         )
+    bind_log_context(job_id=accepted.job_id)
     result = StepResult(accepted=accepted)
     if accepted.created and accepted.error:
         result.callbacks.append(accepted.job_id)
@@ -70,6 +72,7 @@ def submit(job_id: uuid.UUID, token: uuid.UUID | None, *, task_name: str) -> Ste
     error: ApiError | None = None
     try:
         vidmob_job_id = tags_client(claim.dialect, log_).create_job(claim.assets, claim.client_tags)
+        bind_log_context(vidmob_job_id=vidmob_job_id)
     except ApiError as exc:
         error = exc
     with session_scope() as session:
@@ -90,6 +93,7 @@ def poll(job_id: uuid.UUID, token: uuid.UUID, *, task_name: str) -> StepResult:
         claim = tagging.claim_poll(session, job_id, token, settings=settings, now=now)
         if claim is None:
             return StepResult()
+        bind_log_context(vidmob_job_id=claim.vidmob_job_id)
         if tagging.deadline_passed(session, claim, now):
             return _result(job_id, tagging.time_out(session, claim, now))
     log_ = attempts.AttemptLog()
@@ -119,9 +123,18 @@ def sweep(max_batches: int = 10) -> StepResult:
         result.dispatches.extend(batch)
         if len(batch) < settings.sweep_batch_size:
             break
+    for _ in range(max_batches):
+        with session_scope() as session:
+            batch = sweeper.due_scoring_looks(session, settings=settings, now=utcnow(), limit=settings.sweep_batch_size)
+        result.dispatches.extend(batch)
+        if len(batch) < settings.sweep_batch_size:
+            break
     with session_scope() as session:
         result.callbacks.extend(
             sweeper.owed_callbacks(session, settings=settings, now=utcnow(), limit=settings.sweep_batch_size)
+        )
+        result.dispatches.extend(
+            sweeper.owed_score_callbacks(session, settings=settings, now=utcnow(), limit=settings.sweep_batch_size)
         )
     return result
 
@@ -140,6 +153,7 @@ def _result(job_id: uuid.UUID, outcome: tagging.Outcome) -> StepResult:
     result = StepResult(outcome=outcome)
     if outcome.dispatch:
         result.dispatches.append(outcome.dispatch)
+    result.dispatches.extend(outcome.followups)
     if outcome.ended:
         result.callbacks.append(job_id)
     return result

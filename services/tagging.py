@@ -18,7 +18,7 @@ import datetime as dt
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -83,6 +83,7 @@ class Outcome:
     dispatch: Dispatch | None = None
     ended: bool = False  # the job reached a terminal state in this step (callback owed)
     stale: bool = False  # the token did not match: someone else owns the job now
+    followups: list[Dispatch] = field(default_factory=list)  # e.g. aperture.rescore of the media it tagged
 
 
 # --- accept ------------------------------------------------------------------------
@@ -188,10 +189,13 @@ def claim_submission(
     cond = Job.next_poll_at <= now
     if token is not None:
         cond = (Job.poll_token == token) | cond
+    # A POST that got no HTTP answer (the worker died mid-call, a timeout, a dropped
+    # connection) may have created a job at Vidmob all the same.
     unknown_before = exists().where(
         ApiAttempt.job_id == job_id,
         ApiAttempt.method == "POST",
         ApiAttempt.status_code.is_(None),
+        ApiAttempt.outcome != "not_sent",
     )
     new_token = uuid.uuid4()
     row = session.execute(
@@ -449,4 +453,7 @@ def _end(
     ).first()
     if ended is None:
         return Outcome(stale=True)
-    return Outcome(state=state, ended=True)
+    # Scored media waiting on this job are rescored (or re-tagged) in this same transaction.
+    from services.scoring import on_tagging_job_ended  # here: services.scoring builds on this module
+
+    return Outcome(state=state, ended=True, followups=on_tagging_job_ended(session, job_id, state, now))

@@ -23,7 +23,14 @@ def test_task_names_and_queues_are_pinned(app_env):
     internal = {"aperture.submit_job", "aperture.poll_job", "aperture.sweep"}
     registered = {name for name in app.tasks if name.startswith("aperture.")}
     assert {"aperture.create_job"} | internal <= registered
-    assert registered <= public | internal | {"aperture.rescore", "aperture.poll_scoring", "aperture.send_callback"}
+    scoring_internal = {
+        "aperture.rescore",
+        "aperture.poll_scoring",
+        "aperture.submit_scoring",
+        "aperture.flush_tagging",
+        "aperture.send_score_callback",
+    }
+    assert registered == public | internal | scoring_internal
     routes = app.conf.task_routes
     assert routes["aperture.create_job"]["queue"] == "aperture.submit"
     assert routes["aperture.poll_job"]["queue"] == "aperture.poll"

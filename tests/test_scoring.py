@@ -1,0 +1,400 @@
+"""The scoring loop end to end: real worker and beat, real Postgres and Redis, the simulator
+over HTTP (its URL rules and the causal NOT_TAGGED rule are in simulator/state.py).
+Given / when / then."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+
+import pytest
+import requests
+from click.testing import CliRunner
+from kombu import Connection
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import selectinload
+
+from clients.scoring import ScoreAction
+from models import (
+    ApiAttempt,
+    Asset,
+    CallbackStatus,
+    Job,
+    JobState,
+    RoundStatus,
+    ScoredMedia,
+    ScoringRound,
+    ScoringState,
+)
+from models.db import get_engine, session_scope
+from services.scoring import TAGGING_REQUEST_PREFIX, decide, rescore_version
+from tests.conftest import API_KEY
+from tests.support import send, sim_stats, tags_by_url, wait_for, wait_for_job
+
+pytestmark = pytest.mark.slow
+CDN = "https://cdn.example.com/scoring"
+FINAL = {s for s in ScoringState if s.is_final}
+TAG_DEPENDENT = {"Brand Name or Logo Early", "Human Early", "Audio Present"}  # simulator/scoring.py
+
+
+@pytest.fixture
+def scoring(system):
+    with get_engine().begin() as conn:
+        conn.exec_driver_sql(
+            "TRUNCATE scored_media, scoring_rounds, scoring_summaries, scoring_results, scored_media_tagging_jobs"
+        )
+    yield system
+    requests.post(f"{system['simulator'].url}/_sim/config", json={"never_tagged": False}, timeout=5)
+
+
+def media_by_request_id(request_id: str) -> ScoredMedia | None:
+    with session_scope() as s:
+        return s.execute(
+            select(ScoredMedia)
+            .where(ScoredMedia.request_id == request_id)
+            .options(
+                selectinload(ScoredMedia.rounds).selectinload(ScoringRound.results),
+                selectinload(ScoredMedia.rounds).selectinload(ScoringRound.summaries),
+                selectinload(ScoredMedia.tagging_jobs),
+            )
+        ).scalar_one_or_none()
+
+
+def wait_for_media(request_id: str, states=FINAL, timeout: float = 30) -> ScoredMedia:
+    def reached() -> ScoredMedia | None:
+        media = media_by_request_id(request_id)
+        return media if media is not None and media.state in states else None
+
+    return wait_for(reached, timeout, what=f"scored media {request_id} to reach {sorted(s.value for s in states)}")
+
+
+def score(env: dict, url: str, **kwargs) -> str:
+    request_id = kwargs.pop("request_id", f"score-{uuid.uuid4()}")
+    send(
+        env,
+        "aperture.score_media",
+        id=kwargs.pop("id", f"m-{uuid.uuid4().hex[:8]}"),
+        url=url,
+        request_id=request_id,
+        **kwargs,
+    )
+    return request_id
+
+
+def pretag(env: dict, urls: list[str]) -> Job:
+    """Tag through a normal create_job, as a caller would, and wait for it."""
+    request_id = f"pretag-{uuid.uuid4()}"
+    send(env, "aperture.create_job", request_id=request_id, assets=[{"url": u} for u in urls])
+    job = wait_for_job(request_id)
+    assert job.state is JobState.COMPLETE, job.error
+    return job
+
+
+def results_of(round_: ScoringRound, tag_dependent: bool = False) -> set[str]:
+    return {r.result for r in round_.results if not tag_dependent or r.name in TAG_DEPENDENT}
+
+
+def scoring_tagging_jobs() -> list[Job]:
+    with session_scope() as s:
+        return list(
+            s.execute(
+                select(Job).where(Job.request_id.startswith(TAGGING_REQUEST_PREFIX)).order_by(Job.created_at)
+            ).scalars()
+        )
+
+
+def drain(broker_url: str, queue: str) -> list:
+    with Connection(broker_url) as conn:
+        q = conn.SimpleQueue(queue)
+        messages = []
+        while True:
+            try:
+                messages.append(q.get(timeout=0.5))
+            except q.Empty:
+                break
+        q.close()
+    return messages
+
+
+# --- the loop ----------------------------------------------------------------------------
+
+
+def test_an_untagged_media_is_tagged_then_rescored_by_the_chained_task(scoring):
+    # Given a media Vidmob has never tagged, and a caller waiting for its scores
+    env, sim = scoring["env"], scoring["simulator"]
+    url = f"{CDN}/summer-beach-logo.mp4"
+    queue = f"test.scored.{uuid.uuid4().hex[:6]}"
+    started = time.monotonic()
+    # When the caller asks for it to be scored
+    request_id = score(
+        env, url, id="media-1", version="v1", channels=["tiktok", "facebook"],
+        callback={"task": "caller.scored", "queue": queue},
+    )  # fmt: skip
+    media = wait_for_media(request_id)
+    loop_s = time.monotonic() - started
+    # Then it is scored; the first round said NOT_TAGGED, the chained rescore did not
+    assert media.state is ScoringState.SCORED, media.error
+    first, last = media.rounds
+    assert (first.number, first.version, first.reason, first.status) == (1, "v1", "initial", RoundStatus.COMPLETE)
+    assert first.no_data_codes == ["NO_DATA_MEDIA_NOT_TAGGED"] and first.action == ScoreAction.TAG_THEN_RESCORE
+    assert results_of(first, tag_dependent=True) == {"NO_DATA_MEDIA_NOT_TAGGED"}
+    assert (last.number, last.version, last.reason, last.status) == (2, "v1-r1", "tagged", RoundStatus.COMPLETE)
+    assert "NO_DATA_MEDIA_NOT_TAGGED" not in results_of(last)
+    assert results_of(last) <= {"PASS", "FAIL", "NOT_APPLICABLE"} and last.no_data_codes == []
+    assert media.rescore_count == 1 and media.tag_attempts == 1
+    # And Postgres holds every round with its summary per channel and every guideline result
+    for round_ in media.rounds:
+        assert {s.channel for s in round_.summaries} == {"TIKTOK", "META"}
+        assert len(round_.results) == 10  # 5 guidelines x 2 channels
+    assert all(s.not_available_count == 3 for s in first.summaries)
+    assert all(s.not_available_count == 0 and s.applicable_count >= 3 for s in last.summaries)
+    # And the tagging was an ordinary tagging job, which stored the media's tags
+    job_id = last.tagging_job_id
+    assert [link.job_id for link in media.tagging_jobs] == [job_id]
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        assert job.state is JobState.COMPLETE and job.asset_count == 1
+        assert s.scalars(select(Asset.external_id).where(Asset.job_id == job_id)).all() == ["media-1"]
+        posts = s.scalars(
+            select(ApiAttempt.task_name).where(ApiAttempt.endpoint == "POST /v1/media").order_by(ApiAttempt.id)
+        ).all()
+    assert tags_by_url(job_id)[url]
+    # The second submission came from the chained task
+    assert posts == ["aperture.score_media", "aperture.rescore"]
+    stats = sim_stats(sim)
+    assert stats["media_submissions"] == 2 and stats["jobs_created"] == 1
+    # And the caller's callback fired once, with the final round's scores
+    wait_for(lambda: media_by_request_id(request_id).callback_status is CallbackStatus.SENT, what="callback sent")
+    time.sleep(2.5)  # past the sweeper's "owed" horizon: no second one
+    messages = drain(env["APERTURE_BROKER_URL"], queue)
+    assert len(messages) == 1
+    assert messages[0].headers["task"] == "caller.scored"
+    assert messages[0].headers["id"] == f"aperture-score-callback-{media.id}"
+    _, kwargs, _ = messages[0].payload
+    assert set(kwargs) == {"request_id", "media_id", "scoring_id", "status", "scores"}
+    assert (kwargs["request_id"], kwargs["media_id"], kwargs["scoring_id"], kwargs["status"]) == (
+        request_id,
+        "media-1",
+        str(media.id),
+        "scored",
+    )
+    assert set(kwargs["scores"]["summary"]) == {"TIKTOK", "META"}
+    assert {d["result"] for d in kwargs["scores"]["detail"]} == results_of(last)
+    assert {"name", "rule", "channelIdentifier", "result", "weight"} == set(kwargs["scores"]["detail"][0])
+    # And `aperture media show` tells the story
+    from cli.main import main
+
+    shown = CliRunner().invoke(main, ["media", "show", request_id], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    for text in ("v1-r1", "tagged", "NO_DATA_MEDIA_NOT_TAGGED", "Tagging jobs", str(job_id)[:8], "scored"):
+        assert text in shown.output
+    print(f"score -> NOT_TAGGED -> tag -> rescore -> scored: {loop_s:.2f} s")
+
+
+def test_ten_media_six_untagged_go_into_one_tagging_job_and_six_rescores_follow(scoring):
+    # Given ten media, four of which were tagged before through an ordinary create_job
+    env, sim = scoring["env"], scoring["simulator"]
+    urls = [f"{CDN}/batch-{i}.mp4" for i in range(10)]
+    pretag(env, urls[:4])
+    # When all ten are scored at once
+    request_ids = {
+        score(env, url, id=f"batch-{i}", request_id=f"batch-{i}-{uuid.uuid4()}"): i for i, url in enumerate(urls)
+    }
+    media = {i: wait_for_media(rid) for rid, i in request_ids.items()}
+    # Then ONE tagging job carried the six untagged media, and each of them was rescored
+    assert {m.state for m in media.values()} == {ScoringState.SCORED}
+    jobs = scoring_tagging_jobs()
+    assert len(jobs) == 1, [j.asset_count for j in jobs]
+    assert jobs[0].state is JobState.COMPLETE and jobs[0].asset_count == 6
+    assert sorted(tags_by_url(jobs[0].id)) == sorted(urls[4:])
+    stats = sim_stats(sim)
+    assert stats["jobs_created"] == 2  # the pre-tagging job and the one batch
+    assert stats["media_submissions"] == 10 + 6
+    for i, m in media.items():
+        if i < 4:
+            assert [r.reason for r in m.rounds] == ["initial"]
+        else:
+            assert [r.reason for r in m.rounds] == ["initial", "tagged"]
+            assert m.rounds[1].tagging_job_id == jobs[0].id
+            assert "NO_DATA_MEDIA_NOT_TAGGED" not in results_of(m.rounds[1])
+
+
+def test_the_rescore_bound_holds_when_vidmob_keeps_saying_not_tagged(scoring):
+    # Given a Vidmob that answers NO_DATA_MEDIA_NOT_TAGGED whatever happens
+    env, sim = scoring["env"], scoring["simulator"]
+    requests.post(f"{sim.url}/_sim/config", json={"never_tagged": True}, timeout=5).raise_for_status()
+    # When a media is scored
+    request_id = score(env, f"{CDN}/stubborn.mp4", version="3")
+    media = wait_for_media(request_id, timeout=45)
+    # Then after exactly APERTURE_MAX_RESCORES (3) rescores it waits for a person
+    assert media.state is ScoringState.NEEDS_ATTENTION
+    assert media.rescore_count == 3 and "after 3 rescores" in media.error
+    assert [r.version for r in media.rounds] == ["3", "3-r1", "3-r2", "3-r3"]
+    assert all(r.no_data_codes == ["NO_DATA_MEDIA_NOT_TAGGED"] for r in media.rounds)
+    assert len(media.tagging_jobs) == 3 == media.tag_attempts
+    time.sleep(1.5)  # and nothing more happens
+    assert sim_stats(sim)["media_submissions"] == 4
+    assert len(scoring_tagging_jobs()) == 3
+
+
+@pytest.mark.parametrize(
+    ("marker", "reasons", "tagging_jobs", "check"),
+    [
+        ("sim-new-criteria", ["initial", "NO_DATA_NEW_CRITERIA"], 0, None),
+        ("sim-missing-required-tags", ["initial", "NO_DATA_MISSING_REQUIRED_TAGS"], 0, None),
+        ("sim-error-retrieving-tags", ["initial", "NO_DATA_ERROR_RETRIEVING_TAGS"], 0, None),
+        ("sim-tagging-failure", ["initial", "tagged"], 1, "retag"),
+        ("sim-scoring-backlog", ["initial"], 0, "refetched"),
+        ("sim-download-failure", ["initial"], 0, "not_fixable"),
+    ],
+)
+def test_each_no_data_code_is_handled_as_specified(scoring, marker, reasons, tagging_jobs, check):
+    # Given a media already tagged (so NOT_TAGGED stays out of the way) whose URL triggers one code
+    env = scoring["env"]
+    url = f"{CDN}/{marker}.mp4"
+    pretag(env, [url])
+    # When it is scored
+    media = wait_for_media(score(env, url))
+    # Then the code's remedy ran, and nothing else
+    assert media.state is ScoringState.SCORED, media.error
+    assert [r.reason for r in media.rounds] == reasons
+    assert len(media.tagging_jobs) == tagging_jobs == len(scoring_tagging_jobs())
+    last = media.rounds[-1]
+    if check == "not_fixable":
+        assert results_of(last) == {"NO_DATA_MEDIA_DOWNLOAD_FAILURE"}
+        assert last.action == ScoreAction.NOT_FIXABLE and "not fixable" in media.error
+    else:
+        assert results_of(last, tag_dependent=True) <= {"PASS", "FAIL"}
+    if check == "refetched":
+        assert last.fetch_count == 2 and media.rescore_count == 0
+    if check == "retag":
+        assert media.rounds[0].no_data_codes == ["NO_DATA_MEDIA_TAGGING_FAILURE"]
+        assert media.rounds[0].action == ScoreAction.RETAG_THEN_RESCORE
+
+
+@pytest.mark.parametrize(
+    ("marker", "state", "round_status"),
+    [
+        ("sim-unsupported", ScoringState.UNSUPPORTED, RoundStatus.UNSUPPORTED),
+        ("sim-scoring-failed", ScoringState.FAILED, RoundStatus.FAILED),
+        ("sim-scoring-error", ScoringState.SCORED, RoundStatus.COMPLETE),
+    ],
+)
+def test_unsupported_and_failed_are_final_and_error_is_polled_again(scoring, marker, state, round_status):
+    env, sim = scoring["env"], scoring["simulator"]
+    url = f"{CDN}/{marker}.mp4"
+    pretag(env, [url])
+    media = wait_for_media(score(env, url))
+    assert media.state is state
+    (only,) = media.rounds
+    assert only.status is round_status
+    if marker == "sim-scoring-error":
+        assert only.error_polls == 1 and only.poll_count >= 2
+    else:
+        polls = sim_stats(sim)["scoring_status_polls"]
+        time.sleep(1.0)
+        assert sim_stats(sim)["scoring_status_polls"] == polls  # final: never polled again
+
+
+def test_a_409_for_the_same_id_and_version_counts_as_submitted(scoring):
+    # Given Vidmob already holds this media id + version (as after a crash right after our POST)
+    env, sim = scoring["env"], scoring["simulator"]
+    url = f"{CDN}/already-there.mp4"
+    pretag(env, [url])
+    body = {"id": "dup-1", "url": url, "version": "7"}
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    requests.post(f"{sim.url}/v1/media", json=body, headers=headers, timeout=5).raise_for_status()
+    # When it is scored with the same id and version
+    media = wait_for_media(score(env, url, id="dup-1", version="7"))
+    # Then the 409 was taken as "submitted" and the media was polled and scored by its id
+    assert media.state is ScoringState.SCORED, media.error
+    (only,) = media.rounds
+    assert only.conflict and only.vidmob_unique_id is None and only.status is RoundStatus.COMPLETE
+    assert sim_stats(sim)["responses"]["409"] == 1
+
+
+def test_bad_payloads_are_rejected_with_reasons_and_a_repeat_scores_once(scoring):
+    env, sim = scoring["env"], scoring["simulator"]
+    bad = {
+        "no url": ({"id": "x"}, "url: Field required"),
+        "bad channel": ({"id": "x", "url": f"{CDN}/a.mp4", "channels": ["MYSPACE"]}, "channels.0"),
+        "unknown field": ({"id": "x", "url": f"{CDN}/a.mp4", "priority": 1}, "priority: unknown field"),
+        "workspace as text": ({"id": "x", "url": f"{CDN}/a.mp4", "workspace_id": "12"}, "workspace_id"),
+    }
+    ids = {}
+    for name, (payload, _) in bad.items():
+        ids[name] = f"bad-{uuid.uuid4()}"
+        send(env, "aperture.score_media", request_id=ids[name], **payload)
+    for name, (_, reason) in bad.items():
+        media = wait_for_media(ids[name])
+        assert media.state is ScoringState.REJECTED and reason in media.error, (name, media.error)
+    # The same request twice: one row, one submission
+    request_id = f"twice-{uuid.uuid4()}"
+    for _ in range(2):
+        score(env, f"{CDN}/sim-download-failure-twice.mp4", id="twice", request_id=request_id)
+    assert wait_for_media(request_id).state is ScoringState.SCORED
+    time.sleep(0.5)
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(ScoredMedia).where(ScoredMedia.request_id == request_id)) == 1
+    assert sim_stats(sim)["media_submissions"] == 1
+
+
+def test_a_parked_scoring_poll_is_sent_by_the_sweeper(scoring):
+    # Given a media whose next poll is parked in Postgres (a long wait: no message exists)
+    sim = scoring["simulator"]
+    url = f"{CDN}/sim-download-failure-parked.mp4"
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    created = requests.post(f"{sim.url}/v1/media", json={"id": "parked", "url": url}, headers=headers, timeout=5)
+    unique_id = created.json()["result"]["uniqueId"]
+    now = dt.datetime.now(dt.UTC)
+    request_id = f"parked-{uuid.uuid4()}"
+    with session_scope() as s:
+        scoring_id = s.execute(
+            insert(ScoredMedia)
+            .values(
+                request_id=request_id, state=ScoringState.POLLING, media_id="parked", url=url, payload={},
+                round_count=1, deadline_at=now + dt.timedelta(hours=1), next_poll_at=now - dt.timedelta(seconds=1),
+                poll_token=uuid.uuid4(), poll_dispatched=False,
+            )
+            .returning(ScoredMedia.id)
+        ).scalar_one()  # fmt: skip
+        s.execute(
+            insert(ScoringRound).values(
+                scored_media_id=scoring_id, number=1, reason="initial", status=RoundStatus.SCORING,
+                vidmob_unique_id=unique_id, submitted_at=now,
+            )
+        )  # fmt: skip
+    # Then the sweeper (beat) sends the poll, and the media is scored
+    media = wait_for_media(request_id, timeout=15)
+    assert media.state is ScoringState.SCORED and media.rounds[0].status is RoundStatus.COMPLETE
+
+
+# --- pure rules ----------------------------------------------------------------------------
+
+
+def test_the_decision_precedence_and_the_rescore_version():
+    A = ScoreAction
+    assert decide([A.SCORED, A.NOT_FIXABLE]) is A.NOT_FIXABLE
+    assert decide([A.RESCORE, A.TAG_THEN_RESCORE, A.NOT_FIXABLE]) is A.TAG_THEN_RESCORE
+    assert decide([A.WAIT_AND_REFETCH, A.TAG_THEN_RESCORE]) is A.WAIT_AND_REFETCH
+    assert decide([A.RETAG_THEN_RESCORE, A.RESCORE]) is A.RETAG_THEN_RESCORE
+    assert decide([A.SCORED]) is A.SCORED
+    assert rescore_version(None, 1) == "1-r1" and rescore_version("v2", 3) == "v2-r3"
+
+
+def test_scoring_task_names_and_queues_are_pinned(app_env):
+    from workers import app
+
+    routes = app.conf.task_routes
+    expected = {
+        "aperture.score_media": "aperture.submit",
+        "aperture.submit_scoring": "aperture.submit",
+        "aperture.rescore": "aperture.submit",
+        "aperture.flush_tagging": "aperture.submit",
+        "aperture.poll_scoring": "aperture.poll",
+        "aperture.send_score_callback": "aperture.maintenance",
+    }
+    for name, queue in expected.items():
+        assert name in app.tasks, name
+        assert routes[name]["queue"] == queue, name
