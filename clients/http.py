@@ -363,9 +363,7 @@ class VidmobHttp:
 
     # -- reporting ------------------------------------------------------------------------------
 
-    def _record(
-        self, method: str, endpoint: str, status: int | None, started: float, error: ApiError | None
-    ) -> None:
+    def _record(self, method: str, endpoint: str, status: int | None, started: float, error: ApiError | None) -> None:
         latency_ms = (time.perf_counter() - started) * 1000.0
         logger.debug("vidmob %s status=%s latency_ms=%.1f", endpoint, status, latency_ms)
         if self._on_attempt is None:

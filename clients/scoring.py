@@ -263,9 +263,7 @@ def _parse_scores(body: dict[str, Any]) -> Scores:
 def _parse_summary(raw: Any) -> dict[str, ChannelSummary]:
     if isinstance(raw, dict):
         return {
-            str(channel): _channel_summary(
-                as_object(entry, f"result.summary.{channel}"), f"result.summary.{channel}"
-            )
+            str(channel): _channel_summary(as_object(entry, f"result.summary.{channel}"), f"result.summary.{channel}")
             for channel, entry in raw.items()
         }
     if isinstance(raw, list):

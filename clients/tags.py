@@ -232,9 +232,7 @@ class MediaTagsClient:
         annotations: tuple[AssetAnnotation, ...] = ()
         if poll.download_url is not None:  # set exactly when COMPLETED
             annotations = self._download(job_id, poll.download_url)
-        return TagsJobStatus(
-            state=poll.state, annotations=annotations, message=poll.message, errors=poll.errors
-        )
+        return TagsJobStatus(state=poll.state, annotations=annotations, message=poll.message, errors=poll.errors)
 
     def _parse_poll(self, body: dict[str, Any]) -> _MediaPoll:
         result = result_of(body)
@@ -245,9 +243,7 @@ class MediaTagsClient:
             if not download_url.startswith(("https://", "http://")):
                 raise ResponseShapeError("result.download_url_json is not an http(s) URL")
         redact = self._http.redact
-        return _MediaPoll(
-            state, _lenient_message(result, redact), _lenient_errors(result, redact), download_url
-        )
+        return _MediaPoll(state, _lenient_message(result, redact), _lenient_errors(result, redact), download_url)
 
     def _download(self, job_id: str, url: str) -> tuple[AssetAnnotation, ...]:
         try:
@@ -304,9 +300,7 @@ def _parse_download(body: dict[str, Any], job_id: str) -> tuple[AssetAnnotation,
     if returned_job is not None and returned_job != job_id:
         raise ResponseShapeError("download.job_id does not match the polled job")
     creatives = require_list(body, "creatives", "download")
-    return tuple(
-        _annotation(entry, f"download.creatives[{i}]", id_key="id") for i, entry in enumerate(creatives)
-    )
+    return tuple(_annotation(entry, f"download.creatives[{i}]", id_key="id") for i, entry in enumerate(creatives))
 
 
 # -- shared parsing -------------------------------------------------------------------------------
@@ -316,9 +310,7 @@ def _parse_job_id(body: dict[str, Any]) -> str:
     return require_str(result_of(body), "job_id", "result")
 
 
-def _state(
-    result: dict[str, Any], states: Mapping[str, TagsJobState], redact: Callable[[str], str]
-) -> TagsJobState:
+def _state(result: dict[str, Any], states: Mapping[str, TagsJobState], redact: Callable[[str], str]) -> TagsJobState:
     raw = result.get("status")
     if not isinstance(raw, str):
         raise ResponseShapeError("result.status is missing or not a string")

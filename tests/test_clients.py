@@ -61,9 +61,7 @@ KEY = "vm-live-S3cr3t+K3y/0123456789"
 GUIDE_STATUS_TEMPLATE = "/v1/aperture/jobs/{job_id}/status"
 JOB = "a3f9c12e-7b4d-4e21-9f1c-8d2e6b0a5c3f"
 GUIDE_STATUS_URL = f"{BASE}/v1/aperture/jobs/{JOB}/status"
-DOWNLOAD_URL = (
-    "https://vidmob-results.s3.amazonaws.com/jobs/j-1/tags.json?X-Amz-Signature=abc&X-Amz-Expires=300"
-)
+DOWNLOAD_URL = "https://vidmob-results.s3.amazonaws.com/jobs/j-1/tags.json?X-Amz-Signature=abc&X-Amz-Expires=300"
 
 
 def ok(result: object) -> dict[str, object]:
@@ -475,9 +473,7 @@ NOT_JSON = "<html>maintenance</html>"
 TAXONOMY = [
     pytest.param({"body": requests.ConnectionError("refused")}, TransportError, None, None, id="conn-error"),
     pytest.param({"body": requests.ReadTimeout("timed out")}, TransportError, None, None, id="read-timeout"),
-    pytest.param(
-        {"body": requests.ConnectTimeout("timed out")}, TransportError, None, None, id="conn-timeout"
-    ),
+    pytest.param({"body": requests.ConnectTimeout("timed out")}, TransportError, None, None, id="conn-timeout"),
     pytest.param({"status": 429, "headers": {"Retry-After": "7"}}, RateLimitedError, 429, 7.0, id="429-secs"),
     pytest.param(
         {"status": 429, "headers": {"Retry-After": IN_TWO_MINUTES}},
@@ -490,9 +486,7 @@ TAXONOMY = [
     pytest.param({"status": 500, "body": "Internal Server Error"}, ServerError, 500, None, id="500"),
     pytest.param({"status": 503, "headers": {"Retry-After": "3"}}, ServerError, 503, 3.0, id="503"),
     pytest.param({"status": 200, "body": NOT_JSON}, MalformedResponseError, 200, None, id="200-not-json"),
-    pytest.param(
-        {"status": 200, "json": {"status": "OK"}}, MalformedResponseError, 200, None, id="200-no-result"
-    ),
+    pytest.param({"status": 200, "json": {"status": "OK"}}, MalformedResponseError, 200, None, id="200-no-result"),
     pytest.param(
         {"status": 200, "json": {"status": "ERROR", "result": {}}},
         MalformedResponseError,
@@ -519,9 +513,7 @@ TAXONOMY = [
         None,
         id="409",
     ),
-    pytest.param(
-        {"status": 422, "json": {"message": "nope"}}, TerminalApiError, 422, None, id="422-other-4xx"
-    ),
+    pytest.param({"status": 422, "json": {"message": "nope"}}, TerminalApiError, 422, None, id="422-other-4xx"),
     pytest.param(
         {"status": 302, "headers": {"Location": "https://elsewhere.example.com/"}},
         RedirectError,
@@ -729,9 +721,7 @@ def test_authorization_is_only_sent_to_the_api_base_url(rsps, http):
 
     # When both are fetched
     http.request("GET", "{export}", absolute_url=f"{BASE}/v1/exports/1.json", envelope=False)
-    http.request(
-        "GET", "{export}", absolute_url="https://public-api.vidmob.com.evil.example/x.json", envelope=False
-    )
+    http.request("GET", "{export}", absolute_url="https://public-api.vidmob.com.evil.example/x.json", envelope=False)
 
     # Then only the API host received the key
     assert rsps.calls[0].request.headers["Authorization"] == f"Bearer {KEY}"
