@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import time
 import uuid
 from collections import Counter
@@ -206,6 +207,7 @@ def results_table(jobs: dict[str, Job], sent: dict[str, SampleJob]) -> Table:
 def run_demo(
     console: Console, *, timeout: float = 180, keep_running: bool = False, flower_port: int | None = None
 ) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
     system = System(console, flower_port=flower_port)
     try:
         env = system.start()

@@ -83,5 +83,15 @@ def db_upgrade(revision: str) -> None:
     console.print(f"database at {revision}")
 
 
+from cli.media import media  # noqa: E402
+
+main.add_command(media)
+
+from cli.ops import jobs, schema, submit  # noqa: E402
+
+main.add_command(submit)
+main.add_command(jobs)
+main.add_command(schema)
+
 if __name__ == "__main__":
     main()

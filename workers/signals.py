@@ -1,10 +1,48 @@
-"""Worker process hooks."""
+"""Worker process hooks: database pool after fork, metrics, log context."""
 
 from __future__ import annotations
 
-from celery.signals import worker_process_init
+import datetime as dt
+import os
 
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    task_success,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
+
+from config import get_settings
 from models.db import get_engine
+from services import attempts, log_context
+from workers import metrics
+
+CREATE_JOB = "aperture.create_job"
+POLL_JOB = "aperture.poll_job"
+
+if metrics.observe_api_attempt not in attempts.ATTEMPT_OBSERVERS:
+    attempts.ATTEMPT_OBSERVERS.append(metrics.observe_api_attempt)
+
+# When each running task began, by task id: completion metrics count a job only for the
+# task that completed it (services/queries.completion_since).
+_started: dict[str, dt.datetime] = {}
+
+
+@worker_init.connect
+def _serve_metrics(**_: object) -> None:
+    # The main process, before the pool forks: children inherit the metrics directory.
+    port = get_settings().metrics_port
+    if port:
+        metrics.prepare_multiprocess_dir()
+        metrics.serve(port)
+
+
+@worker_shutdown.connect
+def _metrics_cleanup(**_: object) -> None:
+    metrics.cleanup()
 
 
 @worker_process_init.connect
@@ -12,3 +50,43 @@ def _fresh_pool_after_fork(**_: object) -> None:
     # Never use a connection pool across fork (SQLAlchemy pooling docs): drop the
     # inherited one without closing the parent's sockets, and start a new one.
     get_engine()
+    log_context.clear()
+
+
+@worker_process_shutdown.connect
+def _pool_process_exited(pid: int | None = None, **_: object) -> None:
+    metrics.process_exited(pid or os.getpid())
+
+
+@task_prerun.connect
+def _task_started(task_id: str | None = None, task=None, args=(), kwargs=None, **_: object) -> None:
+    log_context.clear()
+    kwargs = kwargs or {}
+    job_id = kwargs.get("job_id") or (args[0] if task is not None and task.name == POLL_JOB and args else None)
+    request_id = kwargs.get("request_id")
+    log_context.bind(
+        job_id=job_id if isinstance(job_id, str) else None,
+        request_id=request_id if isinstance(request_id, str) else None,
+    )
+    if task_id and task is not None and task.name == POLL_JOB:
+        _started[task_id] = dt.datetime.now(dt.UTC)
+
+
+@task_success.connect
+def _task_succeeded(sender=None, result=None, **_: object) -> None:
+    name = getattr(sender, "name", None)
+    if name == CREATE_JOB:
+        metrics.observe_create_job_result(result)
+    elif name == POLL_JOB:
+        request = sender.request
+        started = _started.get(request.id)
+        job_id = (request.kwargs or {}).get("job_id") or (request.args[0] if request.args else None)
+        if started is not None and job_id:
+            metrics.observe_completion(job_id, started)
+
+
+@task_postrun.connect
+def _task_ended(task_id: str | None = None, **_: object) -> None:
+    if task_id:
+        _started.pop(task_id, None)
+    log_context.clear()

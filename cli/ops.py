@@ -1,0 +1,542 @@
+"""Operator commands: `aperture submit`, `aperture jobs list|show|retry`, `aperture schema`.
+
+They talk to a running system through APERTURE_DATABASE_URL and APERTURE_BROKER_URL and never
+start servers of their own. Failures a person can act on (a URL not set, a server not answering,
+an unknown job) are one clear line and exit code 4, not a traceback.
+
+`aperture submit --wait` exit codes: 0 complete, 1 failed or timed out, 2 rejected (by the worker,
+or found invalid before sending), 3 still running when --timeout ran out, 4 could not run.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import re
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+EXIT_COMPLETE, EXIT_FAILED, EXIT_REJECTED, EXIT_WAIT_TIMEOUT, EXIT_ERROR = 0, 1, 2, 3, 4
+EXIT_FOR_STATE = {"complete": EXIT_COMPLETE, "failed": EXIT_FAILED, "timed_out": EXIT_FAILED, "rejected": EXIT_REJECTED}
+ENDED = set(EXIT_FOR_STATE)
+STATES = ("rejected", "submitting", "polling", "complete", "failed", "timed_out")
+
+
+class OperatorError(click.ClickException):
+    """Something a person can fix: said in one line."""
+
+    exit_code = EXIT_ERROR
+
+
+# --- connections ---------------------------------------------------------------------------------
+
+
+def _settings():
+    from config import get_settings
+
+    try:
+        return get_settings()
+    except Exception as exc:  # pydantic's message names the variable at fault
+        raise OperatorError(f"the configuration is invalid: {exc}") from exc
+
+
+def require_database() -> None:
+    if not _settings().database_url:
+        raise OperatorError(
+            "APERTURE_DATABASE_URL is not set. Point it at the system's PostgreSQL "
+            "(e.g. postgresql://user@host:5432/aperture); these commands talk to a running system "
+            "and never start one."
+        )
+
+
+def require_broker() -> str:
+    url = _settings().broker_url
+    if not url:
+        raise OperatorError(
+            "APERTURE_BROKER_URL is not set. Point it at the system's Redis (e.g. redis://host:6379/0); "
+            "these commands talk to a running system and never start one."
+        )
+    return url
+
+
+def _safe_db_url() -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(_settings().database_url or "").render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001
+        return "APERTURE_DATABASE_URL"
+
+
+@contextmanager
+def database() -> Iterator[Any]:
+    """One transaction; an unreachable or unmigrated database becomes one clear line."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from models.db import session_scope
+
+    require_database()
+    try:
+        with session_scope() as session:
+            yield session
+    except OperationalError as exc:
+        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise OperatorError(f"cannot reach PostgreSQL at {_safe_db_url()}: {detail}") from exc
+    except ProgrammingError as exc:
+        raise OperatorError(
+            f"PostgreSQL at {_safe_db_url()} answered but the schema is missing or old: run `aperture db upgrade`"
+        ) from exc
+
+
+def send_message(task: str, kwargs: dict[str, Any], *, queue: str | None = None, task_id: str | None = None) -> str:
+    """Send a task by name, as any application does; a broker that does not answer is an error."""
+    from celery import Celery
+    from kombu.exceptions import OperationalError as BrokerError
+    from kombu.utils.url import maybe_sanitize_url
+
+    from config.celery import TASK_ROUTES
+
+    broker = require_broker()
+    app = Celery("aperture-cli", broker=broker)
+    app.conf.update(task_serializer="json", broker_connection_timeout=5, broker_connection_retry=False)
+    try:
+        result = app.send_task(
+            task,
+            kwargs=kwargs,
+            queue=queue or TASK_ROUTES.get(task, {}).get("queue"),
+            task_id=task_id,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
+        )
+        return result.id
+    except (BrokerError, OSError) as exc:
+        raise OperatorError(f"cannot reach the broker at {maybe_sanitize_url(broker)}: {exc}") from exc
+    finally:
+        app.close()
+
+
+# --- input ---------------------------------------------------------------------------------------
+
+
+def load_payload(path: Path) -> dict[str, Any]:
+    """A CSV with a header (`url` and optionally `id`), or JSON: a list of assets (objects or
+    URL strings), or a whole aperture.create_job payload."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OperatorError(f"cannot read {path}: {exc}") from exc
+    stripped = text.lstrip()
+    if path.suffix.lower() == ".json" or stripped.startswith(("[", "{")):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise OperatorError(f"{path} is not valid JSON: {exc}") from exc
+        if isinstance(data, dict):
+            if "assets" not in data:
+                raise OperatorError(f"{path}: a JSON object must be a create_job payload with an 'assets' list")
+            return dict(data)
+        if isinstance(data, list):
+            return {"assets": [{"url": a} if isinstance(a, str) else a for a in data]}
+        raise OperatorError(f"{path}: expected a JSON list of assets or a create_job payload")
+    return {"assets": _csv_assets(path, text)}
+
+
+def _csv_assets(path: Path, text: str) -> list[dict[str, str]]:
+    reader = csv.DictReader(text.splitlines())
+    fields = [f.strip().lower() for f in reader.fieldnames or []]
+    if "url" not in fields:
+        raise OperatorError(f"{path}: the CSV needs a header line with a 'url' column (and optionally 'id')")
+    assets = []
+    for line_no, row in enumerate(reader, start=2):
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
+        if not any(row.values()):
+            continue
+        if not row.get("url"):
+            raise OperatorError(f"{path}, line {line_no}: no url")
+        asset = {"url": row["url"]}
+        if row.get("id"):
+            asset["id"] = row["id"]
+        assets.append(asset)
+    return assets
+
+
+def parse_client_tag(value: str) -> dict[str, str]:
+    label, sep, description = value.partition("=")
+    if not label.strip():
+        raise click.BadParameter(f"{value!r}: expected LABEL=DESCRIPTION", param_hint="--client-tag")
+    tag = {"label": label.strip()}
+    if sep:
+        tag["description"] = description.strip()
+    return tag
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(value: str) -> dt.timedelta:
+    match = _DURATION.match(value)
+    if not match:
+        raise click.BadParameter(f"{value!r}: expected e.g. 90s, 10m, 2h or 1d")
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return dt.timedelta(seconds=float(match.group(1)) * unit)
+
+
+# --- submit --------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--wait", is_flag=True, help="Show progress until the job ends; the exit code says how it ended.")
+@click.option("--request-id", help="Idempotency key (default: a new one). The same key again never makes a new job.")
+@click.option(
+    "--client-tag",
+    "client_tags",
+    multiple=True,
+    metavar="LABEL=DESCRIPTION",
+    help="A client tag for Vidmob to apply; repeatable.",
+)
+@click.option("--timeout", default=3600.0, show_default=True, help="With --wait: seconds before giving up (exit 3).")
+def submit(file: Path, wait: bool, request_id: str | None, client_tags: tuple[str, ...], timeout: float) -> None:
+    """Send a file of assets to be tagged, as `aperture.create_job`.
+
+    FILE is a CSV with a `url,id` header, or JSON: a list of assets or a whole create_job payload.
+    Exit codes: 0 complete, 1 failed or timed out, 2 rejected, 3 --wait timed out, 4 could not run.
+    """
+    from pydantic import ValidationError
+
+    from services.contract import CreateJobRequest, describe_errors
+
+    payload = load_payload(file)
+    if client_tags:
+        payload["client_tags"] = list(payload.get("client_tags") or []) + [parse_client_tag(t) for t in client_tags]
+    payload["request_id"] = request_id or payload.get("request_id") or f"cli-{uuid.uuid4().hex}"
+    try:
+        CreateJobRequest.model_validate(payload)
+    except ValidationError as exc:
+        click.echo(f"rejected (nothing sent): {describe_errors(exc)}", err=True)
+        sys.exit(EXIT_REJECTED)
+    if wait:
+        with database() as session:  # before sending: --wait must be able to watch
+            session.connection()
+    task_id = send_message("aperture.create_job", payload)
+    console.print(
+        f"sent aperture.create_job: request id [bold]{payload['request_id']}[/], "
+        f"{len(payload['assets'])} asset(s), message {task_id}"
+    )
+    if not wait:
+        return
+    state = wait_for_end(payload["request_id"], timeout)
+    if state is None:
+        console.print(f"[yellow]still running after {timeout:g}s[/]: `aperture jobs show {payload['request_id']}`")
+        sys.exit(EXIT_WAIT_TIMEOUT)
+    with database() as session:
+        from services.queries import find_job
+
+        print_job(find_job(session, payload["request_id"]), attempts=None)
+    sys.exit(EXIT_FOR_STATE[state])
+
+
+def wait_for_end(request_id: str, timeout: float) -> str | None:
+    """A progress bar through the job's life: sent, accepted, submitted to Vidmob, ended."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from sqlalchemy import select
+
+    from models import Job
+
+    stage = {"submitting": 1, "polling": 2}
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task(request_id, total=3, detail="waiting for a worker to accept it")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with database() as session:
+                row = session.execute(
+                    select(Job.state, Job.error, Job.poll_count, Job.submit_attempts, Job.asset_count).where(
+                        Job.request_id == request_id
+                    )
+                ).first()
+            if row is not None:
+                state = row.state.value
+                if state in ENDED:
+                    progress.update(bar, completed=3, detail=state)
+                    return state
+                detail = {
+                    "submitting": f"submitting to Vidmob (attempt {max(1, row.submit_attempts)})",
+                    "polling": f"Vidmob is tagging {row.asset_count} asset(s); {row.poll_count} poll(s) so far",
+                }[state]
+                if row.error:
+                    detail += f"; last error: {row.error[:80]}"
+                progress.update(bar, completed=stage[state], detail=detail)
+            time.sleep(0.5)
+    return None
+
+
+# --- jobs ----------------------------------------------------------------------------------------
+
+
+@click.group()
+def jobs() -> None:
+    """Look at jobs in PostgreSQL, and re-submit failed ones."""
+
+
+@jobs.command("list")
+@click.option(
+    "--state", "states", multiple=True, type=click.Choice(STATES), help="Only jobs in this state; repeatable."
+)
+@click.option("--older-than", type=parse_duration, help="Only jobs created longer ago than this (e.g. 10m, 2h).")
+@click.option(
+    "--stuck",
+    is_flag=True,
+    help="Only active jobs whose next look is overdue by more than APERTURE_LOST_MESSAGE_AFTER_S, "
+    "or past their deadline.",
+)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per job instead of a table.")
+def jobs_list(states: tuple[str, ...], older_than: dt.timedelta | None, stuck: bool, limit: int, as_json: bool) -> None:
+    """Jobs, newest first."""
+    from services.queries import list_jobs
+
+    now = dt.datetime.now(dt.UTC)
+    with database() as session:
+        rows = list_jobs(
+            session, now=now, settings=_settings(), states=states, older_than=older_than, stuck=stuck, limit=limit
+        )
+    if as_json:
+        for job in rows:
+            click.echo(json.dumps(job_summary(job)))
+        return
+    table = Table(title=f"{len(rows)} job(s)" + (" (stuck)" if stuck else ""))
+    table.add_column("job id", no_wrap=True)  # whole, so it can be copied into `jobs show`
+    for column in ("request id", "state", "assets", "polls", "age", "next look", "error"):
+        table.add_column(column, overflow="fold")
+    for job in rows:
+        table.add_row(
+            str(job.id),
+            job.request_id,
+            _state(job.state.value),
+            str(job.asset_count),
+            str(job.poll_count),
+            _ago(now - job.created_at),
+            _relative(job.next_poll_at, now),
+            (job.error or "")[:80],
+        )
+    console.print(table)
+
+
+@jobs.command("show")
+@click.argument("ident", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="As one JSON object.")
+def jobs_show(ident: str, as_json: bool) -> None:
+    """A job by job id or request id: state, error, times, assets with tags, API attempts."""
+    from services.queries import UnknownJob, attempts_of, find_job
+
+    with database() as session:
+        try:
+            job = find_job(session, ident)
+        except UnknownJob as exc:
+            raise OperatorError(str(exc)) from exc
+        attempts = attempts_of(session, job.id)
+    if as_json:
+        click.echo(json.dumps(job_detail(job, attempts), indent=2))
+        return
+    print_job(job, attempts)
+
+
+@jobs.command("retry")
+@click.argument("ident", metavar="ID")
+def jobs_retry(ident: str) -> None:
+    """Re-submit a job that ended failed or timed out (by job id or request id)."""
+    from config.celery import TASK_ROUTES
+    from services.operator import RETRYABLE_STATES, retry_job
+    from services.queries import UnknownJob, find_job
+
+    settings = _settings()
+    require_broker()
+    with database() as session:
+        try:
+            job = find_job(session, ident)
+        except UnknownJob as exc:
+            raise OperatorError(str(exc)) from exc
+        previous = job.vidmob_job_id
+        dispatch = retry_job(session, job.id, settings=settings, now=dt.datetime.now(dt.UTC))
+        if dispatch is None:
+            allowed = " or ".join(s.value for s in RETRYABLE_STATES)
+            raise OperatorError(f"job {job.id} is {job.state.value}: only {allowed} jobs can be retried")
+    # After the commit, as always: the message must find the row it points at.
+    try:
+        send_message(dispatch.task, dispatch.kwargs(), queue=TASK_ROUTES[dispatch.task]["queue"])
+    except OperatorError as exc:
+        raise OperatorError(
+            f"job {job.id} is set to be re-submitted, but the message was not sent ({exc.message}); "
+            f"the sweeper sends it within {settings.lost_message_after_s:g}s of the broker being back"
+        ) from exc
+    abandoned = f" (Vidmob job {previous} abandoned)" if previous else ""
+    console.print(f"job {job.id} re-submitted{abandoned}: `aperture jobs show {job.id}` to follow it")
+
+
+# --- schema --------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--write", is_flag=True, help="Regenerate the files under docs/schemas/.")
+@click.option("--check", is_flag=True, help="Exit 1 if the files under docs/schemas/ are out of date.")
+def schema(write: bool, check: bool) -> None:
+    """JSON Schema of every public task's keyword arguments (from services/contract.py)."""
+    from services import schema as schemas
+
+    if write:
+        for path in schemas.write_all():
+            console.print(f"wrote {path}")
+        return
+    if check:
+        stale = schemas.stale()
+        if stale:
+            raise click.ClickException(f"out of date: {', '.join(stale)}; run `aperture schema --write`")
+        console.print("docs/schemas is up to date")
+        return
+    click.echo(json.dumps({task: schemas.schema_for(task) for task in schemas.public_tasks()}, indent=2))
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+
+def job_summary(job) -> dict[str, Any]:
+    return {
+        "id": str(job.id),
+        "request_id": job.request_id,
+        "state": job.state.value,
+        "error": job.error,
+        "vidmob_job_id": job.vidmob_job_id,
+        "asset_count": job.asset_count,
+        "poll_count": job.poll_count,
+        "submit_attempts": job.submit_attempts,
+        "duplicate_risk": job.duplicate_risk,
+        "callback": job.callback,
+        "callback_status": job.callback_status.value if job.callback_status else None,
+        **{
+            name: (value.isoformat() if value else None)
+            for name, value in (
+                ("created_at", job.created_at),
+                ("submitted_at", job.submitted_at),
+                ("completed_at", job.completed_at),
+                ("ended_at", job.ended_at),
+                ("next_poll_at", job.next_poll_at),
+                ("deadline_at", job.deadline_at),
+            )
+        },
+    }
+
+
+def job_detail(job, attempts) -> dict[str, Any]:
+    return {
+        **job_summary(job),
+        "assets": [
+            {"url": a.url, "id": a.external_id, "tags": [{"category": t.category, "label": t.label} for t in a.tags]}
+            for a in job.assets
+        ],
+        "attempts": [
+            {
+                "at": a.attempted_at.isoformat(),
+                "task": a.task_name,
+                "endpoint": a.endpoint,
+                "status": a.status_code,
+                "outcome": a.outcome,
+                "latency_ms": a.latency_ms,
+                "error": a.error,
+            }
+            for a in attempts
+        ],
+    }
+
+
+def print_job(job, attempts) -> None:
+    now = dt.datetime.now(dt.UTC)
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column(overflow="fold")
+    rows = [
+        ("job id", str(job.id)),
+        ("request id", job.request_id),
+        ("state", _state(job.state.value)),
+        ("error", job.error or "-"),
+        ("Vidmob job", f"{job.vidmob_job_id or '-'} ({job.dialect} dialect)"),
+        ("assets", str(job.asset_count)),
+        ("polls", str(job.poll_count)),
+        ("submit attempts", str(job.submit_attempts) + ("  [red]duplicate risk[/]" if job.duplicate_risk else "")),
+        ("callback", f"{job.callback['task']} ({job.callback_status.value})" if job.callback else "-"),
+        ("created", _when(job.created_at, now)),
+        ("submitted", _when(job.submitted_at, now)),
+        ("completed", _when(job.completed_at, now)),
+        ("ended", _when(job.ended_at, now)),
+        ("next look", _when(job.next_poll_at, now) if job.state.is_active else "-"),
+        ("deadline", _when(job.deadline_at, now)),
+    ]
+    for name, value in rows:
+        facts.add_row(name, value)
+    console.print(facts)
+    if job.assets:
+        assets = Table(title="Assets")
+        for column in ("#", "id", "url", "tags"):
+            assets.add_column(column, overflow="fold")
+        for asset in job.assets:
+            tags = ", ".join(f"{t.category}:{t.label}" for t in asset.tags) or "-"
+            assets.add_row(str(asset.position), asset.external_id or "-", asset.url, tags)
+        console.print(assets)
+    if attempts:
+        table = Table(title="Vidmob API attempts")
+        for column in ("at", "task", "endpoint", "status", "outcome", "ms", "error"):
+            table.add_column(column, overflow="fold")
+        for a in attempts:
+            table.add_row(
+                a.attempted_at.strftime("%H:%M:%S"),
+                a.task_name or "-",
+                a.endpoint,
+                str(a.status_code or "-"),
+                a.outcome,
+                f"{a.latency_ms:.0f}" if a.latency_ms is not None else "-",
+                (a.error or "")[:100],
+            )
+        console.print(table)
+
+
+def _state(state: str) -> str:
+    color = {"complete": "green", "failed": "red", "timed_out": "red", "rejected": "red"}.get(state, "yellow")
+    return f"[{color}]{state}[/]"
+
+
+def _ago(delta: dt.timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _relative(when: dt.datetime | None, now: dt.datetime) -> str:
+    if when is None:
+        return "-"
+    return f"in {_ago(when - now)}" if when > now else f"{_ago(now - when)} ago"
+
+
+def _when(when: dt.datetime | None, now: dt.datetime) -> str:
+    if when is None:
+        return "-"
+    return f"{when.isoformat(timespec='seconds')} ({_relative(when, now)})"

@@ -1,0 +1,118 @@
+"""Read-only questions about jobs, for operators (`aperture jobs ...`) and for metrics.
+
+Nothing here writes: every function takes a Session and only SELECTs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from config import Settings
+from models import ACTIVE_STATES, ApiAttempt, Asset, Job, JobState
+
+
+class UnknownJob(LookupError):
+    pass
+
+
+def stuck_condition(now: dt.datetime, settings: Settings):
+    """Active jobs nobody is looking after: the look they wait for is overdue by more than the
+    time after which a message counts as lost (the sweeper should have re-sent it), or they
+    are past their deadline and still not ended."""
+    overdue = now - dt.timedelta(seconds=settings.lost_message_after_s)
+    return Job.state.in_(ACTIVE_STATES) & or_(
+        Job.next_poll_at.is_(None), Job.next_poll_at < overdue, Job.deadline_at < now
+    )
+
+
+def list_jobs(
+    session: Session,
+    *,
+    now: dt.datetime,
+    settings: Settings,
+    states: tuple[str, ...] = (),
+    older_than: dt.timedelta | None = None,
+    stuck: bool = False,
+    limit: int = 50,
+) -> list[Job]:
+    """Newest first."""
+    query = select(Job)
+    if states:
+        query = query.where(Job.state.in_(states))
+    if older_than is not None:
+        query = query.where(Job.created_at < now - older_than)
+    if stuck:
+        query = query.where(stuck_condition(now, settings))
+    return list(session.execute(query.order_by(Job.created_at.desc()).limit(limit)).scalars())
+
+
+def find_job(session: Session, ident: str) -> Job:
+    """By job id or by request id, with its assets and their tags loaded."""
+    options = selectinload(Job.assets).selectinload(Asset.tags)
+    job = None
+    try:
+        job_id = uuid.UUID(ident)
+    except ValueError:
+        pass
+    else:
+        job = session.execute(select(Job).where(Job.id == job_id).options(options)).scalar_one_or_none()
+    if job is None:
+        job = session.execute(select(Job).where(Job.request_id == ident).options(options)).scalar_one_or_none()
+    if job is None:
+        raise UnknownJob(f"no job with id or request id {ident!r}")
+    return job
+
+
+def attempts_of(session: Session, job_id: uuid.UUID, limit: int = 200) -> list[ApiAttempt]:
+    return list(
+        session.execute(
+            select(ApiAttempt).where(ApiAttempt.job_id == job_id).order_by(ApiAttempt.id).limit(limit)
+        ).scalars()
+    )
+
+
+# --- for metrics ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobCounts:
+    by_state: dict[str, int]
+    stuck: int
+
+    @property
+    def in_flight(self) -> int:
+        return sum(self.by_state.get(s, 0) for s in ACTIVE_STATES)
+
+
+def job_counts(session: Session, *, now: dt.datetime, settings: Settings) -> JobCounts:
+    by_state = {state.value: 0 for state in JobState}
+    for state, count in session.execute(select(Job.state, func.count()).group_by(Job.state)):
+        by_state[JobState(state).value] = count
+    # Served by the partial index on active jobs: cheap however many finished jobs there are.
+    stuck = session.execute(select(func.count()).select_from(Job).where(stuck_condition(now, settings))).scalar_one()
+    return JobCounts(by_state, stuck)
+
+
+@dataclass(frozen=True)
+class Completion:
+    polls: int
+    seconds_to_complete: float
+
+
+def completion_since(session: Session, job_id: uuid.UUID, since: dt.datetime) -> Completion | None:
+    """The job's figures if it completed at or after ``since`` (when the caller's task began):
+    so a task that completed a job counts it once, and a duplicate message that found the job
+    already complete does not count it again."""
+    row = session.execute(
+        select(Job.poll_count, Job.created_at, Job.completed_at).where(
+            Job.id == job_id, Job.state == JobState.COMPLETE, Job.completed_at >= since
+        )
+    ).first()
+    if row is None:
+        return None
+    return Completion(row.poll_count, max(0.0, (row.completed_at - row.created_at).total_seconds()))
