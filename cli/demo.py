@@ -204,6 +204,10 @@ def results_table(jobs: dict[str, Job], sent: dict[str, SampleJob]) -> Table:
     return table
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # TERM (docker stop, systemd, kill) stops `up` as cleanly as Ctrl-C
+
+
 def run_demo(
     console: Console, *, timeout: float = 180, keep_running: bool = False, flower_port: int | None = None
 ) -> int:

@@ -34,5 +34,7 @@ install_heartbeat(app)
 
 # Registering the tasks and the worker hooks needs `app` to exist first.
 import tasks  # noqa: E402,F401
-import workers.logging  # noqa: E402,F401  (JSON log lines: hooks Celery's setup_logging)
+
+# JSON log lines: importing workers.logging hooks Celery's setup_logging.
+import workers.logging  # noqa: E402
 import workers.signals  # noqa: E402,F401
