@@ -94,7 +94,7 @@ def poll(job_id: uuid.UUID, token: uuid.UUID, *, task_name: str) -> StepResult:
         if claim is None:
             return StepResult()
         bind_log_context(vidmob_job_id=claim.vidmob_job_id)
-        if tagging.deadline_passed(session, claim, now):
+        if claim.past_deadline(now):
             return _result(job_id, tagging.time_out(session, claim, now))
     log_ = attempts.AttemptLog()
     try:

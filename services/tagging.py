@@ -73,6 +73,10 @@ class PollClaim:
     dialect: str
     vidmob_job_id: str
     poll_count: int
+    deadline_at: dt.datetime
+
+    def past_deadline(self, now: dt.datetime) -> bool:
+        return self.deadline_at <= now
 
 
 @dataclass
@@ -295,11 +299,7 @@ def claim_poll(
     ).first()
     if row is None:
         return None
-    return PollClaim(job_id, new_token, row.dialect, row.vidmob_job_id, row.poll_count)
-
-
-def deadline_passed(session: Session, claim: PollClaim, now: dt.datetime) -> bool:
-    return session.execute(select(Job.deadline_at).where(Job.id == claim.job_id)).scalar_one() <= now
+    return PollClaim(job_id, new_token, row.dialect, row.vidmob_job_id, row.poll_count, row.deadline_at)
 
 
 def time_out(session: Session, claim: PollClaim, now: dt.datetime) -> Outcome:
