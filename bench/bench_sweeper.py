@@ -2,7 +2,7 @@
 
 Builds a scratch database with the real migrations, fills it with N jobs (by default
 1,000,000: 98% finished, 2% active, a few hundred of those due), then times the
-sweeper's own query (services.sweeper.due_looks, rolled back each run) with the
+sweeper's own query (services.durable.sweeper.due_looks, rolled back each run) with the
 partial index ix_jobs_due, and side by side the same query with index scans turned off
 as the baseline. Prints both and the ratio.
 
@@ -64,8 +64,9 @@ def run(url: str, jobs: int, runs: int) -> None:
     from config import get_settings
     from models.db import get_engine
     from models.migrate import upgrade
-    from services.scheduling import utcnow
-    from services.sweeper import due_looks
+    from services import tagging
+    from services.durable.schedule import utcnow
+    from services.durable.sweeper import due_looks
 
     get_settings.cache_clear()
     upgrade()
@@ -91,7 +92,9 @@ def run(url: str, jobs: int, runs: int) -> None:
 
                 session = Session(bind=conn)
                 t0 = time.perf_counter()
-                found = len(due_looks(session, settings=settings, now=utcnow(), limit=settings.sweep_batch_size))
+                found = len(
+                    due_looks(session, tagging.KIND, settings=settings, now=utcnow(), limit=settings.sweep_batch_size)
+                )
                 samples.append((time.perf_counter() - t0) * 1000)
                 trans.rollback()  # leave the rows as they were for the next run
         return statistics.median(samples), found

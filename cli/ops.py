@@ -106,7 +106,7 @@ def send_message(task: str, kwargs: dict[str, Any], *, queue: str | None = None,
     from kombu.exceptions import OperationalError as BrokerError
     from kombu.utils.url import maybe_sanitize_url
 
-    from config.celery import TASK_ROUTES
+    from config.tasks import queue_of
 
     broker = require_broker()
     app = Celery("aperture-cli", broker=broker)
@@ -115,7 +115,7 @@ def send_message(task: str, kwargs: dict[str, Any], *, queue: str | None = None,
         result = app.send_task(
             task,
             kwargs=kwargs,
-            queue=queue or TASK_ROUTES.get(task, {}).get("queue"),
+            queue=queue or queue_of(task),
             task_id=task_id,
             retry=True,
             retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
@@ -364,7 +364,7 @@ def jobs_show(ident: str, as_json: bool) -> None:
 @click.argument("ident", metavar="ID")
 def jobs_retry(ident: str) -> None:
     """Re-submit a job that ended failed or timed out (by job id or request id)."""
-    from config.celery import TASK_ROUTES
+    from config.tasks import queue_of
     from services.operator import RETRYABLE_STATES, retry_job
     from services.queries import UnknownJob, find_job
 
@@ -376,13 +376,13 @@ def jobs_retry(ident: str) -> None:
         except UnknownJob as exc:
             raise OperatorError(str(exc)) from exc
         previous = job.vidmob_job_id
-        dispatch = retry_job(session, job.id, settings=settings, now=dt.datetime.now(dt.UTC))
-        if dispatch is None:
+        message = retry_job(session, job.id, settings=settings, now=dt.datetime.now(dt.UTC))
+        if message is None:
             allowed = " or ".join(s.value for s in RETRYABLE_STATES)
             raise OperatorError(f"job {job.id} is {job.state.value}: only {allowed} jobs can be retried")
     # After the commit, as always: the message must find the row it points at.
     try:
-        send_message(dispatch.task, dispatch.kwargs(), queue=TASK_ROUTES[dispatch.task]["queue"])
+        send_message(message.task, message.kwargs, queue=queue_of(message.task))
     except OperatorError as exc:
         raise OperatorError(
             f"job {job.id} is set to be re-submitted, but the message was not sent ({exc.message}); "

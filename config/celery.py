@@ -6,40 +6,14 @@ docs/celery-at-scale.md for the sources.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from kombu import Exchange, Queue
 
 from config.settings import Settings
+from config.tasks import SWEEP, TASK_ROUTES, QueueName
 
-
-class QueueName(StrEnum):
-    # Public entry points (create_job, score_media) and their submissions: short HTTP calls.
-    SUBMIT = "aperture.submit"
-    # Polls of Vidmob jobs, most of them countdown messages: kept apart so a burst of new
-    # submissions never starves polls of jobs already paid for, and so each scales on its own.
-    POLL = "aperture.poll"
-    # The sweeper and other housekeeping: tiny, must never wait behind thousands of polls.
-    MAINTENANCE = "aperture.maintenance"
-    # Celery's default queue: a caller that names no queue when it sends `aperture.create_job`
-    # lands here, so submit workers consume it too rather than letting such messages rot.
-    DEFAULT = "celery"
-
-
-TASK_ROUTES = {
-    "aperture.create_job": {"queue": QueueName.SUBMIT.value},
-    "aperture.submit_job": {"queue": QueueName.SUBMIT.value},
-    "aperture.score_media": {"queue": QueueName.SUBMIT.value},
-    "aperture.rescore": {"queue": QueueName.SUBMIT.value},
-    "aperture.submit_scoring": {"queue": QueueName.SUBMIT.value},
-    "aperture.flush_tagging": {"queue": QueueName.SUBMIT.value},
-    "aperture.poll_job": {"queue": QueueName.POLL.value},
-    "aperture.poll_scoring": {"queue": QueueName.POLL.value},
-    "aperture.sweep": {"queue": QueueName.MAINTENANCE.value},
-    "aperture.send_callback": {"queue": QueueName.MAINTENANCE.value},
-    "aperture.send_score_callback": {"queue": QueueName.MAINTENANCE.value},
-}
+__all__ = ["TASK_ROUTES", "QueueName", "celery_config"]
 
 
 def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
@@ -84,11 +58,11 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
         "beat_schedule": {
-            "aperture.sweep": {
-                "task": "aperture.sweep",
+            SWEEP.name: {
+                "task": SWEEP.name,
                 "schedule": settings.sweep_interval_s,
                 # A sweep that could not run in time is useless: the next one covers it.
-                "options": {"expires": settings.sweep_interval_s, "queue": QueueName.MAINTENANCE.value},
+                "options": {"expires": settings.sweep_interval_s, "queue": SWEEP.queue.value},
             },
         },
         "timezone": "UTC",

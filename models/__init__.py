@@ -1,4 +1,5 @@
 from models.base import Base
+from models.durable import Durable
 from models.jobs import ACTIVE_STATES, ApiAttempt, Asset, CallbackStatus, Job, JobState, Tag
 from models.scoring import (
     ACTIVE_SCORING_STATES,
@@ -18,6 +19,7 @@ __all__ = [
     "Asset",
     "Base",
     "CallbackStatus",
+    "Durable",
     "Job",
     "JobState",
     "RoundStatus",

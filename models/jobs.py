@@ -2,7 +2,7 @@
 
 A job row is the truth about a Vidmob tagging job: what was asked, what state it is
 in, and when it must next be looked at (``next_poll_at``). Redis only carries
-messages that point at rows; losing a message loses nothing (see services/sweeper.py).
+messages that point at rows; losing a message loses nothing (see services/durable/sweeper.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    Enum,
+    CheckConstraint,
     ForeignKey,
     Identity,
     Index,
@@ -24,10 +24,13 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base, created_at, tz_datetime, updated_at, uuid_pk
+from models.base import Base, created_at, tz_datetime
+from models.durable import CallbackStatus, Durable, durable_indexes, enum_column
+
+__all__ = ["ACTIVE_STATES", "ApiAttempt", "Asset", "CallbackStatus", "Job", "JobState", "Tag", "enum_column"]
 
 
 class JobState(StrEnum):
@@ -46,51 +49,16 @@ class JobState(StrEnum):
 ACTIVE_STATES = (JobState.SUBMITTING.value, JobState.POLLING.value)
 
 
-class CallbackStatus(StrEnum):
-    NONE = "none"  # the caller asked for no callback
-    PENDING = "pending"  # owed: the job ended, the message is not known to be sent
-    SENT = "sent"
+class Job(Durable, Base):
+    """A tagging request: one Vidmob tagging job (the lifecycle columns are models.durable's)."""
 
-
-def enum_column(enum: type[StrEnum], name: str) -> Enum:
-    # Stored by value as VARCHAR + CHECK: adding a state later is a plain migration.
-    return Enum(
-        enum,
-        name=name,
-        native_enum=False,
-        create_constraint=True,
-        length=16,
-        values_callable=lambda e: [m.value for m in e],
-    )
-
-
-class Job(Base):
     __tablename__ = "jobs"
 
-    id: Mapped[uuid_pk]
-    # The caller's idempotency key; when they give none, the Celery task id of the
-    # message, so a redelivered message still finds its row.
-    request_id: Mapped[str] = mapped_column(String(255), unique=True)
     state: Mapped[JobState] = mapped_column(enum_column(JobState, "job_state"))
-    error: Mapped[str | None] = mapped_column(Text)
-    # The request as received (truncated if absurdly large), kept for audit and retry.
-    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     client_tags: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
-    callback: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    callback_status: Mapped[CallbackStatus] = mapped_column(
-        enum_column(CallbackStatus, "callback_status"), server_default=CallbackStatus.NONE.value
-    )
-    callback_sent_at: Mapped[tz_datetime | None]
     # Which dialect submitted it: polls must speak the same one.
     dialect: Mapped[str] = mapped_column(String(16))
     vidmob_job_id: Mapped[str | None] = mapped_column(String(255), unique=True)
-
-    # --- Poll scheduling (also drives submission retries while SUBMITTING).
-    next_poll_at: Mapped[tz_datetime | None]
-    # Changes on every hand-off; a message carrying an old token is a no-op.
-    poll_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
-    # True while a message carrying poll_token is believed to be in the broker.
-    poll_dispatched: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     poll_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     submit_attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     # Set when a submission is retried after an attempt whose outcome is unknown:
@@ -101,28 +69,14 @@ class Job(Base):
     deadline_at: Mapped[tz_datetime]
     submitted_at: Mapped[tz_datetime | None]
     completed_at: Mapped[tz_datetime | None]  # first seen COMPLETE: adaptive polling learns from it
-    ended_at: Mapped[tz_datetime | None]
-    created_at: Mapped[created_at]
-    updated_at: Mapped[updated_at]
 
     assets: Mapped[list[Asset]] = relationship(
         back_populates="job", order_by="Asset.position", cascade="all, delete-orphan"
     )
 
     __table_args__ = (
-        # The sweeper's query: only active jobs are in this index, so it stays small
-        # however many millions of finished jobs the table holds.
-        Index(
-            "ix_jobs_due",
-            "next_poll_at",
-            postgresql_where=text("state IN ('submitting', 'polling')"),
-        ),
-        Index(
-            "ix_jobs_callback_owed",
-            "ended_at",
-            postgresql_where=text("callback_status = 'pending'"),
-        ),
-        Index("ix_jobs_state_created_at", "state", "created_at"),
+        *durable_indexes("jobs", ACTIVE_STATES),
+        CheckConstraint("callback IS NULL OR jsonb_typeof(callback) = 'object'", name="callback_object"),
     )
 
 
@@ -167,7 +121,9 @@ class ApiAttempt(Base):
     __tablename__ = "api_attempts"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    # Its owner: the durable row whose task made the call (at most one of these is set).
     job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    scored_media_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("scored_media.id", ondelete="CASCADE"))
     task_name: Mapped[str | None] = mapped_column(String(64))
     method: Mapped[str] = mapped_column(String(8))
     endpoint: Mapped[str] = mapped_column(String(255))  # the path template, never a key
@@ -178,4 +134,8 @@ class ApiAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     attempted_at: Mapped[created_at]
 
-    __table_args__ = (Index("ix_api_attempts_job_id_attempted_at", "job_id", "attempted_at"),)
+    __table_args__ = (
+        Index("ix_api_attempts_job_id_attempted_at", "job_id", "attempted_at"),
+        Index("ix_api_attempts_scored_media_id_attempted_at", "scored_media_id", "attempted_at"),
+        CheckConstraint("num_nonnulls(job_id, scored_media_id) <= 1", name="one_owner"),
+    )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -28,11 +27,11 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base, created_at, tz_datetime, updated_at, uuid_pk
-from models.jobs import CallbackStatus, enum_column
+from models.base import Base, created_at, tz_datetime, updated_at
+from models.durable import Durable, durable_indexes, enum_column
 
 
 class ScoringState(StrEnum):
@@ -68,26 +67,19 @@ class RoundStatus(StrEnum):
     TIMED_OUT = "timed_out"
 
 
-class ScoredMedia(Base):
+class ScoredMedia(Durable, Base):
+    """One ``aperture.score_media`` request (its id is the ``scoring_id`` of callbacks); the
+    lifecycle columns are models.durable's. ``deadline_at`` is the current round's."""
+
     __tablename__ = "scored_media"
 
-    id: Mapped[uuid_pk]  # "scoring_id" in callbacks
-    # The caller's idempotency key, else the Celery task id of the message (as for jobs).
-    request_id: Mapped[str] = mapped_column(String(255), unique=True)
     state: Mapped[ScoringState] = mapped_column(enum_column(ScoringState, "scoring_state"))
-    error: Mapped[str | None] = mapped_column(Text)
     # The caller's media id and URL (NULL only on a rejected request that lacked them).
     media_id: Mapped[str | None] = mapped_column(String(255))
     url: Mapped[str | None] = mapped_column(Text)
     version: Mapped[str | None] = mapped_column(String(255))  # as given; rescores append "-r<n>"
     channels: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     workspace_id: Mapped[int | None] = mapped_column(BigInteger)
-    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    callback: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    callback_status: Mapped[CallbackStatus] = mapped_column(
-        enum_column(CallbackStatus, "callback_status"), server_default=CallbackStatus.NONE.value
-    )
-    callback_sent_at: Mapped[tz_datetime | None]
 
     round_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     rescore_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
@@ -95,16 +87,7 @@ class ScoredMedia(Base):
     # The tagging job carrying it while TAGGING (history: ScoredMediaTaggingJob).
     tagging_job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     flagged_at: Mapped[tz_datetime | None]  # when it last entered AWAITING_TAGS: the batch window runs from here
-
-    # --- Scheduling, exactly as on jobs: a look is a countdown message or parked for the sweeper.
-    next_poll_at: Mapped[tz_datetime | None]
-    poll_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
-    poll_dispatched: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     deadline_at: Mapped[tz_datetime | None]  # of the current round
-
-    ended_at: Mapped[tz_datetime | None]
-    created_at: Mapped[created_at]
-    updated_at: Mapped[updated_at]
 
     rounds: Mapped[list[ScoringRound]] = relationship(
         back_populates="media", order_by="ScoringRound.number", cascade="all, delete-orphan"
@@ -114,20 +97,14 @@ class ScoredMedia(Base):
     )
 
     __table_args__ = (
-        # The sweeper's query, on active rows only (as ix_jobs_due).
-        Index(
-            "ix_scored_media_due",
-            "next_poll_at",
-            postgresql_where=text("state IN ('submitting', 'polling', 'awaiting_tags')"),
-        ),
+        *durable_indexes("scored_media", SWEPT_SCORING_STATES),
         # The batcher's query: what waits for tagging, oldest first.
         Index("ix_scored_media_awaiting_tags", "flagged_at", postgresql_where=text("state = 'awaiting_tags'")),
         # The tagging hook's query: which media wait on the job that just ended.
         Index("ix_scored_media_tagging", "tagging_job_id", postgresql_where=text("state = 'tagging'")),
-        Index("ix_scored_media_callback_owed", "ended_at", postgresql_where=text("callback_status = 'pending'")),
         Index("ix_scored_media_media_id", "media_id"),
-        Index("ix_scored_media_state_created_at", "state", "created_at"),
         CheckConstraint("state = 'rejected' OR (media_id IS NOT NULL AND url IS NOT NULL)", name="identified"),
+        CheckConstraint("callback IS NULL OR jsonb_typeof(callback) = 'object'", name="callback_object"),
     )
 
 

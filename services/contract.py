@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from clients.scoring import CHANNELS as SCORING_CHANNELS
 from clients.scoring import normalize_channel
+from config.tasks import CREATE_JOB, SCORE_MEDIA
 
 MAX_ASSETS = 200
 MAX_CLIENT_TAGS = 100
@@ -90,6 +91,13 @@ class ScoreMediaRequest(_Strict):
         None, description="Idempotency key: the same key again never scores the media a second time."
     )
     callback: CallbackIn | None = None
+
+
+# The model of each public task's keyword arguments (the JSON Schemas are generated from them).
+MODELS: dict[str, type[BaseModel]] = {
+    CREATE_JOB.name: CreateJobRequest,
+    SCORE_MEDIA.name: ScoreMediaRequest,
+}
 
 
 def describe_errors(error: ValidationError) -> str:

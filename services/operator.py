@@ -13,14 +13,16 @@ import uuid
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from config import Settings
+from config import Settings, tasks
 from models import CallbackStatus, Job, JobState
-from services.scheduling import SUBMIT_TASK, Dispatch
+from services import tagging
+from services.durable.lifecycle import look_message
+from services.durable.messages import Message
 
 RETRYABLE_STATES = (JobState.FAILED, JobState.TIMED_OUT)
 
 
-def retry_job(session: Session, job_id: uuid.UUID, *, settings: Settings, now: dt.datetime) -> Dispatch | None:
+def retry_job(session: Session, job_id: uuid.UUID, *, settings: Settings, now: dt.datetime) -> Message | None:
     """Back to SUBMITTING with a fresh token and deadline; None if the job is not (or no longer)
     failed or timed out. The abandoned Vidmob job id is cleared: the next submission makes a new one."""
     token = uuid.uuid4()
@@ -40,12 +42,15 @@ def retry_job(session: Session, job_id: uuid.UUID, *, settings: Settings, now: d
             next_poll_at=now,
             poll_count=0,
             submit_attempts=0,
-            # The end of the retried job owes the callback again (services/tagging._end); a
-            # failure callback not sent yet is moot now and must not go out mid-retry.
+            # The end of the retried job owes the callback again (services/durable/lifecycle.end); a
+            # failure callback not sent yet is moot now and must not go out mid-retry. A new
+            # generation gives that callback a task id of its own.
             callback_status=CallbackStatus.NONE,
+            callback_sent_at=None,
+            generation=Job.generation + 1,
         )
         .returning(Job.id)
     ).first()
     if moved is None:
         return None
-    return Dispatch(SUBMIT_TASK, job_id, token, 0.0)
+    return look_message(tagging.KIND, tasks.SUBMIT_JOB.name, job_id, token, 0.0)

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from config.celery import TASK_ROUTES
+from config.tasks import PUBLIC_TASKS, queue_of
 from services import contract
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -22,13 +22,8 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 
 
 def public_tasks() -> dict[str, type[BaseModel]]:
-    """Task name -> the model of its keyword arguments. A task whose model is not in the
-    contract yet is left out rather than breaking the others."""
-    registry: dict[str, type[BaseModel] | None] = {
-        "aperture.create_job": contract.CreateJobRequest,
-        "aperture.score_media": getattr(contract, "ScoreMediaRequest", None),
-    }
-    return {name: model for name, model in registry.items() if model is not None}
+    """Task name -> the model of its keyword arguments, for every public task (config/tasks.py)."""
+    return {spec.name: contract.MODELS[spec.name] for spec in PUBLIC_TASKS}
 
 
 def schema_for(task: str) -> dict[str, Any]:
@@ -36,7 +31,7 @@ def schema_for(task: str) -> dict[str, Any]:
     body = model.model_json_schema(mode="validation")
     body.pop("title", None)
     doc = body.pop("description", None) or (model.__doc__ or "").strip()
-    queue = TASK_ROUTES.get(task, {}).get("queue")
+    queue = queue_of(task)
     return {
         "$schema": JSON_SCHEMA_DIALECT,
         "$id": f"urn:aperture:task:{task}",

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
-
-from services import steps
-from tasks._enqueue import send_after_commit
-from tasks.tagging import RETRY
+from config import get_settings
+from config import tasks as spec
+from services.domains import KINDS
+from services.durable import sweeper
+from tasks.base import aperture_task, send_after_commit
 
 log = logging.getLogger(__name__)
 
 
-@shared_task(name="aperture.sweep", bind=True, soft_time_limit=60, time_limit=90, **RETRY)
+@aperture_task(spec.SWEEP, soft_time_limit=60, time_limit=90)
 def sweep(self) -> dict:
     """Send the messages Postgres says are due and missing (parked waits, lost
-    messages) and the callbacks still owed.
+    messages), for every kind of durable row, and the callbacks still owed.
 
     Safe twice, and with several beat instances by mistake: rows are claimed with
     FOR UPDATE SKIP LOCKED and re-tokened, so each due look is sent once.
     """
-    result = steps.sweep()
-    send_after_commit(result)
-    if result.dispatches or result.callbacks:
-        log.info("sweep sent %d messages and %d owed callbacks", len(result.dispatches), len(result.callbacks))
-    return {"dispatched": len(result.dispatches), "callbacks": len(result.callbacks)}
+    outcome = sweeper.sweep(KINDS, settings=get_settings())
+    send_after_commit(outcome)
+    if outcome.messages or outcome.callbacks:
+        log.info("sweep sent %d messages and %d owed callbacks", len(outcome.messages), len(outcome.callbacks))
+    return {"dispatched": len(outcome.messages), "callbacks": len(outcome.callbacks)}

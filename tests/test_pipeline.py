@@ -246,7 +246,7 @@ def test_tags_are_upserts_storing_a_result_twice_adds_nothing(system):
     job = wait_for_job(request_id)
     from clients.tags import AssetAnnotation
     from clients.tags import Tag as ApiTag
-    from services.tagging import store_annotations
+    from services.tagging.annotations import store_annotations
 
     with session_scope() as s:
         before = s.scalar(select(func.count()).select_from(Tag))

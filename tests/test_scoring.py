@@ -28,7 +28,8 @@ from models import (
     ScoringState,
 )
 from models.db import get_engine, session_scope
-from services.scoring import TAGGING_REQUEST_PREFIX, decide, rescore_version
+from services.scoring.batching import TAGGING_REQUEST_PREFIX
+from services.scoring.policy import decide, rescore_version
 from tests.conftest import API_KEY
 from tests.support import send, sim_stats, tags_by_url, wait_for, wait_for_job
 
@@ -42,7 +43,8 @@ TAG_DEPENDENT = {"Brand Name or Logo Early", "Human Early", "Audio Present"}  # 
 def scoring(system):
     with get_engine().begin() as conn:
         conn.exec_driver_sql(
-            "TRUNCATE scored_media, scoring_rounds, scoring_summaries, scoring_results, scored_media_tagging_jobs"
+            "TRUNCATE scored_media, scoring_rounds, scoring_summaries, scoring_results, scored_media_tagging_jobs, "
+            "api_attempts"
         )
     yield system
     requests.post(f"{system['simulator'].url}/_sim/config", json={"never_tagged": False}, timeout=5)

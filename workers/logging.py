@@ -1,7 +1,7 @@
 """Structured logs: one JSON object per line, saying which task and which job it is about.
 
 Every line has the same keys (null when unknown): ``ts``, ``level``, ``logger``, ``process``,
-``message``, ``task_name``, ``task_id``, ``attempt``, ``job_id``, ``request_id``, ``vidmob_job_id``,
+``message``, ``task_name``, ``task_id``, ``attempt``, ``job_id``, ``scoring_id``, ``request_id``, ``vidmob_job_id``,
 and ``exc`` when there is a traceback. The task fields come from Celery's current task; the job
 fields from ``extra=`` on the call, else from ``bind()``: a context variable that the task hooks
 (workers/signals.py) set from the message and that services fill in as they learn more.

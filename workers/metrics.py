@@ -114,7 +114,7 @@ def _create() -> Metrics:
     )
 
 
-# --- recording (called from services/attempts.py's observers and from Celery signals) -------------
+# --- recording (called from services/durable/attempts.py observers and from Celery signals) -------------
 
 
 def observe_api_attempt(attempt: Attempt) -> None:

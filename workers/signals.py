@@ -16,12 +16,11 @@ from celery.signals import (
 )
 
 from config import get_settings
+from config.tasks import CREATE_JOB, POLL_JOB
 from models.db import get_engine
-from services import attempts, log_context
+from services import log_context
+from services.durable import attempts
 from workers import metrics
-
-CREATE_JOB = "aperture.create_job"
-POLL_JOB = "aperture.poll_job"
 
 if metrics.observe_api_attempt not in attempts.ATTEMPT_OBSERVERS:
     attempts.ATTEMPT_OBSERVERS.append(metrics.observe_api_attempt)
@@ -62,22 +61,29 @@ def _pool_process_exited(pid: int | None = None, **_: object) -> None:
 def _task_started(task_id: str | None = None, task=None, args=(), kwargs=None, **_: object) -> None:
     log_context.clear()
     kwargs = kwargs or {}
-    job_id = kwargs.get("job_id") or (args[0] if task is not None and task.name == POLL_JOB and args else None)
-    request_id = kwargs.get("request_id")
+    job_id = kwargs.get("job_id") or (args[0] if task is not None and task.name == POLL_JOB.name and args else None)
+    # What the message says; the steps bind the row's own request_id once they have read it.
     log_context.bind(
-        job_id=job_id if isinstance(job_id, str) else None,
-        request_id=request_id if isinstance(request_id, str) else None,
+        **{
+            name: value
+            for name, value in (
+                ("job_id", job_id),
+                ("scoring_id", kwargs.get("scoring_id")),
+                ("request_id", kwargs.get("request_id")),
+            )
+            if isinstance(value, str)
+        }
     )
-    if task_id and task is not None and task.name == POLL_JOB:
+    if task_id and task is not None and task.name == POLL_JOB.name:
         _started[task_id] = dt.datetime.now(dt.UTC)
 
 
 @task_success.connect
 def _task_succeeded(sender=None, result=None, **_: object) -> None:
     name = getattr(sender, "name", None)
-    if name == CREATE_JOB:
+    if name == CREATE_JOB.name:
         metrics.observe_create_job_result(result)
-    elif name == POLL_JOB:
+    elif name == POLL_JOB.name:
         request = sender.request
         started = _started.get(request.id)
         job_id = (request.kwargs or {}).get("job_id") or (request.args[0] if request.args else None)

@@ -1,9 +1,9 @@
-"""When to look at a job next, and how that look reaches a worker.
+"""When to look at a durable row next.
 
-A look is either a countdown message (short waits) or parked in Postgres for the
-sweeper (long waits): countdown messages sit unacknowledged in a worker's RAM and
-are redelivered after the broker's visibility timeout, so only near-term ones are
-sent (docs/celery-at-scale.md).
+A look is either a countdown message (short waits) or parked in Postgres for the sweeper
+(long waits): countdown messages sit unacknowledged in a worker's RAM and are redelivered
+after the broker's visibility timeout, so only near-term ones are sent
+(docs/celery-at-scale.md). Pure functions: ``now`` and settings are passed in.
 """
 
 from __future__ import annotations
@@ -15,28 +15,13 @@ from dataclasses import dataclass
 
 from config import Settings
 
-POLL_TASK = "aperture.poll_job"
-SUBMIT_TASK = "aperture.submit_job"
-
-
-@dataclass(frozen=True)
-class Dispatch:
-    """A message to send after the transaction that made it has committed."""
-
-    task: str
-    job_id: uuid.UUID
-    token: uuid.UUID
-    countdown: float
-
-    def kwargs(self) -> dict[str, str]:
-        return {"job_id": str(self.job_id), "token": str(self.token)}
-
 
 @dataclass(frozen=True)
 class NextLook:
     at: dt.datetime
     token: uuid.UUID
     dispatched: bool  # False: parked, the sweeper will send it when due
+    delay_s: float
 
 
 def utcnow() -> dt.datetime:
@@ -62,11 +47,12 @@ def schedule(now: dt.datetime, delay_s: float, settings: Settings) -> NextLook:
         at=now + dt.timedelta(seconds=delay_s),
         token=uuid.uuid4(),
         dispatched=delay_s <= settings.max_countdown_s,
+        delay_s=delay_s,
     )
 
 
 def lease_until(now: dt.datetime, settings: Settings) -> dt.datetime:
-    """While a worker holds a job, the row says "look again after this": the hard time
+    """While a worker holds a row, the row says "look again after this": the hard time
     limit kills the task before then, so a crashed holder is recovered by the sweeper
     and a live one is never second-guessed."""
     return now + dt.timedelta(seconds=settings.task_time_limit_s + 5)

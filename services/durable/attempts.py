@@ -1,4 +1,5 @@
-"""Rows for API attempts: every HTTP call to Vidmob is kept with its outcome."""
+"""Rows for API attempts: every HTTP call to Vidmob is kept with its outcome and its owner
+(the durable row whose task made it: ``api_attempts.job_id`` or ``scored_media_id``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from clients.http import Attempt
 from models import ApiAttempt
+from services.durable.kind import DurableKind
 
 # Called with every attempt as it happens (the worker registers its metrics here, see
 # workers/metrics.py); services do not depend on how they are watched.
@@ -28,15 +30,15 @@ class AttemptLog:
         for observe in ATTEMPT_OBSERVERS:
             observe(attempt)
 
-    def save(self, session: Session, job_id: uuid.UUID | None, task_name: str) -> None:
+    def save(self, session: Session, kind: DurableKind, row_id: uuid.UUID, task_name: str) -> None:
         if self.attempts:
-            session.execute(insert(ApiAttempt), [_row(a, job_id, task_name) for a in self.attempts])
+            session.execute(insert(ApiAttempt), [_row(a, kind, row_id, task_name) for a in self.attempts])
             self.attempts.clear()
 
 
-def _row(attempt: Attempt, job_id: uuid.UUID | None, task_name: str) -> dict:
+def _row(attempt: Attempt, kind: DurableKind, row_id: uuid.UUID, task_name: str) -> dict:
     return {
-        "job_id": job_id,
+        kind.attempt_owner: row_id,
         "task_name": task_name,
         "method": attempt.method,
         "endpoint": attempt.endpoint,
@@ -48,17 +50,29 @@ def _row(attempt: Attempt, job_id: uuid.UUID | None, task_name: str) -> dict:
     }
 
 
-def record_intent(session: Session, job_id: uuid.UUID, task_name: str, method: str, endpoint: str) -> int:
+def record_intent(
+    session: Session, kind: DurableKind, row_id: uuid.UUID, task_name: str, method: str, endpoint: str
+) -> int:
     """An attempt whose outcome is not known yet, committed before the call: if the
-    worker dies during it, this row is how we know Vidmob may hold a job we never saw."""
+    worker dies during it, this row is how we know Vidmob may hold work we never saw."""
     return session.execute(
         insert(ApiAttempt)
-        .values(job_id=job_id, task_name=task_name, method=method, endpoint=endpoint, outcome="unknown")
+        .values(
+            {
+                kind.attempt_owner: row_id,
+                "task_name": task_name,
+                "method": method,
+                "endpoint": endpoint,
+                "outcome": "unknown",
+            }
+        )
         .returning(ApiAttempt.id)
     ).scalar_one()
 
 
-def resolve_intent(session: Session, intent_id: int, log: AttemptLog, job_id: uuid.UUID, task_name: str) -> None:
+def resolve_intent(
+    session: Session, intent_id: int, log: AttemptLog, kind: DurableKind, row_id: uuid.UUID, task_name: str
+) -> None:
     """Turn the intent row into the first real attempt; any further ones are new rows."""
     if not log.attempts:
         # Refused before any request left (e.g. a payload the dialect cannot express):
@@ -66,6 +80,5 @@ def resolve_intent(session: Session, intent_id: int, log: AttemptLog, job_id: uu
         session.execute(update(ApiAttempt).where(ApiAttempt.id == intent_id).values(outcome="not_sent"))
         return
     first = log.attempts.pop(0)
-    values = _row(first, job_id, task_name)
-    session.execute(update(ApiAttempt).where(ApiAttempt.id == intent_id).values(**values))
-    log.save(session, job_id, task_name)
+    session.execute(update(ApiAttempt).where(ApiAttempt.id == intent_id).values(**_row(first, kind, row_id, task_name)))
+    log.save(session, kind, row_id, task_name)

@@ -1,0 +1,68 @@
+"""Every task's name and queue, declared once.
+
+Other applications send these names; the routes (config/celery.py), the task decorator
+(tasks/base.py), the JSON Schemas (services/schema.py), the worker signals and the beat
+schedule all read them from here, so a name is written in exactly one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class QueueName(StrEnum):
+    # Public entry points (create_job, score_media) and their submissions: short HTTP calls.
+    SUBMIT = "aperture.submit"
+    # Polls of Vidmob jobs, most of them countdown messages: kept apart so a burst of new
+    # submissions never starves polls of jobs already paid for, and so each scales on its own.
+    POLL = "aperture.poll"
+    # The sweeper and other housekeeping: tiny, must never wait behind thousands of polls.
+    MAINTENANCE = "aperture.maintenance"
+    # Celery's default queue: a caller that names no queue when it sends `aperture.create_job`
+    # lands here, so submit workers consume it too rather than letting such messages rot.
+    DEFAULT = "celery"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    queue: QueueName
+    public: bool = False  # part of the contract other applications call
+    periodic: bool = False  # sent by beat: expires when its interval has passed
+
+
+# Public: names and keyword arguments change only with a migration path (README "Public contract").
+CREATE_JOB = TaskSpec("aperture.create_job", QueueName.SUBMIT, public=True)
+SCORE_MEDIA = TaskSpec("aperture.score_media", QueueName.SUBMIT, public=True)
+
+# Internal: sent only by this system. Names stay stable anyway: messages in flight during a
+# deploy must still find their task.
+SUBMIT_JOB = TaskSpec("aperture.submit_job", QueueName.SUBMIT)
+POLL_JOB = TaskSpec("aperture.poll_job", QueueName.POLL)
+SUBMIT_SCORING = TaskSpec("aperture.submit_scoring", QueueName.SUBMIT)
+RESCORE = TaskSpec("aperture.rescore", QueueName.SUBMIT)
+POLL_SCORING = TaskSpec("aperture.poll_scoring", QueueName.POLL)
+FLUSH_TAGGING = TaskSpec("aperture.flush_tagging", QueueName.SUBMIT)
+SEND_SCORE_CALLBACK = TaskSpec("aperture.send_score_callback", QueueName.MAINTENANCE)
+SWEEP = TaskSpec("aperture.sweep", QueueName.MAINTENANCE, periodic=True)
+
+ALL_TASKS: tuple[TaskSpec, ...] = (
+    CREATE_JOB,
+    SCORE_MEDIA,
+    SUBMIT_JOB,
+    POLL_JOB,
+    SUBMIT_SCORING,
+    RESCORE,
+    POLL_SCORING,
+    FLUSH_TAGGING,
+    SEND_SCORE_CALLBACK,
+    SWEEP,
+)
+PUBLIC_TASKS = tuple(t for t in ALL_TASKS if t.public)
+TASK_ROUTES: dict[str, dict[str, str]] = {t.name: {"queue": t.queue.value} for t in ALL_TASKS}
+
+
+def queue_of(task_name: str) -> str | None:
+    route = TASK_ROUTES.get(task_name)
+    return route["queue"] if route else None

@@ -1,0 +1,85 @@
+"""The lifecycle columns every durable row shares: tagging jobs and scored media alike.
+
+A durable row is the truth about one piece of remote work: what was asked (``payload``),
+where it is (its own ``state`` column, declared by each model), when it must next be looked
+at (``next_poll_at``), which message may do it (``poll_token``), and what its caller is owed
+when it ends (``callback``). services/durable/ is the engine that moves these rows; the
+domains (services/tagging/, services/scoring/) only decide what each answer means.
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Boolean, Enum, Index, Integer, String, Text, text
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import created_at, tz_datetime, updated_at, uuid_pk
+
+
+class CallbackStatus(StrEnum):
+    NONE = "none"  # the caller asked for no callback
+    PENDING = "pending"  # owed: the row ended, the message is not known to be sent
+    SENT = "sent"
+
+
+def enum_column(enum: type[StrEnum], name: str) -> Enum:
+    # Stored by value as VARCHAR + CHECK: adding a state later is a plain migration.
+    return Enum(
+        enum,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda e: [m.value for m in e],
+    )
+
+
+class Durable:
+    """Mixin: the columns services/durable/ reads and writes. A model adds its ``state``
+    (an enum of its own), its domain columns and ``durable_indexes(...)``."""
+
+    id: Mapped[uuid_pk]
+    # The caller's idempotency key; when they give none, the Celery task id of the message,
+    # so a redelivered message still finds its row.
+    request_id: Mapped[str] = mapped_column(String(255), unique=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    # The request as received (truncated if absurdly large), kept for audit and retry.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # SQL NULL when the caller asked for none: "owed" is decided by `callback IS NULL`, and a
+    # JSON null would read as a callback (the CHECK in migration 0003 keeps it so).
+    callback: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+    callback_status: Mapped[CallbackStatus] = mapped_column(
+        enum_column(CallbackStatus, "callback_status"), server_default=CallbackStatus.NONE.value
+    )
+    callback_sent_at: Mapped[tz_datetime | None]
+    # How many times an operator restarted the row after it ended: each end owes its own
+    # callback, with its own task id, so a caller that drops repeated ids still gets it.
+    generation: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+    # --- Scheduling: a look is a countdown message (short waits) or parked for the sweeper.
+    next_poll_at: Mapped[tz_datetime | None]
+    # Changes on every hand-off; a message carrying an old token is a no-op.
+    poll_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # True while a message carrying poll_token is believed to be in the broker.
+    poll_dispatched: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+
+    ended_at: Mapped[tz_datetime | None]
+    created_at: Mapped[created_at]
+    updated_at: Mapped[updated_at]
+
+
+def durable_indexes(table: str, swept_states: tuple[str, ...]) -> tuple[Index, ...]:
+    """The engine's queries, on the rows they can match only, so they stay small however
+    many millions of ended rows the table holds."""
+    states = ", ".join(f"'{s}'" for s in swept_states)
+    return (
+        # The sweeper's due looks.
+        Index(f"ix_{table}_due", "next_poll_at", postgresql_where=text(f"state IN ({states})")),
+        # The sweeper's owed callbacks.
+        Index(f"ix_{table}_callback_owed", "ended_at", postgresql_where=text("callback_status = 'pending'")),
+        Index(f"ix_{table}_state_created_at", "state", "created_at"),
+    )

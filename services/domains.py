@@ -1,0 +1,16 @@
+"""The kinds of durable row this system runs, and how they listen to each other: wired here, once.
+
+Tagging knows nothing of scoring (no import cycle): the scoring loop learns that a tagging
+job ended through the tagging kind's end hook, inside the transaction that ended it. Every
+process that runs tasks imports this module (tasks/base.py), and so does the sweeper.
+"""
+
+from __future__ import annotations
+
+from services import scoring, tagging
+from services.durable.kind import DurableKind
+from services.scoring.batching import on_tagging_job_ended
+
+KINDS: tuple[DurableKind, ...] = (tagging.KIND, scoring.KIND)
+
+tagging.KIND.ended.connect(on_tagging_job_ended)

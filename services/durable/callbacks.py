@@ -1,0 +1,81 @@
+"""The caller's callback: owed in the transaction that ends a row, sent after it.
+
+One way for every kind. Delivery is at-least-once with a stable task id (the kind's prefix
+and the row id, plus ``-retry-<n>`` after an operator retry): the normal path sends it once
+and marks it sent; if a worker dies between the send and the mark, the sweeper sends it again
+under the same id, so a caller can drop the repeat by task id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from models import CallbackStatus
+from models.db import session_scope
+from services.durable.kind import DurableKind
+from services.durable.messages import Message, OwedCallback
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[Message], None]
+
+
+def owed_callback(session: Session, kind: DurableKind, row_id: uuid.UUID) -> Message | None:
+    """The callback message a row owes now, or None (not ended, none asked, already sent)."""
+    model = kind.model
+    row = session.execute(
+        select(model).where(model.id == row_id, model.callback_status == CallbackStatus.PENDING)
+    ).scalar_one_or_none()
+    if row is None or row.callback is None:
+        return None
+    return Message(
+        task=row.callback["task"],
+        kwargs=kind.callback_kwargs(session, row),
+        task_id=kind.callback_task_id(row.id, row.generation),
+        queue=row.callback.get("queue"),
+    )
+
+
+def mark_sent(session: Session, kind: DurableKind, row_id: uuid.UUID) -> bool:
+    model = kind.model
+    marked = session.execute(
+        update(model)
+        .where(model.id == row_id, model.callback_status == CallbackStatus.PENDING)
+        .values(callback_status=CallbackStatus.SENT, callback_sent_at=func.now())
+        .returning(model.id)
+    ).first()
+    return marked is not None
+
+
+def overdue(session: Session, kind: DurableKind, *, before: dt.datetime, limit: int) -> list[OwedCallback]:
+    """Rows that ended before ``before`` and still owe their callback: the send after their
+    end was lost (a worker died between commit and send, or the broker was down)."""
+    model = kind.model
+    ids = session.execute(
+        select(model.id)
+        .where(model.callback_status == CallbackStatus.PENDING, model.ended_at <= before)
+        .order_by(model.ended_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).scalars()
+    return [OwedCallback(kind, row_id) for row_id in ids]
+
+
+def deliver(owed: OwedCallback, send: Send) -> bool:
+    """Send a row's callback if it is still owed, then mark it sent. Two transactions around
+    the send: a crash between them leaves it owed, and the sweeper re-sends it, same id."""
+    with session_scope() as session:
+        message = owed_callback(session, owed.kind, owed.row_id)
+    if message is None:
+        return False
+    send(message)
+    with session_scope() as session:
+        mark_sent(session, owed.kind, owed.row_id)
+    log.info("callback %s sent for %s %s (%s)", message.task, owed.kind.name, owed.row_id, message.kwargs["status"])
+    return True

@@ -1,0 +1,134 @@
+"""Accepting a request: one row per idempotency key, stored valid or rejected with a reason.
+
+Every public task stores what it was sent before doing anything else: a valid request as a
+row in its first state, holding a lease for the message being processed; an invalid one as
+``rejected`` with a readable reason (and its callback owed, when the caller gave a valid one).
+The same ``request_id`` again finds the row and creates nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from config import Settings
+from models import CallbackStatus
+from services.contract import describe_errors, parse_callback
+from services.durable.kind import DurableKind
+from services.durable.schedule import lease_until
+
+MAX_STORED_PAYLOAD_CHARS = 64_000
+REJECTED = "rejected"
+SUBMITTING = "submitting"  # the first state of every kind: stored, not (knowingly) accepted by Vidmob yet
+
+
+@dataclass(frozen=True)
+class Accepted:
+    row_id: uuid.UUID
+    state: Any
+    created: bool
+    error: str | None = None
+    token: uuid.UUID | None = None  # held by the message that created the row
+
+
+def request_id_for(payload: dict[str, Any], task_id: str) -> str:
+    """The caller's key, or the message's own id: a redelivered message (acks_late) has the
+    same task id, so it finds the row its first delivery wrote."""
+    given = payload.get("request_id")
+    if isinstance(given, str) and 0 < len(given.strip()) <= 255:
+        return given.strip()
+    return f"celery-task:{task_id}"
+
+
+def storable(payload: Any) -> dict[str, Any]:
+    text = json.dumps(payload, default=repr)
+    if len(text) <= MAX_STORED_PAYLOAD_CHARS:
+        return payload if isinstance(payload, dict) else {"payload": payload}
+    return {"truncated": True, "size": len(text), "head": text[:MAX_STORED_PAYLOAD_CHARS]}
+
+
+def accept(
+    session: Session,
+    kind: DurableKind,
+    payload: dict[str, Any],
+    *,
+    contract: type[BaseModel],
+    usage: str,
+    fields: Callable[[Any], dict[str, Any]],
+    rejected_fields: Callable[[dict[str, Any]], dict[str, Any]],
+    on_created: Callable[[Session, uuid.UUID, Any], None],
+    task_id: str,
+    settings: Settings,
+    now: dt.datetime,
+    positional_args: tuple[Any, ...] = (),
+) -> Accepted:
+    """Store ``payload`` validated by ``contract``: ``fields(request)`` are the row's domain
+    columns, ``on_created`` writes its children (in this transaction) once the row exists.
+    ``usage`` is the reason given for positional arguments."""
+    request_id = request_id_for(payload, task_id)
+    existing = _find(session, kind, request_id)
+    if existing is not None:
+        return existing
+
+    error: str | None = None
+    request: Any = None
+    if positional_args:
+        error = usage
+    else:
+        try:
+            request = contract.model_validate(payload)
+        except ValidationError as exc:
+            error = describe_errors(exc)
+
+    callback = getattr(request, "callback", None) if request is not None else parse_callback(payload.get("callback"))
+    values: dict[str, Any] = {
+        "request_id": request_id,
+        "payload": storable(payload if not positional_args else {"args": list(positional_args), **payload}),
+        "callback": callback.model_dump() if callback else None,
+    }
+    if request is None:
+        values |= rejected_fields(payload) | {
+            "state": REJECTED,
+            "error": error,
+            "ended_at": now,
+            "callback_status": CallbackStatus.PENDING if callback else CallbackStatus.NONE,
+        }
+    else:
+        values |= fields(request) | {
+            "state": SUBMITTING,
+            # The message being processed now is the row's live message: if this worker dies
+            # before it is done, the sweeper takes over once the lease has passed.
+            "next_poll_at": lease_until(now, settings),
+            "poll_token": uuid.uuid4(),
+            "poll_dispatched": False,
+        }
+    model = kind.model
+    # ON CONFLICT: a concurrent delivery with the same request_id waits for ours, then inserts nothing.
+    row_id = session.execute(
+        pg_insert(model).values(**values).on_conflict_do_nothing(index_elements=[model.request_id]).returning(model.id)
+    ).scalar_one_or_none()
+    if row_id is None:
+        found = _find(session, kind, request_id)
+        assert found is not None  # the conflicting row is committed: ON CONFLICT waited for it
+        return found
+    if request is not None:
+        on_created(session, row_id, request)
+    state = kind.model.state.type.enum_class(values["state"])  # type: ignore[attr-defined]
+    return Accepted(row_id, state, created=True, error=error, token=values.get("poll_token"))
+
+
+def _find(session: Session, kind: DurableKind, request_id: str) -> Accepted | None:
+    model = kind.model
+    row = session.execute(select(model.id, model.state, model.error).where(model.request_id == request_id)).first()
+    if row is None:
+        return None
+    return Accepted(row.id, row.state, created=False, error=row.error)

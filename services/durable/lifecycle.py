@@ -1,0 +1,194 @@
+"""The transitions every durable row goes through, written once for every kind.
+
+Each is a compare-and-set on the row's ``poll_token`` (and state): a message carrying an old
+token, or a second delivery of the same message, changes nothing. Functions take a Session
+and never commit; they return an ``Outcome`` that says what to send after the caller's commit.
+
+    accept (intake.py) -> claim -> [remote call, no transaction] -> reschedule | end
+                            ^                                          |
+                            +---- a message, or the sweeper when due --+
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import case, update
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
+
+from config import Settings
+from models import CallbackStatus
+from services.durable.kind import DurableKind
+from services.durable.messages import Message, Outcome, OwedCallback
+from services.durable.schedule import NextLook, lease_until, schedule
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    """The right to act on a row, held until the next transition: ``token`` is the row's
+    new token. Domains subclass it with what their call needs."""
+
+    row_id: uuid.UUID
+    token: uuid.UUID
+    request_id: str
+    deadline_at: dt.datetime | None
+
+    def past_deadline(self, now: dt.datetime) -> bool:
+        return self.deadline_at is not None and self.deadline_at <= now
+
+
+def claim(
+    session: Session,
+    kind: DurableKind,
+    row_id: uuid.UUID,
+    token: uuid.UUID | None,
+    *,
+    state: str,
+    settings: Settings,
+    now: dt.datetime,
+    takeover_after_lease: bool = False,
+    values: dict[str, Any] | None = None,
+    returning: Iterable[Any] = (),
+) -> tuple[uuid.UUID, Row[Any]] | None:
+    """Swap the row's token for a new one and lease it until the task's hard time limit.
+    Only the message holding the current token may, or (``takeover_after_lease``) anyone once
+    the last holder's lease has run out: a redelivered first message, after a crash.
+    Returns the new token and the ``returning`` columns (after ``request_id`` and
+    ``deadline_at``), or None: stale, duplicate, or not in ``state`` any more."""
+    model = kind.model
+    cond = model.poll_token == token if token is not None else None
+    if takeover_after_lease:
+        expired = model.next_poll_at <= now
+        cond = expired if cond is None else (cond | expired)
+    if cond is None:
+        return None
+    new_token = uuid.uuid4()
+    row = session.execute(
+        update(model)
+        .where(model.id == row_id, model.state == state, cond)
+        .values(poll_token=new_token, poll_dispatched=False, next_poll_at=lease_until(now, settings), **(values or {}))
+        .returning(model.request_id, model.deadline_at, *returning)
+    ).first()
+    return None if row is None else (new_token, row)
+
+
+def look_message(kind: DurableKind, task: str, row_id: uuid.UUID, token: uuid.UUID, countdown: float) -> Message:
+    return Message(task, {kind.id_kwarg: str(row_id), "token": str(token)}, countdown=countdown)
+
+
+def reschedule(
+    session: Session,
+    kind: DurableKind,
+    claim: Claim,
+    *,
+    state: str,
+    delay_s: float,
+    settings: Settings,
+    now: dt.datetime,
+    to_state: str | None = None,
+    values: dict[str, Any] | None = None,
+    task: str | None = None,
+) -> Outcome:
+    """Look at the row again in ``delay_s`` (in ``to_state`` if it changes): a countdown
+    message when the wait is short, parked for the sweeper when it is long."""
+    nxt = schedule(now, delay_s, settings)
+    target = to_state or state
+    if not move(session, kind, claim.row_id, claim.token, state=state, nxt=nxt, to_state=to_state, values=values):
+        return Outcome(stale=True)
+    messages = []
+    if nxt.dispatched:
+        messages.append(look_message(kind, task or kind.look_tasks[target], claim.row_id, nxt.token, delay_s))
+    return Outcome(state=_state_of(kind, target), messages=messages)
+
+
+def move(
+    session: Session,
+    kind: DurableKind,
+    row_id: uuid.UUID,
+    token: uuid.UUID,
+    *,
+    state: str,
+    nxt: NextLook,
+    to_state: str | None = None,
+    values: dict[str, Any] | None = None,
+) -> bool:
+    model = kind.model
+    changes: dict[str, Any] = {
+        "next_poll_at": nxt.at,
+        "poll_token": nxt.token,
+        "poll_dispatched": nxt.dispatched,
+        "error": None,
+        **(values or {}),
+    }
+    if to_state is not None:
+        changes["state"] = to_state
+    moved = session.execute(
+        update(model)
+        .where(model.id == row_id, model.poll_token == token, model.state == state)
+        .values(**changes)
+        .returning(model.id)
+    ).first()
+    return moved is not None
+
+
+def ending_values(kind: DurableKind, state: str, now: dt.datetime, error: str | None) -> dict[str, Any]:
+    """The columns of an end. The callback becomes owed in the same statement, so an ended
+    row never forgets it; a row sent without one owes nothing."""
+    return {
+        "state": state,
+        "error": error,
+        "ended_at": now,
+        "next_poll_at": None,
+        "poll_token": None,
+        "poll_dispatched": False,
+        "callback_status": case(
+            (kind.model.callback.is_(None), CallbackStatus.NONE.value), else_=CallbackStatus.PENDING.value
+        ),
+    }
+
+
+def end(
+    session: Session,
+    kind: DurableKind,
+    claim: Claim,
+    state: str,
+    now: dt.datetime,
+    *,
+    error: str | None = None,
+    values: dict[str, Any] | None = None,
+) -> Outcome:
+    """End the row held by ``claim``; its callback is owed, and the kind's listeners run in
+    this same transaction (what they owe is sent after the same commit)."""
+    model = kind.model
+    ended = session.execute(
+        update(model)
+        .where(model.id == claim.row_id, model.poll_token == claim.token, model.state.in_(kind.active_states))
+        .values(**ending_values(kind, state, now, error), **(values or {}))
+        .returning(model.id)
+    ).first()
+    if ended is None:
+        return Outcome(stale=True)
+    return ended_rows(session, kind, [claim.row_id], state, now)
+
+
+def ended_rows(
+    session: Session, kind: DurableKind, row_ids: Iterable[uuid.UUID], state: str, now: dt.datetime
+) -> Outcome:
+    """What rows that just ended (by end(), or in bulk with ending_values) owe: their
+    callbacks, and whatever the kind's listeners decide."""
+    outcome = Outcome(state=_state_of(kind, state))
+    for row_id in row_ids:
+        outcome.callbacks.append(OwedCallback(kind, row_id))
+        for listener in kind.ended.listeners:
+            outcome.extend(listener(session, row_id, outcome.state, now))
+    return outcome
+
+
+def _state_of(kind: DurableKind, state: str) -> Any:
+    enum = kind.model.state.type.enum_class  # type: ignore[attr-defined]
+    return enum(state)

@@ -1,0 +1,188 @@
+"""Media waiting for tags, batched into ordinary tagging jobs; and what happens when one ends.
+
+Media flagged ``NO_DATA_MEDIA_NOT_TAGGED`` wait ``APERTURE_TAG_BATCH_WINDOW_S`` so that media
+flagged together go into ONE tagging job (up to ``tag_batch_max``). That job is a normal
+tagging job: the whole engine (submit, poll, sweeper) carries it. When it ends, the tagging
+kind's end hook calls ``on_tagging_job_ended`` (wired in services/domains.py) in the same
+transaction: the media it carried are rescored, or sent back to be tagged again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from config import Settings, get_settings, tasks
+from models import Job, JobState, ScoredMedia, ScoredMediaTaggingJob, ScoringState
+from services import tagging
+from services.durable import lifecycle
+from services.durable.messages import Message, Outcome
+from services.durable.schedule import schedule
+from services.scoring.kind import KIND
+from services.scoring.lifecycle import insert_rounds, next_round_values
+from services.scoring.policy import NEEDS_ATTENTION
+from services.tagging.intake import accept_job
+
+log = logging.getLogger(__name__)
+
+TAGGING_REQUEST_PREFIX = "aperture-scoring-tags:"
+
+
+def flush_tagging(session: Session, *, settings: Settings, now: dt.datetime) -> Outcome:
+    """Put every media waiting for tags into tagging jobs, once the oldest has waited the
+    batch window: normally ONE job for all of them (up to ``tag_batch_max``).
+
+    A media tagged before (its job failed) goes alone, so one bad asset cannot fail its
+    neighbours twice; so does a media whose id is already in the batch with another URL
+    (creative ids must be unique within a job). Rows are taken FOR UPDATE SKIP LOCKED, so
+    concurrent flushes never batch a media twice.
+    """
+    rows = session.execute(
+        select(
+            ScoredMedia.id,
+            ScoredMedia.media_id,
+            ScoredMedia.url,
+            ScoredMedia.tag_attempts,
+            ScoredMedia.flagged_at,
+        )
+        .where(ScoredMedia.state == ScoringState.AWAITING_TAGS)
+        .order_by(ScoredMedia.flagged_at, ScoredMedia.id)
+        .limit(settings.tag_batch_max)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not rows or rows[0].flagged_at + dt.timedelta(seconds=settings.tag_batch_window_s) > now:
+        return Outcome()  # nothing waiting, or the oldest still has time: its own message comes later
+
+    batch: list[Any] = []
+    alone: list[list[Any]] = []
+    urls_by_media_id: dict[str, str] = {}
+    for row in rows:
+        if row.tag_attempts > 0 or urls_by_media_id.get(row.media_id, row.url) != row.url:
+            alone.append([row])
+        else:
+            urls_by_media_id[row.media_id] = row.url
+            batch.append(row)
+
+    outcome = Outcome()
+    for group in ([batch] if batch else []) + alone:
+        outcome.extend(_tag_group(session, group, settings=settings, now=now))
+    if len(rows) == settings.tag_batch_max:  # more may be waiting: flush again at once
+        outcome.messages.append(Message(tasks.FLUSH_TAGGING.name, {}))
+    return outcome
+
+
+def _tag_group(session: Session, group: list[Any], *, settings: Settings, now: dt.datetime) -> Outcome:
+    assets = list(dict.fromkeys((row.media_id, row.url) for row in group))
+    payload = {
+        "assets": [{"url": url, "id": media_id} for media_id, url in assets],
+        "request_id": f"{TAGGING_REQUEST_PREFIX}{uuid.uuid4()}",
+    }
+    accepted = accept_job(
+        session, payload, task_id="flush", dialect=settings.vidmob_tags_dialect, settings=settings, now=now
+    )
+    ids = [row.id for row in group]
+    waiting = (ScoredMedia.id.in_(ids), ScoredMedia.state == ScoringState.AWAITING_TAGS)
+    if accepted.state is not JobState.SUBMITTING or accepted.token is None:
+        ended = session.execute(
+            update(ScoredMedia)
+            .where(*waiting)
+            .values(**lifecycle.ending_values(KIND, NEEDS_ATTENTION, now, f"tagging request refused: {accepted.error}"))
+            .returning(ScoredMedia.id)
+        ).scalars()
+        return lifecycle.ended_rows(session, KIND, list(ended), NEEDS_ATTENTION, now)
+    session.execute(
+        update(ScoredMedia)
+        .where(*waiting)
+        .values(
+            state=ScoringState.TAGGING,
+            tagging_job_id=accepted.row_id,
+            tag_attempts=ScoredMedia.tag_attempts + 1,
+            next_poll_at=None,
+            poll_token=None,
+            poll_dispatched=False,
+        )
+    )
+    session.execute(insert(ScoredMediaTaggingJob), [{"scored_media_id": i, "job_id": accepted.row_id} for i in ids])
+    log.info("tagging job %s carries %d scored media", accepted.row_id, len(ids))
+    return Outcome(
+        messages=[lifecycle.look_message(tagging.KIND, tasks.SUBMIT_JOB.name, accepted.row_id, accepted.token, 0.0)]
+    )
+
+
+def on_tagging_job_ended(
+    session: Session, job_id: uuid.UUID, state: JobState, now: dt.datetime, settings: Settings | None = None
+) -> Outcome:
+    """The tagging kind's end hook, in the transaction that ends the job. The media it carried
+    are rescored (COMPLETE: a new round each, and an ``aperture.rescore`` message each) or sent
+    back to be tagged again (FAILED, TIMED_OUT), up to ``max_tag_attempts``."""
+    settings = settings or get_settings()
+    waiting = (ScoredMedia.tagging_job_id == job_id, ScoredMedia.state == ScoringState.TAGGING)
+    if state is JobState.COMPLETE:
+        rows = session.execute(
+            update(ScoredMedia)
+            .where(*waiting)
+            .values(
+                **next_round_values(settings, now),
+                state=ScoringState.SUBMITTING,
+                next_poll_at=now,
+                poll_token=func.gen_random_uuid(),
+                poll_dispatched=True,
+            )
+            .returning(
+                ScoredMedia.id,
+                ScoredMedia.poll_token,
+                ScoredMedia.round_count,
+                ScoredMedia.rescore_count,
+                ScoredMedia.version,
+            )
+        ).all()
+        if not rows:
+            return Outcome()
+        insert_rounds(session, rows, reason="tagged", tagging_job_id=job_id)
+        log.info("tagging job %s complete: rescoring %d media", job_id, len(rows))
+        return Outcome(
+            messages=[lifecycle.look_message(KIND, tasks.RESCORE.name, row.id, row.poll_token, 0.0) for row in rows]
+        )
+
+    job_error = session.execute(select(Job.error).where(Job.id == job_id)).scalar_one_or_none()
+    given_up = session.execute(
+        update(ScoredMedia)
+        .where(*waiting, ScoredMedia.tag_attempts >= settings.max_tag_attempts)
+        .values(
+            **lifecycle.ending_values(
+                KIND,
+                NEEDS_ATTENTION,
+                now,
+                f"tagging failed {settings.max_tag_attempts} times (APERTURE_MAX_TAG_ATTEMPTS); last: {job_error}",
+            )
+        )
+        .returning(ScoredMedia.id)
+    ).scalars()
+    outcome = lifecycle.ended_rows(session, KIND, list(given_up), NEEDS_ATTENTION, now)
+    nxt = schedule(now, settings.tag_batch_window_s, settings)
+    retag = session.execute(
+        update(ScoredMedia)
+        .where(*waiting)
+        .values(
+            state=ScoringState.AWAITING_TAGS,
+            flagged_at=now,
+            tagging_job_id=None,
+            next_poll_at=nxt.at,
+            poll_token=func.gen_random_uuid(),
+            poll_dispatched=nxt.dispatched,
+            error=f"tagging job {job_id} ended {state.value}: {job_error}",
+        )
+        .returning(ScoredMedia.id, ScoredMedia.poll_token)
+    ).all()
+    if retag and nxt.dispatched:
+        # One flush takes every media waiting; the sweeper resends it if it is lost.
+        first = retag[0]
+        outcome.messages.append(
+            lifecycle.look_message(KIND, tasks.FLUSH_TAGGING.name, first.id, first.poll_token, nxt.delay_s)
+        )
+    return outcome

@@ -1,0 +1,182 @@
+"""A tagging job's decisions on the durable engine: submit, poll, store, end.
+
+The duplicate-paid-job window: Vidmob's create endpoint has no idempotency key, so a crash
+after Vidmob accepted a job and before we stored its id cannot be undone. It is kept small
+(the intent row and the lease are committed before the call; the id is stored in the very
+next transaction) and it is detected: the intent row stays ``unknown`` and the next claim
+sets ``duplicate_risk`` on the job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from clients.http import ApiError
+from clients.tags import AssetRef, ClientTag, TagsJobStatus
+from config import Settings
+from models import ApiAttempt, Asset, Job, JobState
+from services.durable import lifecycle, policy
+from services.durable.lifecycle import Claim
+from services.durable.messages import Outcome
+from services.durable.schedule import jittered
+from services.tagging.annotations import store_annotations
+from services.tagging.kind import KIND
+from services.tagging.policy import Complete, after_status
+
+log = logging.getLogger(__name__)
+
+SUBMIT_ENDPOINTS = {"guide": "POST /v1/aperture/jobs", "media": "POST /v1/media/aperture"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubmitClaim(Claim):
+    dialect: str
+    attempt: int
+    assets: tuple[AssetRef, ...]
+    client_tags: tuple[ClientTag, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PollClaim(Claim):
+    dialect: str
+    vidmob_job_id: str
+    poll_count: int
+
+
+# --- submit ------------------------------------------------------------------------
+
+
+def claim_submission(
+    session: Session, job_id: uuid.UUID, token: uuid.UUID | None, *, settings: Settings, now: dt.datetime
+) -> SubmitClaim | None:
+    """Take the right to call Vidmob's create endpoint for this job. Held by whoever has
+    the current token, or by anyone once the previous holder's lease has run out."""
+    # A POST that got no HTTP answer (the worker died mid-call, a timeout, a dropped
+    # connection) may have created a job at Vidmob all the same.
+    unknown_before = exists().where(
+        ApiAttempt.job_id == job_id,
+        ApiAttempt.method == "POST",
+        ApiAttempt.status_code.is_(None),
+        ApiAttempt.outcome != "not_sent",
+    )
+    held = lifecycle.claim(
+        session,
+        KIND,
+        job_id,
+        token,
+        state=JobState.SUBMITTING.value,
+        settings=settings,
+        now=now,
+        takeover_after_lease=True,
+        values={
+            "submit_attempts": Job.submit_attempts + 1,
+            "duplicate_risk": Job.duplicate_risk | unknown_before,
+        },
+        returning=(Job.dialect, Job.submit_attempts, Job.client_tags, Job.duplicate_risk),
+    )
+    if held is None:
+        return None
+    new_token, row = held
+    if row.duplicate_risk:
+        log.warning("resubmitting job %s after an attempt with unknown outcome: Vidmob may hold a duplicate", job_id)
+    assets = session.execute(
+        select(Asset.url, Asset.external_id).where(Asset.job_id == job_id).order_by(Asset.position)
+    ).all()
+    return SubmitClaim(
+        row_id=job_id,
+        token=new_token,
+        request_id=row.request_id,
+        deadline_at=row.deadline_at,
+        dialect=row.dialect,
+        attempt=row.submit_attempts,
+        assets=tuple(AssetRef(url=a.url, id=a.external_id) for a in assets),
+        client_tags=tuple(ClientTag(label=t["label"], description=t.get("description")) for t in row.client_tags),
+    )
+
+
+def record_submission(
+    session: Session, claim: SubmitClaim, answer: str | ApiError, *, settings: Settings, now: dt.datetime
+) -> Outcome:
+    """Vidmob's job id moves the job to POLLING; an error ends it or tries again later."""
+    if isinstance(answer, ApiError):
+        decision = policy.after_submit_error(
+            answer, attempt=claim.attempt, deadline_at=claim.deadline_at, now=now, settings=settings
+        )
+        if isinstance(decision, policy.End):
+            return lifecycle.end(session, KIND, claim, decision.state, now, error=decision.error)
+        return lifecycle.reschedule(
+            session, KIND, claim, state=JobState.SUBMITTING.value, delay_s=decision.delay_s,
+            settings=settings, now=now, values={"error": decision.error},
+        )  # fmt: skip
+    outcome = lifecycle.reschedule(
+        session, KIND, claim, state=JobState.SUBMITTING.value, to_state=JobState.POLLING.value,
+        delay_s=jittered(settings.poll_initial_s, settings), settings=settings, now=now,
+        values={"vidmob_job_id": answer, "submitted_at": now},
+    )  # fmt: skip
+    if outcome.stale:
+        # Only possible if this task outlived its lease, which the hard time limit prevents.
+        log.error("job %s: Vidmob job %s was created but the job was taken over", claim.row_id, answer)
+    return outcome
+
+
+# --- poll --------------------------------------------------------------------------
+
+
+def claim_poll(
+    session: Session, job_id: uuid.UUID, token: uuid.UUID | None, *, settings: Settings, now: dt.datetime
+) -> PollClaim | None:
+    """Take the poll that ``token`` stands for. A duplicate or stale message gets None."""
+    held = lifecycle.claim(
+        session,
+        KIND,
+        job_id,
+        token,
+        state=JobState.POLLING.value,
+        settings=settings,
+        now=now,
+        returning=(Job.dialect, Job.vidmob_job_id, Job.poll_count),
+    )
+    if held is None:
+        return None
+    new_token, row = held
+    return PollClaim(
+        row_id=job_id,
+        token=new_token,
+        request_id=row.request_id,
+        deadline_at=row.deadline_at,
+        dialect=row.dialect,
+        vidmob_job_id=row.vidmob_job_id,
+        poll_count=row.poll_count,
+    )
+
+
+def time_out(session: Session, claim: Claim, now: dt.datetime) -> Outcome:
+    return lifecycle.end(
+        session, KIND, claim, JobState.TIMED_OUT.value, now, error="Vidmob did not finish the job before its deadline"
+    )
+
+
+def record_poll(
+    session: Session, claim: PollClaim, answer: TagsJobStatus | ApiError, *, settings: Settings, now: dt.datetime
+) -> Outcome:
+    """Store the tags and end, end with Vidmob's reason, or look again."""
+    if isinstance(answer, ApiError):
+        decision = policy.after_poll_error(answer, interval_s=settings.poll_interval_s, settings=settings)
+    else:
+        decision = after_status(answer, settings=settings)
+    polled = {"poll_count": Job.poll_count + 1}
+    if isinstance(decision, Complete):
+        store_annotations(session, claim.row_id, decision.annotations, now)
+        return lifecycle.end(session, KIND, claim, JobState.COMPLETE.value, now, values=polled | {"completed_at": now})
+    if isinstance(decision, policy.End):
+        return lifecycle.end(session, KIND, claim, decision.state, now, error=decision.error, values=polled)
+    return lifecycle.reschedule(
+        session, KIND, claim, state=JobState.POLLING.value, delay_s=decision.delay_s, settings=settings, now=now,
+        values=polled | {"error": decision.error},
+    )  # fmt: skip
