@@ -17,8 +17,11 @@ from sqlalchemy.exc import OperationalError
 
 import services.domains  # noqa: F401  (wires the kinds' end hooks in every process that runs tasks)
 from config.tasks import TaskSpec
+from services.durable import steps
 from services.durable.callbacks import deliver
+from services.durable.intake import Intake
 from services.durable.messages import Message, Outcome
+from services.durable.steps import Step
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,28 @@ def send_after_commit(outcome: Outcome) -> None:
         send(message)
     for owed in outcome.callbacks:
         deliver(owed, send)
+
+
+def accept_and_submit(task: Any, spec: Intake, submit: Step[Any], args: tuple[Any, ...], payload: dict) -> dict:
+    """The body of a public task: store the request (or its rejection), submit it, send what
+    that owes. Returns the row's id (``job_id`` or ``scoring_id``), its state, and whether
+    this message created it."""
+    accepted, outcome = steps.accept_then_submit(
+        spec, submit, payload, task_id=task.request.id, task_name=task.name, positional_args=args
+    )
+    send_after_commit(outcome)
+    if accepted.error:
+        log.warning("%s %s rejected: %s", spec.kind.name, accepted.row_id, accepted.error)
+    state = outcome.state or accepted.state
+    return {spec.kind.id_kwarg: str(accepted.row_id), "state": state.value, "created": accepted.created}
+
+
+def run_step(task: Any, step: Step[Any], row_id: object, token: object) -> None:
+    """The body of an internal task: one step for the row the message names, if it holds
+    the row's token (the claim decides), then send what it owes."""
+    ids = parse_ids(**{step.kind.id_kwarg: row_id, "token": token})
+    if ids:
+        send_after_commit(steps.run(step, *ids, task_name=task.name))
 
 
 def parse_ids(**named: object) -> tuple[uuid.UUID, ...] | None:

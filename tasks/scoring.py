@@ -3,16 +3,15 @@ caller's callback. Each docstring says why running it twice is safe."""
 
 from __future__ import annotations
 
-import logging
-
+from config import get_settings
 from config import tasks as spec
+from models.db import session_scope
 from services import scoring
 from services.durable.callbacks import deliver
 from services.durable.messages import OwedCallback
-from services.scoring import steps
-from tasks.base import aperture_task, parse_ids, send, send_after_commit
-
-log = logging.getLogger(__name__)
+from services.durable.schedule import utcnow
+from services.scoring import batching, intake, steps
+from tasks.base import accept_and_submit, aperture_task, parse_ids, run_step, send, send_after_commit
 
 
 @aperture_task(spec.SCORE_MEDIA)
@@ -25,14 +24,7 @@ def score_media(self, *args, **payload) -> dict:
     submission of the same media id + version is a 409 that counts as submitted.
     A bad payload is stored as rejected with its reason and never retried.
     """
-    accepted, outcome = steps.accept_and_submit(
-        payload, task_id=self.request.id, task_name=self.name, positional_args=args
-    )
-    send_after_commit(outcome)
-    if accepted.error:
-        log.warning("scoring request %s rejected: %s", accepted.row_id, accepted.error)
-    state = outcome.state or accepted.state
-    return {"scoring_id": str(accepted.row_id), "state": state.value, "created": accepted.created}
+    return accept_and_submit(self, intake.INTAKE, steps.SUBMIT, args, payload)
 
 
 @aperture_task(spec.SUBMIT_SCORING)
@@ -42,9 +34,7 @@ def submit_scoring(self, scoring_id: str, token: str) -> None:
     Safe twice: only the holder of the row's current token may submit; a second submission
     of the same id + version is a 409, recorded as submitted.
     """
-    ids = parse_ids(scoring_id=scoring_id, token=token)
-    if ids:
-        send_after_commit(steps.submit(*ids, task_name=self.name))
+    run_step(self, steps.SUBMIT, scoring_id, token)
 
 
 @aperture_task(spec.RESCORE)
@@ -54,9 +44,7 @@ def rescore(self, scoring_id: str, token: str) -> None:
 
     Safe twice: the same token check as aperture.submit_scoring.
     """
-    ids = parse_ids(scoring_id=scoring_id, token=token)
-    if ids:
-        send_after_commit(steps.submit(*ids, task_name=self.name))
+    run_step(self, steps.SUBMIT, scoring_id, token)
 
 
 @aperture_task(spec.POLL_SCORING)
@@ -67,9 +55,7 @@ def poll_scoring(self, scoring_id: str, token: str) -> None:
     Safe twice: the token is swapped by compare-and-set before the calls; a duplicate or
     stale message finds no match and does nothing.
     """
-    ids = parse_ids(scoring_id=scoring_id, token=token)
-    if ids:
-        send_after_commit(steps.poll(*ids, task_name=self.name))
+    run_step(self, steps.POLL, scoring_id, token)
 
 
 @aperture_task(spec.FLUSH_TAGGING)
@@ -80,7 +66,9 @@ def flush_tagging(self, scoring_id: str | None = None, token: str | None = None)
     Safe twice: waiting media are taken FOR UPDATE SKIP LOCKED and leave the waiting state in
     the same transaction that creates their job; a repeat finds none.
     """
-    send_after_commit(steps.flush_tagging())
+    with session_scope() as session:
+        outcome = batching.flush_tagging(session, settings=get_settings(), now=utcnow())
+    send_after_commit(outcome)
 
 
 @aperture_task(spec.SEND_SCORE_CALLBACK)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 from config import tasks as spec
-from services.tagging import steps
-from tasks.base import aperture_task, parse_ids, send_after_commit
-
-log = logging.getLogger(__name__)
+from services.tagging import intake, steps
+from tasks.base import accept_and_submit, aperture_task, run_step
 
 
 @aperture_task(spec.CREATE_JOB)
@@ -20,14 +16,7 @@ def create_job(self, *args, **payload) -> dict:
     finds it; the submission is claimed with a compare-and-set lease.
     A bad payload is stored as rejected with its reason and never retried.
     """
-    accepted, outcome = steps.accept_and_submit(
-        payload, task_id=self.request.id, task_name=self.name, positional_args=args
-    )
-    send_after_commit(outcome)
-    if accepted.error:
-        log.warning("job %s rejected: %s", accepted.row_id, accepted.error)
-    state = outcome.state or accepted.state
-    return {"job_id": str(accepted.row_id), "state": state.value, "created": accepted.created}
+    return accept_and_submit(self, intake.INTAKE, steps.SUBMIT, args, payload)
 
 
 @aperture_task(spec.SUBMIT_JOB)
@@ -37,9 +26,7 @@ def submit_job(self, job_id: str, token: str) -> None:
     Safe twice: only the holder of the job's current token (or anyone after the
     previous holder's lease ran out) may submit.
     """
-    ids = parse_ids(job_id=job_id, token=token)
-    if ids:
-        send_after_commit(steps.submit(*ids, task_name=self.name))
+    run_step(self, steps.SUBMIT, job_id, token)
 
 
 @aperture_task(spec.POLL_JOB)
@@ -49,9 +36,7 @@ def poll_job(self, job_id: str, token: str) -> None:
     Safe twice: the token is swapped by compare-and-set before the call; a duplicate
     or stale message finds no match and does nothing.
     """
-    ids = parse_ids(job_id=job_id, token=token)
-    if ids:
-        send_after_commit(steps.poll(*ids, task_name=self.name))
+    run_step(self, steps.POLL, job_id, token)
 
 
 __all__ = ["create_job", "poll_job", "submit_job"]

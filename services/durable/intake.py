@@ -56,24 +56,35 @@ def storable(payload: Any) -> dict[str, Any]:
     return {"truncated": True, "size": len(text), "head": text[:MAX_STORED_PAYLOAD_CHARS]}
 
 
+@dataclass(frozen=True)
+class Intake:
+    """How a public task's request becomes a row of ``kind``: validated by ``contract``;
+    ``fields(request, settings, now)`` are the row's domain columns,
+    ``rejected_fields(payload, settings, now)`` those of a rejected one,
+    ``on_created(session, row_id, request)`` writes its children in the same transaction.
+    ``usage`` is the reason given for positional arguments."""
+
+    kind: DurableKind
+    contract: type[BaseModel]
+    usage: str
+    fields: Callable[[Any, Settings, dt.datetime], dict[str, Any]]
+    rejected_fields: Callable[[dict[str, Any], Settings, dt.datetime], dict[str, Any]]
+    on_created: Callable[[Session, uuid.UUID, Any], None]
+
+
 def accept(
     session: Session,
-    kind: DurableKind,
+    spec: Intake,
     payload: dict[str, Any],
     *,
-    contract: type[BaseModel],
-    usage: str,
-    fields: Callable[[Any], dict[str, Any]],
-    rejected_fields: Callable[[dict[str, Any]], dict[str, Any]],
-    on_created: Callable[[Session, uuid.UUID, Any], None],
     task_id: str,
     settings: Settings,
     now: dt.datetime,
     positional_args: tuple[Any, ...] = (),
 ) -> Accepted:
-    """Store ``payload`` validated by ``contract``: ``fields(request)`` are the row's domain
-    columns, ``on_created`` writes its children (in this transaction) once the row exists.
-    ``usage`` is the reason given for positional arguments."""
+    """Store ``payload`` as a row of ``spec.kind``: SUBMITTING when valid, REJECTED with a
+    reason when not. The same request_id again returns the existing row and creates nothing."""
+    kind = spec.kind
     request_id = request_id_for(payload, task_id)
     existing = _find(session, kind, request_id)
     if existing is not None:
@@ -82,10 +93,10 @@ def accept(
     error: str | None = None
     request: Any = None
     if positional_args:
-        error = usage
+        error = spec.usage
     else:
         try:
-            request = contract.model_validate(payload)
+            request = spec.contract.model_validate(payload)
         except ValidationError as exc:
             error = describe_errors(exc)
 
@@ -96,14 +107,14 @@ def accept(
         "callback": callback.model_dump() if callback else None,
     }
     if request is None:
-        values |= rejected_fields(payload) | {
+        values |= spec.rejected_fields(payload, settings, now) | {
             "state": REJECTED,
             "error": error,
             "ended_at": now,
             "callback_status": CallbackStatus.PENDING if callback else CallbackStatus.NONE,
         }
     else:
-        values |= fields(request) | {
+        values |= spec.fields(request, settings, now) | {
             "state": SUBMITTING,
             # The message being processed now is the row's live message: if this worker dies
             # before it is done, the sweeper takes over once the lease has passed.
@@ -121,7 +132,7 @@ def accept(
         assert found is not None  # the conflicting row is committed: ON CONFLICT waited for it
         return found
     if request is not None:
-        on_created(session, row_id, request)
+        spec.on_created(session, row_id, request)
     state = kind.model.state.type.enum_class(values["state"])  # type: ignore[attr-defined]
     return Accepted(row_id, state, created=True, error=error, token=values.get("poll_token"))
 

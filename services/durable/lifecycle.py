@@ -14,8 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, Self
 
 from sqlalchemy import case, update
 from sqlalchemy.engine import Row
@@ -41,6 +41,17 @@ class Claim:
     def past_deadline(self, now: dt.datetime) -> bool:
         return self.deadline_at is not None and self.deadline_at <= now
 
+    @classmethod
+    def of(cls, row: Row[Any], **extra: Any) -> Self:
+        """Built from a claimed row: every field named like a returned column, then ``extra``."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in row._mapping.items() if k in names} | extra)
+
+    @classmethod
+    def from_row(cls, session: Session, row: Row[Any]) -> Self:
+        """A ``Step.build`` for claims that need nothing but the claimed row."""
+        return cls.of(row)
+
 
 def claim(
     session: Session,
@@ -54,12 +65,12 @@ def claim(
     takeover_after_lease: bool = False,
     values: dict[str, Any] | None = None,
     returning: Iterable[Any] = (),
-) -> tuple[uuid.UUID, Row[Any]] | None:
+) -> Row[Any] | None:
     """Swap the row's token for a new one and lease it until the task's hard time limit.
     Only the message holding the current token may, or (``takeover_after_lease``) anyone once
     the last holder's lease has run out: a redelivered first message, after a crash.
-    Returns the new token and the ``returning`` columns (after ``request_id`` and
-    ``deadline_at``), or None: stale, duplicate, or not in ``state`` any more."""
+    Returns ``row_id``, the new ``token``, ``request_id``, ``deadline_at`` and the
+    ``returning`` columns (for ``Claim.of``), or None: stale, duplicate, or not in ``state``."""
     model = kind.model
     cond = model.poll_token == token if token is not None else None
     if takeover_after_lease:
@@ -67,14 +78,20 @@ def claim(
         cond = expired if cond is None else (cond | expired)
     if cond is None:
         return None
-    new_token = uuid.uuid4()
-    row = session.execute(
+    return session.execute(
         update(model)
         .where(model.id == row_id, model.state == state, cond)
-        .values(poll_token=new_token, poll_dispatched=False, next_poll_at=lease_until(now, settings), **(values or {}))
-        .returning(model.request_id, model.deadline_at, *returning)
+        .values(
+            poll_token=uuid.uuid4(), poll_dispatched=False, next_poll_at=lease_until(now, settings), **(values or {})
+        )
+        .returning(
+            model.id.label("row_id"),
+            model.poll_token.label("token"),
+            model.request_id,
+            model.deadline_at,
+            *returning,
+        )
     ).first()
-    return None if row is None else (new_token, row)
 
 
 def look_message(kind: DurableKind, task: str, row_id: uuid.UUID, token: uuid.UUID, countdown: float) -> Message:

@@ -2,8 +2,8 @@
 
 Each step is: a short transaction that claims the row (compare-and-set on its token), the
 HTTP call(s), and a short transaction that records the answer and the attempts. A transaction
-never stays open across a remote call. Domains supply the three parts; the step returns the
-``Outcome`` to send once everything is committed (tasks send it: tasks/outbox.py).
+never stays open across a remote call. Domains declare their steps as ``Step`` values; ``run``
+returns the ``Outcome`` to send once everything is committed (tasks send it: tasks/base.py).
 """
 
 from __future__ import annotations
@@ -11,57 +11,87 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from clients.http import ApiError
+from config import Settings, get_settings
 from models.db import session_scope
 from services import log_context
-from services.durable import attempts
-from services.durable.intake import SUBMITTING, Accepted
+from services.durable import attempts, intake, lifecycle
 from services.durable.kind import DurableKind
 from services.durable.lifecycle import Claim
 from services.durable.messages import Outcome, OwedCallback
 from services.durable.schedule import utcnow
 
 C = TypeVar("C", bound=Claim)
-A = TypeVar("A")
 
 
-def run(
-    kind: DurableKind,
-    row_id: uuid.UUID,
-    token: uuid.UUID | None,
-    *,
-    task_name: str,
-    claim: Callable[[Session, uuid.UUID, uuid.UUID | None, dt.datetime], C | None],
-    call: Callable[[C, attempts.AttemptLog], A],
-    record: Callable[[Session, C, A | ApiError, dt.datetime], Outcome],
-    time_out: Callable[[Session, C, dt.datetime], Outcome] | None = None,
-    intent: Callable[[C], tuple[str, str]] | None = None,
-) -> Outcome:
-    """``claim`` takes the row (None: stale or duplicate, nothing to do). ``time_out`` ends it
-    instead of calling when its deadline has passed. ``intent`` (method, endpoint) stores an
-    attempt of unknown outcome before a non-idempotent call, committed before it is made.
-    ``call`` makes the HTTP calls through the attempt log; an ApiError is its answer too.
-    ``record`` stores the answer."""
+@dataclass(frozen=True)
+class Step(Generic[C]):
+    """One step of a kind, declared by its domain.
+
+    The claim is the engine's: the row must be in ``state`` and hold the message's token (or,
+    with ``takeover_after_lease``, have outlived its last holder's lease); ``claim_values(row_id)``
+    are extra columns the claim sets, ``returning`` the columns it reads back, and
+    ``build(session, row)`` makes the domain's ``Claim`` from them. Then ``time_out(session,
+    claim, now)`` ends the row instead of calling when its deadline has passed; ``intent(claim)``
+    -> (method, endpoint) stores an attempt of unknown outcome, committed before a
+    non-idempotent call; ``call(claim, attempt_log)`` makes the HTTP calls (an ApiError is an
+    answer too); ``record(session, claim, answer, settings=, now=)`` stores the answer."""
+
+    kind: DurableKind
+    state: str
+    build: Callable[[Session, Row[Any]], C]
+    call: Callable[[C, attempts.AttemptLog], Any]
+    record: Callable[..., Outcome]
+    returning: tuple[Any, ...] = ()
+    claim_values: Callable[[uuid.UUID], dict[str, Any]] | None = None
+    takeover_after_lease: bool = False
+    time_out: Callable[[Session, C, dt.datetime], Outcome] | None = None
+    intent: Callable[[C], tuple[str, str]] | None = None
+
+    def claim(
+        self, session: Session, row_id: uuid.UUID, token: uuid.UUID | None, *, settings: Settings, now: dt.datetime
+    ) -> C | None:
+        row = lifecycle.claim(
+            session,
+            self.kind,
+            row_id,
+            token,
+            state=self.state,
+            settings=settings,
+            now=now,
+            takeover_after_lease=self.takeover_after_lease,
+            values=self.claim_values(row_id) if self.claim_values else None,
+            returning=self.returning,
+        )
+        return None if row is None else self.build(session, row)
+
+
+def run(step: Step[Any], row_id: uuid.UUID, token: uuid.UUID | None, *, task_name: str) -> Outcome:
+    """Claim (None: stale or duplicate, nothing to do), call, record."""
+    settings = get_settings()
+    kind = step.kind
     intent_id: int | None = None
     with session_scope() as session:
         now = utcnow()
-        held = claim(session, row_id, token, now)
+        held = step.claim(session, row_id, token, settings=settings, now=now)
         if held is None:
             return Outcome()
         log_context.bind(**{kind.id_kwarg: row_id, "request_id": held.request_id})
-        if time_out is not None and held.past_deadline(now):
-            return time_out(session, held, now)
-        if intent is not None:
-            method, endpoint = intent(held)
+        if step.time_out is not None and held.past_deadline(now):
+            return step.time_out(session, held, now)
+        if step.intent is not None:
+            method, endpoint = step.intent(held)
             intent_id = attempts.record_intent(session, kind, row_id, task_name, method, endpoint)
     log = attempts.AttemptLog()
-    answer: A | ApiError
+    answer: Any
     try:
-        answer = call(held, log)
+        answer = step.call(held, log)
     except ApiError as exc:
         answer = exc
     with session_scope() as session:
@@ -69,26 +99,34 @@ def run(
             attempts.resolve_intent(session, intent_id, log, kind, row_id, task_name)
         else:
             log.save(session, kind, row_id, task_name)
-        return record(session, held, answer, utcnow())
+        return step.record(session, held, answer, settings=settings, now=utcnow())
 
 
 def accept_then_submit(
-    kind: DurableKind,
-    accept: Callable[[Session], Accepted],
-    submit: Callable[[uuid.UUID, uuid.UUID | None], Outcome],
-) -> tuple[Accepted, Outcome]:
+    spec: intake.Intake,
+    submit: Step[Any],
+    payload: dict[str, Any],
+    *,
+    task_id: str,
+    task_name: str,
+    positional_args: tuple[Any, ...] = (),
+    settings: Settings | None = None,
+) -> tuple[intake.Accepted, Outcome]:
     """A public task's whole step: store the request in its own transaction (so a rejected one
     is kept whatever happens next), then submit it while it waits to be submitted. A
     redelivered message finds its row: it submits only if the first delivery's lease ran out
     (the claim decides). A rejected request's callback is owed at once."""
+    settings = settings or get_settings()
     with session_scope() as session:
-        accepted = accept(session)
-    log_context.bind(**{kind.id_kwarg: accepted.row_id})
+        accepted = intake.accept(
+            session, spec, payload, task_id=task_id, settings=settings, now=utcnow(), positional_args=positional_args
+        )
+    log_context.bind(**{spec.kind.id_kwarg: accepted.row_id})
     outcome = Outcome(state=accepted.state)
     if accepted.created and accepted.error:
-        outcome.callbacks.append(OwedCallback(kind, accepted.row_id))
-    if accepted.state == SUBMITTING:
-        submitted = submit(accepted.row_id, accepted.token)
+        outcome.callbacks.append(OwedCallback(spec.kind, accepted.row_id))
+    if accepted.state == intake.SUBMITTING:
+        submitted = run(submit, accepted.row_id, accepted.token, task_name=task_name)
         outcome.extend(submitted)
         outcome.state = submitted.state or accepted.state
     return accepted, outcome

@@ -20,13 +20,13 @@ from sqlalchemy.orm import Session
 from config import Settings, get_settings, tasks
 from models import Job, JobState, ScoredMedia, ScoredMediaTaggingJob, ScoringState
 from services import tagging
-from services.durable import lifecycle
+from services.durable import intake, lifecycle
 from services.durable.messages import Message, Outcome
 from services.durable.schedule import schedule
 from services.scoring.kind import KIND
 from services.scoring.lifecycle import insert_rounds, next_round_values
 from services.scoring.policy import NEEDS_ATTENTION
-from services.tagging.intake import accept_job
+from services.tagging.intake import INTAKE as TAGGING_INTAKE
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,8 @@ def _tag_group(session: Session, group: list[Any], *, settings: Settings, now: d
         "assets": [{"url": url, "id": media_id} for media_id, url in assets],
         "request_id": f"{TAGGING_REQUEST_PREFIX}{uuid.uuid4()}",
     }
-    accepted = accept_job(
-        session, payload, task_id="flush", dialect=settings.vidmob_tags_dialect, settings=settings, now=now
-    )
+    # An ordinary tagging job: the engine submits and polls it like any other.
+    accepted = intake.accept(session, TAGGING_INTAKE, payload, task_id="flush", settings=settings, now=now)
     ids = [row.id for row in group]
     waiting = (ScoredMedia.id.in_(ids), ScoredMedia.state == ScoringState.AWAITING_TAGS)
     if accepted.state is not JobState.SUBMITTING or accepted.token is None:

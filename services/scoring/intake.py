@@ -12,50 +12,20 @@ from sqlalchemy.orm import Session
 from config import Settings
 from models import RoundStatus, ScoringRound
 from services.contract import ScoreMediaRequest
-from services.durable import intake
+from services.durable.intake import Intake
 from services.scoring.kind import KIND
 
-USAGE = (
-    "aperture.score_media takes keyword arguments only (id, url, version, channels, workspace_id, request_id, callback)"
-)
 
-
-def accept_media(
-    session: Session,
-    payload: dict[str, Any],
-    *,
-    task_id: str,
-    settings: Settings,
-    now: dt.datetime,
-    positional_args: tuple[Any, ...] = (),
-) -> intake.Accepted:
-    """Store the request with its first round, as SUBMITTING; or as REJECTED with a reason.
-    The same request_id again returns the existing row and creates nothing."""
-    return intake.accept(
-        session,
-        KIND,
-        payload,
-        contract=ScoreMediaRequest,
-        usage=USAGE,
-        fields=lambda request: {
-            "media_id": request.id,
-            "url": request.url,
-            "version": request.version,
-            "channels": list(dict.fromkeys(request.channels)),
-            "workspace_id": request.workspace_id,
-            "round_count": 1,
-            "deadline_at": now + dt.timedelta(seconds=settings.scoring_round_deadline_s),
-        },
-        rejected_fields=lambda raw: {
-            "media_id": _short(raw.get("id")),
-            "url": raw.get("url") if isinstance(raw.get("url"), str) else None,
-        },
-        on_created=_first_round,
-        task_id=task_id,
-        settings=settings,
-        now=now,
-        positional_args=positional_args,
-    )
+def _media(request: ScoreMediaRequest, settings: Settings, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "media_id": request.id,
+        "url": request.url,
+        "version": request.version,
+        "channels": list(dict.fromkeys(request.channels)),
+        "workspace_id": request.workspace_id,
+        "round_count": 1,
+        "deadline_at": now + dt.timedelta(seconds=settings.scoring_round_deadline_s),
+    }
 
 
 def _first_round(session: Session, scoring_id: uuid.UUID, request: ScoreMediaRequest) -> None:
@@ -70,5 +40,21 @@ def _first_round(session: Session, scoring_id: uuid.UUID, request: ScoreMediaReq
     )
 
 
-def _short(value: Any) -> str | None:
-    return value[:255] if isinstance(value, str) and value else None
+def _rejected(payload: dict[str, Any], *_: object) -> dict[str, Any]:
+    # What identifies the media, when the payload had it in a usable form.
+    media_id, url = payload.get("id"), payload.get("url")
+    return {
+        "media_id": media_id[:255] if isinstance(media_id, str) and media_id else None,
+        "url": url if isinstance(url, str) else None,
+    }
+
+
+INTAKE = Intake(
+    kind=KIND,
+    contract=ScoreMediaRequest,
+    usage="aperture.score_media takes keyword arguments only "
+    "(id, url, version, channels, workspace_id, request_id, callback)",
+    fields=_media,
+    rejected_fields=_rejected,
+    on_created=_first_round,
+)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from clients.http import ApiError
@@ -79,49 +80,26 @@ class Polled:
 # --- submit ------------------------------------------------------------------------
 
 
-def claim_submission(
-    session: Session, scoring_id: uuid.UUID, token: uuid.UUID | None, *, settings: Settings, now: dt.datetime
-) -> SubmitClaim | None:
-    """Take the right to submit the media's current round: the current token holds it, or
-    anyone once the last holder's lease has run out (a repeat is a 409, counted as submitted)."""
-    held = lifecycle.claim(
-        session,
-        KIND,
-        scoring_id,
-        token,
-        state=ScoringState.SUBMITTING.value,
-        settings=settings,
-        now=now,
-        takeover_after_lease=True,
-        returning=(
-            ScoredMedia.media_id,
-            ScoredMedia.url,
-            ScoredMedia.channels,
-            ScoredMedia.workspace_id,
-            ScoredMedia.round_count,
-        ),
-    )
-    if held is None:
-        return None
-    new_token, row = held
+SUBMISSION_COLUMNS = (
+    ScoredMedia.media_id,
+    ScoredMedia.url,
+    ScoredMedia.channels,
+    ScoredMedia.workspace_id,
+    ScoredMedia.round_count,
+)
+
+
+def submission_claimed(session: Session, row: Row[Any]) -> SubmitClaim:
+    """The claim of a submission: the media's current round, with one more attempt counted.
+    (Anyone may take it over once the last holder's lease has run out: a repeat is a 409.)"""
     rnd = session.execute(
         update(ScoringRound)
-        .where(ScoringRound.scored_media_id == scoring_id, ScoringRound.number == row.round_count)
+        .where(ScoringRound.scored_media_id == row.row_id, ScoringRound.number == row.round_count)
         .values(submit_attempts=ScoringRound.submit_attempts + 1)
         .returning(ScoringRound.id, ScoringRound.version, ScoringRound.submit_attempts)
     ).one()
-    return SubmitClaim(
-        row_id=scoring_id,
-        token=new_token,
-        request_id=row.request_id,
-        deadline_at=row.deadline_at,
-        round_id=rnd.id,
-        attempt=rnd.submit_attempts,
-        media_id=row.media_id,
-        url=row.url,
-        version=rnd.version,
-        channels=tuple(row.channels),
-        workspace_id=row.workspace_id,
+    return SubmitClaim.of(
+        row, round_id=rnd.id, attempt=rnd.submit_attempts, version=rnd.version, channels=tuple(row.channels)
     )
 
 
@@ -165,37 +143,21 @@ def record_submission(
 # --- poll --------------------------------------------------------------------------
 
 
-def claim_poll(
-    session: Session, scoring_id: uuid.UUID, token: uuid.UUID | None, *, settings: Settings, now: dt.datetime
-) -> PollClaim | None:
-    """Take the poll that ``token`` stands for. A duplicate or stale message gets None."""
-    held = lifecycle.claim(
-        session,
-        KIND,
-        scoring_id,
-        token,
-        state=ScoringState.POLLING.value,
-        settings=settings,
-        now=now,
-        returning=(ScoredMedia.media_id, ScoredMedia.channels, ScoredMedia.round_count, ScoredMedia.rescore_count),
-    )
-    if held is None:
-        return None
-    new_token, row = held
+POLL_COLUMNS = (ScoredMedia.media_id, ScoredMedia.channels, ScoredMedia.round_count, ScoredMedia.rescore_count)
+
+
+def poll_claimed(session: Session, row: Row[Any]) -> PollClaim:
+    """The claim of a poll: the round being scored, and how Vidmob knows it."""
     rnd = session.execute(
         select(ScoringRound.id, ScoringRound.vidmob_unique_id, ScoringRound.error_polls).where(
-            ScoringRound.scored_media_id == scoring_id, ScoringRound.number == row.round_count
+            ScoringRound.scored_media_id == row.row_id, ScoringRound.number == row.round_count
         )
     ).one()
-    return PollClaim(
-        row_id=scoring_id,
-        token=new_token,
-        request_id=row.request_id,
-        deadline_at=row.deadline_at,
+    return PollClaim.of(
+        row,
         round_id=rnd.id,
         lookup_id=rnd.vidmob_unique_id or row.media_id,
         channels=tuple(row.channels),
-        rescore_count=row.rescore_count,
         error_polls=rnd.error_polls,
     )
 

@@ -1,45 +1,20 @@
-"""The steps of the scoring loop that talk to Vidmob, on the engine's claim -> call -> record."""
+"""The steps of the scoring loop that talk to Vidmob, declared on the engine's claim -> call -> record."""
 
 from __future__ import annotations
 
-import uuid
-from functools import partial
-from typing import Any
-
 from clients.errors import ConflictError
 from clients.scoring import MediaScoringStatus, ScoringClient
-from config import get_settings
-from models.db import session_scope
-from services.durable import intake, steps
+from models import ScoringState
 from services.durable.attempts import AttemptLog
-from services.durable.messages import Outcome
-from services.durable.schedule import utcnow
-from services.scoring import batching, lifecycle
-from services.scoring.intake import accept_media
+from services.durable.steps import Step
+from services.scoring import lifecycle
 from services.scoring.kind import KIND
 from services.vidmob import vidmob_http
 
 
-def scoring_client(log: AttemptLog) -> ScoringClient:
-    return ScoringClient(vidmob_http(log))
-
-
-def accept_and_submit(
-    payload: dict[str, Any], *, task_id: str, task_name: str, positional_args: tuple[Any, ...] = ()
-) -> tuple[intake.Accepted, Outcome]:
-    settings = get_settings()
-    return steps.accept_then_submit(
-        KIND,
-        lambda session: accept_media(
-            session, payload, task_id=task_id, settings=settings, now=utcnow(), positional_args=positional_args
-        ),
-        partial(submit, task_name=task_name),
-    )
-
-
-def _submit_call(claim: lifecycle.SubmitClaim, log: AttemptLog) -> lifecycle.Submitted:
+def _submit_media(claim: lifecycle.SubmitClaim, log: AttemptLog) -> lifecycle.Submitted:
     try:
-        unique_id = scoring_client(log).submit_media(
+        unique_id = ScoringClient(vidmob_http(log)).submit_media(
             media_id=claim.media_id,
             url=claim.url,
             version=claim.version,
@@ -52,49 +27,29 @@ def _submit_call(claim: lifecycle.SubmitClaim, log: AttemptLog) -> lifecycle.Sub
     return lifecycle.Submitted(unique_id)
 
 
-def submit(scoring_id: uuid.UUID, token: uuid.UUID | None, *, task_name: str) -> Outcome:
-    settings = get_settings()
-    return steps.run(
-        KIND,
-        scoring_id,
-        token,
-        task_name=task_name,
-        claim=lambda session, row_id, token_, now: lifecycle.claim_submission(
-            session, row_id, token_, settings=settings, now=now
-        ),
-        call=_submit_call,
-        record=lambda session, claim, answer, now: lifecycle.record_submission(
-            session, claim, answer, settings=settings, now=now
-        ),
-    )
-
-
-def _poll_call(claim: lifecycle.PollClaim, log: AttemptLog) -> lifecycle.Polled:
-    client = scoring_client(log)
+def _status_and_scores(claim: lifecycle.PollClaim, log: AttemptLog) -> lifecycle.Polled:
+    client = ScoringClient(vidmob_http(log))
     status = client.get_status(claim.lookup_id)
     scores = client.get_scores(claim.lookup_id, claim.channels) if status is MediaScoringStatus.COMPLETE else None
     return lifecycle.Polled(status, scores)
 
 
-def poll(scoring_id: uuid.UUID, token: uuid.UUID, *, task_name: str) -> Outcome:
-    settings = get_settings()
-    return steps.run(
-        KIND,
-        scoring_id,
-        token,
-        task_name=task_name,
-        claim=lambda session, row_id, token_, now: lifecycle.claim_poll(
-            session, row_id, token_, settings=settings, now=now
-        ),
-        time_out=lifecycle.time_out,
-        call=_poll_call,
-        record=lambda session, claim, answer, now: lifecycle.record_poll(
-            session, claim, answer, settings=settings, now=now
-        ),
-    )
-
-
-def flush_tagging() -> Outcome:
-    settings = get_settings()
-    with session_scope() as session:
-        return batching.flush_tagging(session, settings=settings, now=utcnow())
+# Safe to repeat without an intent row: the same media id + version again is a 409.
+SUBMIT = Step(
+    KIND,
+    ScoringState.SUBMITTING.value,
+    build=lifecycle.submission_claimed,
+    returning=lifecycle.SUBMISSION_COLUMNS,
+    takeover_after_lease=True,
+    call=_submit_media,
+    record=lifecycle.record_submission,
+)
+POLL = Step(
+    KIND,
+    ScoringState.POLLING.value,
+    build=lifecycle.poll_claimed,
+    returning=lifecycle.POLL_COLUMNS,
+    time_out=lifecycle.time_out,
+    call=_status_and_scores,
+    record=lifecycle.record_poll,
+)

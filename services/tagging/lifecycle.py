@@ -13,8 +13,10 @@ import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import exists, select
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from clients.http import ApiError
@@ -52,49 +54,33 @@ class PollClaim(Claim):
 # --- submit ------------------------------------------------------------------------
 
 
-def claim_submission(
-    session: Session, job_id: uuid.UUID, token: uuid.UUID | None, *, settings: Settings, now: dt.datetime
-) -> SubmitClaim | None:
-    """Take the right to call Vidmob's create endpoint for this job. Held by whoever has
-    the current token, or by anyone once the previous holder's lease has run out."""
-    # A POST that got no HTTP answer (the worker died mid-call, a timeout, a dropped
-    # connection) may have created a job at Vidmob all the same.
+def submission_claim_values(job_id: uuid.UUID) -> dict[str, Any]:
+    """What claiming a submission records: one more attempt, and the duplicate risk when an
+    earlier POST got no HTTP answer (the worker died mid-call, a timeout, a dropped
+    connection): Vidmob may have created a job for it all the same."""
     unknown_before = exists().where(
         ApiAttempt.job_id == job_id,
         ApiAttempt.method == "POST",
         ApiAttempt.status_code.is_(None),
         ApiAttempt.outcome != "not_sent",
     )
-    held = lifecycle.claim(
-        session,
-        KIND,
-        job_id,
-        token,
-        state=JobState.SUBMITTING.value,
-        settings=settings,
-        now=now,
-        takeover_after_lease=True,
-        values={
-            "submit_attempts": Job.submit_attempts + 1,
-            "duplicate_risk": Job.duplicate_risk | unknown_before,
-        },
-        returning=(Job.dialect, Job.submit_attempts, Job.client_tags, Job.duplicate_risk),
-    )
-    if held is None:
-        return None
-    new_token, row = held
+    return {"submit_attempts": Job.submit_attempts + 1, "duplicate_risk": Job.duplicate_risk | unknown_before}
+
+
+SUBMISSION_COLUMNS = (Job.dialect, Job.submit_attempts.label("attempt"), Job.client_tags, Job.duplicate_risk)
+
+
+def submission_claimed(session: Session, row: Row[Any]) -> SubmitClaim:
+    """The claim of a submission: the job's assets and client tags, as Vidmob will get them."""
     if row.duplicate_risk:
-        log.warning("resubmitting job %s after an attempt with unknown outcome: Vidmob may hold a duplicate", job_id)
+        log.warning(
+            "resubmitting job %s after an attempt with unknown outcome: Vidmob may hold a duplicate", row.row_id
+        )
     assets = session.execute(
-        select(Asset.url, Asset.external_id).where(Asset.job_id == job_id).order_by(Asset.position)
+        select(Asset.url, Asset.external_id).where(Asset.job_id == row.row_id).order_by(Asset.position)
     ).all()
-    return SubmitClaim(
-        row_id=job_id,
-        token=new_token,
-        request_id=row.request_id,
-        deadline_at=row.deadline_at,
-        dialect=row.dialect,
-        attempt=row.submit_attempts,
+    return SubmitClaim.of(
+        row,
         assets=tuple(AssetRef(url=a.url, id=a.external_id) for a in assets),
         client_tags=tuple(ClientTag(label=t["label"], description=t.get("description")) for t in row.client_tags),
     )
@@ -128,32 +114,7 @@ def record_submission(
 # --- poll --------------------------------------------------------------------------
 
 
-def claim_poll(
-    session: Session, job_id: uuid.UUID, token: uuid.UUID | None, *, settings: Settings, now: dt.datetime
-) -> PollClaim | None:
-    """Take the poll that ``token`` stands for. A duplicate or stale message gets None."""
-    held = lifecycle.claim(
-        session,
-        KIND,
-        job_id,
-        token,
-        state=JobState.POLLING.value,
-        settings=settings,
-        now=now,
-        returning=(Job.dialect, Job.vidmob_job_id, Job.poll_count),
-    )
-    if held is None:
-        return None
-    new_token, row = held
-    return PollClaim(
-        row_id=job_id,
-        token=new_token,
-        request_id=row.request_id,
-        deadline_at=row.deadline_at,
-        dialect=row.dialect,
-        vidmob_job_id=row.vidmob_job_id,
-        poll_count=row.poll_count,
-    )
+POLL_COLUMNS = (Job.dialect, Job.vidmob_job_id, Job.poll_count)
 
 
 def time_out(session: Session, claim: Claim, now: dt.datetime) -> Outcome:
