@@ -15,7 +15,7 @@ import datetime as dt
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from sqlalchemy import case, update
 from sqlalchemy.engine import Row
@@ -25,6 +25,7 @@ from config import Settings
 from models import CallbackStatus
 from services.durable.kind import DurableKind
 from services.durable.messages import Message, Outcome, OwedCallback
+from services.durable.policy import End, LookAgain
 from services.durable.schedule import NextLook, lease_until, schedule
 
 
@@ -32,6 +33,9 @@ from services.durable.schedule import NextLook, lease_until, schedule
 class Claim:
     """The right to act on a row, held until the next transition: ``token`` is the row's
     new token. Domains subclass it with what their call needs."""
+
+    # The row's own columns the claim reads back (beside these four), by field name.
+    COLUMNS: ClassVar[tuple[Any, ...]] = ()
 
     row_id: uuid.UUID
     token: uuid.UUID
@@ -49,7 +53,8 @@ class Claim:
 
     @classmethod
     def from_row(cls, session: Session, row: Row[Any]) -> Self:
-        """A ``Step.build`` for claims that need nothing but the claimed row."""
+        """The claim from the claimed row (``COLUMNS`` included); a subclass that needs more
+        (child rows, a warning) reads it here, in the claim's transaction."""
         return cls.of(row)
 
 
@@ -151,6 +156,27 @@ def move(
         .returning(model.id)
     ).first()
     return moved is not None
+
+
+def apply(
+    session: Session,
+    kind: DurableKind,
+    claim: Claim,
+    decision: End | LookAgain,
+    *,
+    state: str,
+    settings: Settings,
+    now: dt.datetime,
+    values: dict[str, Any] | None = None,
+) -> Outcome:
+    """Carry out a policy decision for the row ``claim`` holds in ``state``: end it, or look
+    again after the decision's delay. ``values`` are set either way."""
+    if isinstance(decision, End):
+        return end(session, kind, claim, decision.state, now, error=decision.error, values=values)
+    return reschedule(
+        session, kind, claim, state=state, delay_s=decision.delay_s, settings=settings, now=now,
+        values={"error": decision.error} | (values or {}),
+    )  # fmt: skip
 
 
 def ending_values(kind: DurableKind, state: str, now: dt.datetime, error: str | None) -> dict[str, Any]:

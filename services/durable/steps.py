@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from clients.http import ApiError
@@ -36,8 +35,8 @@ class Step(Generic[C]):
 
     The claim is the engine's: the row must be in ``state`` and hold the message's token (or,
     with ``takeover_after_lease``, have outlived its last holder's lease); ``claim_values(row_id)``
-    are extra columns the claim sets, ``returning`` the columns it reads back, and
-    ``build(session, row)`` makes the domain's ``Claim`` from them. Then ``time_out(session,
+    are extra columns the claim sets; ``claim_type`` (a ``Claim``) says which columns it reads
+    back and builds itself from them. Then ``time_out(session,
     claim, now)`` ends the row instead of calling when its deadline has passed; ``intent(claim)``
     -> (method, endpoint) stores an attempt of unknown outcome, committed before a
     non-idempotent call; ``call(claim, attempt_log)`` makes the HTTP calls (an ApiError is an
@@ -45,10 +44,9 @@ class Step(Generic[C]):
 
     kind: DurableKind
     state: str
-    build: Callable[[Session, Row[Any]], C]
+    claim_type: type[C]
     call: Callable[[C, attempts.AttemptLog], Any]
     record: Callable[..., Outcome]
-    returning: tuple[Any, ...] = ()
     claim_values: Callable[[uuid.UUID], dict[str, Any]] | None = None
     takeover_after_lease: bool = False
     time_out: Callable[[Session, C, dt.datetime], Outcome] | None = None
@@ -67,9 +65,9 @@ class Step(Generic[C]):
             now=now,
             takeover_after_lease=self.takeover_after_lease,
             values=self.claim_values(row_id) if self.claim_values else None,
-            returning=self.returning,
+            returning=self.claim_type.COLUMNS,
         )
-        return None if row is None else self.build(session, row)
+        return None if row is None else self.claim_type.from_row(session, row)
 
 
 def run(step: Step[Any], row_id: uuid.UUID, token: uuid.UUID | None, *, task_name: str) -> Outcome:

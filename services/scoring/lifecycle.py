@@ -47,6 +47,14 @@ ROUND_STATUS_OF_END = {
 
 @dataclass(frozen=True, kw_only=True)
 class SubmitClaim(Claim):
+    COLUMNS = (
+        ScoredMedia.media_id,
+        ScoredMedia.url,
+        ScoredMedia.channels,
+        ScoredMedia.workspace_id,
+        ScoredMedia.round_count,
+    )
+
     round_id: int
     attempt: int
     media_id: str  # the caller's id: Vidmob's media id
@@ -55,14 +63,45 @@ class SubmitClaim(Claim):
     channels: tuple[str, ...]
     workspace_id: int | None
 
+    @classmethod
+    def from_row(cls, session: Session, row: Row[Any]) -> SubmitClaim:
+        """The media's current round, with one more attempt counted."""
+        rnd = session.execute(
+            update(ScoringRound)
+            .where(ScoringRound.scored_media_id == row.row_id, ScoringRound.number == row.round_count)
+            .values(submit_attempts=ScoringRound.submit_attempts + 1)
+            .returning(ScoringRound.id, ScoringRound.version, ScoringRound.submit_attempts)
+        ).one()
+        return cls.of(
+            row, round_id=rnd.id, attempt=rnd.submit_attempts, version=rnd.version, channels=tuple(row.channels)
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class PollClaim(Claim):
+    COLUMNS = (ScoredMedia.media_id, ScoredMedia.channels, ScoredMedia.round_count, ScoredMedia.rescore_count)
+
     round_id: int
     lookup_id: str  # Vidmob's uniqueId, or the caller's media id after a 409
     channels: tuple[str, ...]
     rescore_count: int
     error_polls: int
+
+    @classmethod
+    def from_row(cls, session: Session, row: Row[Any]) -> PollClaim:
+        """The round being scored, and how Vidmob knows it."""
+        rnd = session.execute(
+            select(ScoringRound.id, ScoringRound.vidmob_unique_id, ScoringRound.error_polls).where(
+                ScoringRound.scored_media_id == row.row_id, ScoringRound.number == row.round_count
+            )
+        ).one()
+        return cls.of(
+            row,
+            round_id=rnd.id,
+            lookup_id=rnd.vidmob_unique_id or row.media_id,
+            channels=tuple(row.channels),
+            error_polls=rnd.error_polls,
+        )
 
 
 @dataclass(frozen=True)
@@ -80,29 +119,6 @@ class Polled:
 # --- submit ------------------------------------------------------------------------
 
 
-SUBMISSION_COLUMNS = (
-    ScoredMedia.media_id,
-    ScoredMedia.url,
-    ScoredMedia.channels,
-    ScoredMedia.workspace_id,
-    ScoredMedia.round_count,
-)
-
-
-def submission_claimed(session: Session, row: Row[Any]) -> SubmitClaim:
-    """The claim of a submission: the media's current round, with one more attempt counted.
-    (Anyone may take it over once the last holder's lease has run out: a repeat is a 409.)"""
-    rnd = session.execute(
-        update(ScoringRound)
-        .where(ScoringRound.scored_media_id == row.row_id, ScoringRound.number == row.round_count)
-        .values(submit_attempts=ScoringRound.submit_attempts + 1)
-        .returning(ScoringRound.id, ScoringRound.version, ScoringRound.submit_attempts)
-    ).one()
-    return SubmitClaim.of(
-        row, round_id=rnd.id, attempt=rnd.submit_attempts, version=rnd.version, channels=tuple(row.channels)
-    )
-
-
 def record_submission(
     session: Session, claim: SubmitClaim, answer: Submitted | ApiError, *, settings: Settings, now: dt.datetime
 ) -> Outcome:
@@ -112,13 +128,9 @@ def record_submission(
         decision = after_submit_error(
             answer, attempt=claim.attempt, deadline_at=claim.deadline_at, now=now, settings=settings
         )
-        if isinstance(decision, End):
-            return _end(session, claim, decision, now)
-        _update_round(session, claim.round_id, error=decision.error)
-        return lifecycle.reschedule(
-            session, KIND, claim, state=ScoringState.SUBMITTING.value, delay_s=decision.delay_s,
-            settings=settings, now=now, values={"error": decision.error},
-        )  # fmt: skip
+        if isinstance(decision, LookAgain):
+            _update_round(session, claim.round_id, error=decision.error)
+        return _apply(session, claim, decision, state=ScoringState.SUBMITTING, settings=settings, now=now)
     outcome = lifecycle.reschedule(
         session, KIND, claim, state=ScoringState.SUBMITTING.value, to_state=ScoringState.POLLING.value,
         delay_s=jittered(settings.scoring_poll_initial_s, settings), settings=settings, now=now,
@@ -143,27 +155,12 @@ def record_submission(
 # --- poll --------------------------------------------------------------------------
 
 
-POLL_COLUMNS = (ScoredMedia.media_id, ScoredMedia.channels, ScoredMedia.round_count, ScoredMedia.rescore_count)
-
-
-def poll_claimed(session: Session, row: Row[Any]) -> PollClaim:
-    """The claim of a poll: the round being scored, and how Vidmob knows it."""
-    rnd = session.execute(
-        select(ScoringRound.id, ScoringRound.vidmob_unique_id, ScoringRound.error_polls).where(
-            ScoringRound.scored_media_id == row.row_id, ScoringRound.number == row.round_count
-        )
-    ).one()
-    return PollClaim.of(
-        row,
-        round_id=rnd.id,
-        lookup_id=rnd.vidmob_unique_id or row.media_id,
-        channels=tuple(row.channels),
-        error_polls=rnd.error_polls,
-    )
-
-
 def time_out(session: Session, claim: PollClaim, now: dt.datetime) -> Outcome:
-    return _end(session, claim, End(TIMED_OUT, "Vidmob did not score the media before the round's deadline"), now)
+    error = "Vidmob did not score the media before the round's deadline"
+    outcome = lifecycle.end(session, KIND, claim, TIMED_OUT, now, error=error)
+    if not outcome.stale:
+        _update_round(session, claim.round_id, status=RoundStatus.TIMED_OUT, error=error)
+    return outcome
 
 
 def record_poll(
@@ -173,9 +170,10 @@ def record_poll(
     if isinstance(answer, ApiError):
         decision = after_poll_error(answer, interval_s=settings.scoring_poll_interval_s, settings=settings)
         if isinstance(decision, End):
-            return _end(session, claim, End(decision.state, f"status or scores refused: {answer}"), now)
-        _update_round(session, claim.round_id, error=decision.error)
-        return _look_again(session, claim, decision, settings=settings, now=now)
+            decision = End(decision.state, f"status or scores refused: {answer}")
+        else:
+            _update_round(session, claim.round_id, error=decision.error)
+        return _apply(session, claim, decision, state=ScoringState.POLLING, settings=settings, now=now)
 
     _update_round(session, claim.round_id, poll_count=ScoringRound.poll_count + 1, vidmob_status=answer.status.value)
     if answer.status is MediaScoringStatus.COMPLETE and answer.scores is not None:
@@ -185,9 +183,7 @@ def record_poll(
         _update_round(
             session, claim.round_id, error_polls=ScoringRound.error_polls + 1, error="Vidmob scoring status ERROR"
         )
-    if isinstance(status_decision, End):
-        return _end(session, claim, status_decision, now)
-    return _look_again(session, claim, status_decision, settings=settings, now=now)
+    return _apply(session, claim, status_decision, state=ScoringState.POLLING, settings=settings, now=now)
 
 
 def _record_scores(
@@ -206,10 +202,8 @@ def _record_scores(
     _update_round(session, claim.round_id, **round_values)
 
     step = verdict.next
-    if isinstance(step, LookAgain):
-        return _look_again(session, claim, step, settings=settings, now=now)
-    if isinstance(step, End):
-        return _end(session, claim, step, now)
+    if isinstance(step, End | LookAgain):
+        return _apply(session, claim, step, state=ScoringState.POLLING, settings=settings, now=now)
     if isinstance(step, policy.FlagForTagging):
         # Wait a short window so that media flagged together go into one tagging job.
         return lifecycle.reschedule(
@@ -269,21 +263,22 @@ def insert_rounds(session: Session, rows: list[Any], *, reason: str, tagging_job
 # --- shared -------------------------------------------------------------------------
 
 
-def _look_again(
-    session: Session, claim: PollClaim, decision: LookAgain, *, settings: Settings, now: dt.datetime
+def _apply(
+    session: Session,
+    claim: SubmitClaim | PollClaim,
+    decision: End | LookAgain,
+    *,
+    state: ScoringState,
+    settings: Settings,
+    now: dt.datetime,
 ) -> Outcome:
-    return lifecycle.reschedule(
-        session, KIND, claim, state=ScoringState.POLLING.value, delay_s=decision.delay_s,
-        settings=settings, now=now, values={"error": decision.error},
-    )  # fmt: skip
-
-
-def _end(session: Session, claim: SubmitClaim | PollClaim, decision: End, now: dt.datetime) -> Outcome:
-    """End the media; a round that ends with it (failed, timed out, unsupported) says so."""
-    outcome = lifecycle.end(session, KIND, claim, decision.state, now, error=decision.error)
-    round_status = ROUND_STATUS_OF_END.get(decision.state)
-    if not outcome.stale and round_status is not None:
-        _update_round(session, claim.round_id, status=round_status, error=decision.error)
+    """The engine's apply; a round that ends with the media (failed, timed out, unsupported)
+    gets that status."""
+    outcome = lifecycle.apply(session, KIND, claim, decision, state=state.value, settings=settings, now=now)
+    if isinstance(decision, End) and not outcome.stale:
+        round_status = ROUND_STATUS_OF_END.get(decision.state)
+        if round_status is not None:
+            _update_round(session, claim.round_id, status=round_status, error=decision.error)
     return outcome
 
 

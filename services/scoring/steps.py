@@ -38,18 +38,16 @@ def _status_and_scores(claim: lifecycle.PollClaim, log: AttemptLog) -> lifecycle
 SUBMIT = Step(
     KIND,
     ScoringState.SUBMITTING.value,
-    build=lifecycle.submission_claimed,
-    returning=lifecycle.SUBMISSION_COLUMNS,
-    takeover_after_lease=True,
+    lifecycle.SubmitClaim,
     call=_submit_media,
     record=lifecycle.record_submission,
+    takeover_after_lease=True,
 )
 POLL = Step(
     KIND,
     ScoringState.POLLING.value,
-    build=lifecycle.poll_claimed,
-    returning=lifecycle.POLL_COLUMNS,
-    time_out=lifecycle.time_out,
+    lifecycle.PollClaim,
     call=_status_and_scores,
     record=lifecycle.record_poll,
+    time_out=lifecycle.time_out,
 )

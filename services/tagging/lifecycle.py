@@ -38,14 +38,35 @@ SUBMIT_ENDPOINTS = {"guide": "POST /v1/aperture/jobs", "media": "POST /v1/media/
 
 @dataclass(frozen=True, kw_only=True)
 class SubmitClaim(Claim):
+    COLUMNS = (Job.dialect, Job.submit_attempts.label("attempt"), Job.client_tags, Job.duplicate_risk)
+
     dialect: str
     attempt: int
     assets: tuple[AssetRef, ...]
     client_tags: tuple[ClientTag, ...]
+    duplicate_risk: bool
+
+    @classmethod
+    def from_row(cls, session: Session, row: Row[Any]) -> SubmitClaim:
+        """The job's assets and client tags, as Vidmob will get them."""
+        if row.duplicate_risk:
+            log.warning(
+                "resubmitting job %s after an attempt of unknown outcome: Vidmob may hold a duplicate", row.row_id
+            )
+        assets = session.execute(
+            select(Asset.url, Asset.external_id).where(Asset.job_id == row.row_id).order_by(Asset.position)
+        ).all()
+        return cls.of(
+            row,
+            assets=tuple(AssetRef(url=a.url, id=a.external_id) for a in assets),
+            client_tags=tuple(ClientTag(label=t["label"], description=t.get("description")) for t in row.client_tags),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
 class PollClaim(Claim):
+    COLUMNS = (Job.dialect, Job.vidmob_job_id, Job.poll_count)
+
     dialect: str
     vidmob_job_id: str
     poll_count: int
@@ -67,25 +88,6 @@ def submission_claim_values(job_id: uuid.UUID) -> dict[str, Any]:
     return {"submit_attempts": Job.submit_attempts + 1, "duplicate_risk": Job.duplicate_risk | unknown_before}
 
 
-SUBMISSION_COLUMNS = (Job.dialect, Job.submit_attempts.label("attempt"), Job.client_tags, Job.duplicate_risk)
-
-
-def submission_claimed(session: Session, row: Row[Any]) -> SubmitClaim:
-    """The claim of a submission: the job's assets and client tags, as Vidmob will get them."""
-    if row.duplicate_risk:
-        log.warning(
-            "resubmitting job %s after an attempt with unknown outcome: Vidmob may hold a duplicate", row.row_id
-        )
-    assets = session.execute(
-        select(Asset.url, Asset.external_id).where(Asset.job_id == row.row_id).order_by(Asset.position)
-    ).all()
-    return SubmitClaim.of(
-        row,
-        assets=tuple(AssetRef(url=a.url, id=a.external_id) for a in assets),
-        client_tags=tuple(ClientTag(label=t["label"], description=t.get("description")) for t in row.client_tags),
-    )
-
-
 def record_submission(
     session: Session, claim: SubmitClaim, answer: str | ApiError, *, settings: Settings, now: dt.datetime
 ) -> Outcome:
@@ -94,12 +96,9 @@ def record_submission(
         decision = policy.after_submit_error(
             answer, attempt=claim.attempt, deadline_at=claim.deadline_at, now=now, settings=settings
         )
-        if isinstance(decision, policy.End):
-            return lifecycle.end(session, KIND, claim, decision.state, now, error=decision.error)
-        return lifecycle.reschedule(
-            session, KIND, claim, state=JobState.SUBMITTING.value, delay_s=decision.delay_s,
-            settings=settings, now=now, values={"error": decision.error},
-        )  # fmt: skip
+        return lifecycle.apply(
+            session, KIND, claim, decision, state=JobState.SUBMITTING.value, settings=settings, now=now
+        )
     outcome = lifecycle.reschedule(
         session, KIND, claim, state=JobState.SUBMITTING.value, to_state=JobState.POLLING.value,
         delay_s=jittered(settings.poll_initial_s, settings), settings=settings, now=now,
@@ -112,9 +111,6 @@ def record_submission(
 
 
 # --- poll --------------------------------------------------------------------------
-
-
-POLL_COLUMNS = (Job.dialect, Job.vidmob_job_id, Job.poll_count)
 
 
 def time_out(session: Session, claim: Claim, now: dt.datetime) -> Outcome:
@@ -135,9 +131,6 @@ def record_poll(
     if isinstance(decision, Complete):
         store_annotations(session, claim.row_id, decision.annotations, now)
         return lifecycle.end(session, KIND, claim, JobState.COMPLETE.value, now, values=polled | {"completed_at": now})
-    if isinstance(decision, policy.End):
-        return lifecycle.end(session, KIND, claim, decision.state, now, error=decision.error, values=polled)
-    return lifecycle.reschedule(
-        session, KIND, claim, state=JobState.POLLING.value, delay_s=decision.delay_s, settings=settings, now=now,
-        values=polled | {"error": decision.error},
-    )  # fmt: skip
+    return lifecycle.apply(
+        session, KIND, claim, decision, state=JobState.POLLING.value, settings=settings, now=now, values=polled
+    )

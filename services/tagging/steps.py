@@ -24,20 +24,18 @@ def _get_status(claim: lifecycle.PollClaim, log: AttemptLog) -> TagsJobStatus:
 SUBMIT = Step(
     KIND,
     JobState.SUBMITTING.value,
-    build=lifecycle.submission_claimed,
-    returning=lifecycle.SUBMISSION_COLUMNS,
+    lifecycle.SubmitClaim,
+    call=_create_job,
+    record=lifecycle.record_submission,
     claim_values=lifecycle.submission_claim_values,
     takeover_after_lease=True,
     intent=lambda claim: ("POST", lifecycle.SUBMIT_ENDPOINTS.get(claim.dialect, "?")),
-    call=_create_job,
-    record=lifecycle.record_submission,
 )
 POLL = Step(
     KIND,
     JobState.POLLING.value,
-    build=lifecycle.PollClaim.from_row,
-    returning=lifecycle.POLL_COLUMNS,
-    time_out=lifecycle.time_out,
+    lifecycle.PollClaim,
     call=_get_status,
     record=lifecycle.record_poll,
+    time_out=lifecycle.time_out,
 )

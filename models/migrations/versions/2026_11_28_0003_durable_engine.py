@@ -67,5 +67,5 @@ def downgrade() -> None:
     op.drop_constraint(op.f("fk_api_attempts_scored_media_id_scored_media"), "api_attempts", type_="foreignkey")
     op.drop_column("api_attempts", "scored_media_id")
     for table in DURABLE_TABLES:
-        op.drop_constraint(f"ck_{table}_callback_object", table, type_="check")
+        op.drop_constraint(op.f(f"ck_{table}_callback_object"), table, type_="check")
         op.drop_column(table, "generation")
