@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Annotated
 
-from sqlalchemy import DateTime, MetaData, func, text
+from sqlalchemy import BigInteger, DateTime, Identity, MetaData, func, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, mapped_column
 
@@ -28,6 +28,7 @@ uuid_pk = Annotated[
     uuid.UUID,
     mapped_column(UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")),
 ]
+bigint_pk = Annotated[int, mapped_column(BigInteger, Identity(), primary_key=True)]
 created_at = Annotated[dt.datetime, mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())]
 updated_at = Annotated[
     dt.datetime,

@@ -13,7 +13,7 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Boolean, Enum, Index, Integer, String, Text, text
+from sqlalchemy import Boolean, CheckConstraint, Enum, Index, Integer, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -40,7 +40,7 @@ def enum_column(enum: type[StrEnum], name: str) -> Enum:
 
 class Durable:
     """Mixin: the columns services/durable/ reads and writes. A model adds its ``state``
-    (an enum of its own), its domain columns and ``durable_indexes(...)``."""
+    (an enum of its own), its domain columns and ``durable_table_args(...)``."""
 
     id: Mapped[uuid_pk]
     # The caller's idempotency key; when they give none, the Celery task id of the message,
@@ -72,11 +72,13 @@ class Durable:
     updated_at: Mapped[updated_at]
 
 
-def durable_indexes(table: str, swept_states: tuple[str, ...]) -> tuple[Index, ...]:
-    """The engine's queries, on the rows they can match only, so they stay small however
-    many millions of ended rows the table holds."""
+def durable_table_args(table: str, swept_states: tuple[str, ...]) -> tuple[Index | CheckConstraint, ...]:
+    """The engine's indexes, on the rows their queries can match only, so they stay small
+    however many millions of ended rows the table holds; and the callback's shape."""
     states = ", ".join(f"'{s}'" for s in swept_states)
     return (
+        # A JSON null would read as "a callback is owed" (migration 0003).
+        CheckConstraint("callback IS NULL OR jsonb_typeof(callback) = 'object'", name="callback_object"),
         # The sweeper's due looks.
         Index(f"ix_{table}_due", "next_poll_at", postgresql_where=text(f"state IN ({states})")),
         # The sweeper's owed callbacks.

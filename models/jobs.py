@@ -11,24 +11,12 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    CheckConstraint,
-    ForeignKey,
-    Identity,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    text,
-)
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base, created_at, tz_datetime
-from models.durable import CallbackStatus, Durable, durable_indexes, enum_column
+from models.base import Base, bigint_pk, created_at, tz_datetime
+from models.durable import CallbackStatus, Durable, durable_table_args, enum_column
 
 __all__ = ["ACTIVE_STATES", "ApiAttempt", "Asset", "CallbackStatus", "Job", "JobState", "Tag", "enum_column"]
 
@@ -74,16 +62,13 @@ class Job(Durable, Base):
         back_populates="job", order_by="Asset.position", cascade="all, delete-orphan"
     )
 
-    __table_args__ = (
-        *durable_indexes("jobs", ACTIVE_STATES),
-        CheckConstraint("callback IS NULL OR jsonb_typeof(callback) = 'object'", name="callback_object"),
-    )
+    __table_args__ = (*durable_table_args("jobs", ACTIVE_STATES),)
 
 
 class Asset(Base):
     __tablename__ = "assets"
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[bigint_pk]
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
     url: Mapped[str] = mapped_column(Text, index=True)
@@ -102,7 +87,7 @@ class Asset(Base):
 class Tag(Base):
     __tablename__ = "tags"
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[bigint_pk]
     asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"))
     category: Mapped[str] = mapped_column(String(64))
     label: Mapped[str] = mapped_column(String(255))
@@ -120,7 +105,7 @@ class ApiAttempt(Base):
 
     __tablename__ = "api_attempts"
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[bigint_pk]
     # Its owner: the durable row whose task made the call (at most one of these is set).
     job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     scored_media_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("scored_media.id", ondelete="CASCADE"))

@@ -19,7 +19,6 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     ForeignKey,
-    Identity,
     Index,
     Integer,
     String,
@@ -30,8 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base, created_at, tz_datetime, updated_at
-from models.durable import Durable, durable_indexes, enum_column
+from models.base import Base, bigint_pk, created_at, tz_datetime, updated_at
+from models.durable import Durable, durable_table_args, enum_column
 
 
 class ScoringState(StrEnum):
@@ -97,14 +96,13 @@ class ScoredMedia(Durable, Base):
     )
 
     __table_args__ = (
-        *durable_indexes("scored_media", SWEPT_SCORING_STATES),
+        *durable_table_args("scored_media", SWEPT_SCORING_STATES),
         # The batcher's query: what waits for tagging, oldest first.
         Index("ix_scored_media_awaiting_tags", "flagged_at", postgresql_where=text("state = 'awaiting_tags'")),
         # The tagging hook's query: which media wait on the job that just ended.
         Index("ix_scored_media_tagging", "tagging_job_id", postgresql_where=text("state = 'tagging'")),
         Index("ix_scored_media_media_id", "media_id"),
         CheckConstraint("state = 'rejected' OR (media_id IS NOT NULL AND url IS NOT NULL)", name="identified"),
-        CheckConstraint("callback IS NULL OR jsonb_typeof(callback) = 'object'", name="callback_object"),
     )
 
 
@@ -113,7 +111,7 @@ class ScoringRound(Base):
 
     __tablename__ = "scoring_rounds"
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[bigint_pk]
     scored_media_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("scored_media.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)  # 1 = the first scoring; n > 1 = rescore n - 1
     version: Mapped[str | None] = mapped_column(String(255))  # as sent to Vidmob
@@ -152,7 +150,7 @@ class ScoringRound(Base):
 class ScoringChannelSummary(Base):
     __tablename__ = "scoring_summaries"
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[bigint_pk]
     round_id: Mapped[int] = mapped_column(ForeignKey("scoring_rounds.id", ondelete="CASCADE"))
     channel: Mapped[str] = mapped_column(String(64))
     adherence_percent: Mapped[float | None]
@@ -169,7 +167,7 @@ class ScoringChannelSummary(Base):
 class ScoringGuidelineResult(Base):
     __tablename__ = "scoring_results"
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[bigint_pk]
     round_id: Mapped[int] = mapped_column(ForeignKey("scoring_rounds.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)  # index in Vidmob's detail list
     channel: Mapped[str] = mapped_column(String(64))

@@ -36,6 +36,9 @@ class Claim:
 
     # The row's own columns the claim reads back (beside these four), by field name.
     COLUMNS: ClassVar[tuple[Any, ...]] = ()
+    # Anyone may take the row over once its last holder's lease has run out (not only the
+    # holder of the current token): for steps that are safe to repeat after a crash.
+    TAKEOVER_AFTER_LEASE: ClassVar[bool] = False
 
     row_id: uuid.UUID
     token: uuid.UUID
@@ -50,6 +53,11 @@ class Claim:
         """Built from a claimed row: every field named like a returned column, then ``extra``."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in row._mapping.items() if k in names} | extra)
+
+    @classmethod
+    def claim_values(cls, row_id: uuid.UUID) -> dict[str, Any]:
+        """Columns the claim sets besides the token and the lease."""
+        return {}
 
     @classmethod
     def from_row(cls, session: Session, row: Row[Any]) -> Self:

@@ -33,10 +33,9 @@ C = TypeVar("C", bound=Claim)
 class Step(Generic[C]):
     """One step of a kind, declared by its domain.
 
-    The claim is the engine's: the row must be in ``state`` and hold the message's token (or,
-    with ``takeover_after_lease``, have outlived its last holder's lease); ``claim_values(row_id)``
-    are extra columns the claim sets; ``claim_type`` (a ``Claim``) says which columns it reads
-    back and builds itself from them. Then ``time_out(session,
+    The claim is the engine's: the row must be in ``state`` and hold the message's token;
+    ``claim_type`` (a ``Claim``) says what else claiming sets and reads back, whether the row
+    may be taken over after a lease ran out, and builds itself from the row. Then ``time_out(session,
     claim, now)`` ends the row instead of calling when its deadline has passed; ``intent(claim)``
     -> (method, endpoint) stores an attempt of unknown outcome, committed before a
     non-idempotent call; ``call(claim, attempt_log)`` makes the HTTP calls (an ApiError is an
@@ -47,8 +46,6 @@ class Step(Generic[C]):
     claim_type: type[C]
     call: Callable[[C, attempts.AttemptLog], Any]
     record: Callable[..., Outcome]
-    claim_values: Callable[[uuid.UUID], dict[str, Any]] | None = None
-    takeover_after_lease: bool = False
     time_out: Callable[[Session, C, dt.datetime], Outcome] | None = None
     intent: Callable[[C], tuple[str, str]] | None = None
 
@@ -63,8 +60,8 @@ class Step(Generic[C]):
             state=self.state,
             settings=settings,
             now=now,
-            takeover_after_lease=self.takeover_after_lease,
-            values=self.claim_values(row_id) if self.claim_values else None,
+            takeover_after_lease=self.claim_type.TAKEOVER_AFTER_LEASE,
+            values=self.claim_type.claim_values(row_id),
             returning=self.claim_type.COLUMNS,
         )
         return None if row is None else self.claim_type.from_row(session, row)

@@ -54,6 +54,8 @@ class SubmitClaim(Claim):
         ScoredMedia.workspace_id,
         ScoredMedia.round_count,
     )
+    # A repeated submission is a 409, counted as submitted: safe to take over after a crash.
+    TAKEOVER_AFTER_LEASE = True
 
     round_id: int
     attempt: int

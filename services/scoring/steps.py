@@ -7,12 +7,20 @@ from clients.scoring import MediaScoringStatus, ScoringClient
 from models import ScoringState
 from services.durable.attempts import AttemptLog
 from services.durable.steps import Step
-from services.scoring import lifecycle
 from services.scoring.kind import KIND
+from services.scoring.lifecycle import (
+    PollClaim,
+    Polled,
+    SubmitClaim,
+    Submitted,
+    record_poll,
+    record_submission,
+    time_out,
+)
 from services.vidmob import vidmob_http
 
 
-def _submit_media(claim: lifecycle.SubmitClaim, log: AttemptLog) -> lifecycle.Submitted:
+def _submit_media(claim: SubmitClaim, log: AttemptLog) -> Submitted:
     try:
         unique_id = ScoringClient(vidmob_http(log)).submit_media(
             media_id=claim.media_id,
@@ -23,31 +31,17 @@ def _submit_media(claim: lifecycle.SubmitClaim, log: AttemptLog) -> lifecycle.Su
         )
     except ConflictError:
         # The same id + version is already at Vidmob: our earlier attempt went through.
-        return lifecycle.Submitted(None, conflict=True)
-    return lifecycle.Submitted(unique_id)
+        return Submitted(None, conflict=True)
+    return Submitted(unique_id)
 
 
-def _status_and_scores(claim: lifecycle.PollClaim, log: AttemptLog) -> lifecycle.Polled:
+def _status_and_scores(claim: PollClaim, log: AttemptLog) -> Polled:
     client = ScoringClient(vidmob_http(log))
     status = client.get_status(claim.lookup_id)
     scores = client.get_scores(claim.lookup_id, claim.channels) if status is MediaScoringStatus.COMPLETE else None
-    return lifecycle.Polled(status, scores)
+    return Polled(status, scores)
 
 
-# Safe to repeat without an intent row: the same media id + version again is a 409.
-SUBMIT = Step(
-    KIND,
-    ScoringState.SUBMITTING.value,
-    lifecycle.SubmitClaim,
-    call=_submit_media,
-    record=lifecycle.record_submission,
-    takeover_after_lease=True,
-)
-POLL = Step(
-    KIND,
-    ScoringState.POLLING.value,
-    lifecycle.PollClaim,
-    call=_status_and_scores,
-    record=lifecycle.record_poll,
-    time_out=lifecycle.time_out,
-)
+# No intent row: a repeated submission of the same media id + version is a 409, not new work.
+SUBMIT = Step(KIND, ScoringState.SUBMITTING.value, SubmitClaim, _submit_media, record_submission)
+POLL = Step(KIND, ScoringState.POLLING.value, PollClaim, _status_and_scores, record_poll, time_out=time_out)

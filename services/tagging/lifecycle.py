@@ -39,12 +39,28 @@ SUBMIT_ENDPOINTS = {"guide": "POST /v1/aperture/jobs", "media": "POST /v1/media/
 @dataclass(frozen=True, kw_only=True)
 class SubmitClaim(Claim):
     COLUMNS = (Job.dialect, Job.submit_attempts.label("attempt"), Job.client_tags, Job.duplicate_risk)
+    # A worker that died mid-call is taken over once its lease has run out (the intent row
+    # makes the possible duplicate visible).
+    TAKEOVER_AFTER_LEASE = True
 
     dialect: str
     attempt: int
     assets: tuple[AssetRef, ...]
     client_tags: tuple[ClientTag, ...]
     duplicate_risk: bool
+
+    @classmethod
+    def claim_values(cls, job_id: uuid.UUID) -> dict[str, Any]:
+        """What claiming a submission records: one more attempt, and the duplicate risk when an
+        earlier POST got no HTTP answer (the worker died mid-call, a timeout, a dropped
+        connection): Vidmob may have created a job for it all the same."""
+        unknown_before = exists().where(
+            ApiAttempt.job_id == job_id,
+            ApiAttempt.method == "POST",
+            ApiAttempt.status_code.is_(None),
+            ApiAttempt.outcome != "not_sent",
+        )
+        return {"submit_attempts": Job.submit_attempts + 1, "duplicate_risk": Job.duplicate_risk | unknown_before}
 
     @classmethod
     def from_row(cls, session: Session, row: Row[Any]) -> SubmitClaim:
@@ -73,19 +89,6 @@ class PollClaim(Claim):
 
 
 # --- submit ------------------------------------------------------------------------
-
-
-def submission_claim_values(job_id: uuid.UUID) -> dict[str, Any]:
-    """What claiming a submission records: one more attempt, and the duplicate risk when an
-    earlier POST got no HTTP answer (the worker died mid-call, a timeout, a dropped
-    connection): Vidmob may have created a job for it all the same."""
-    unknown_before = exists().where(
-        ApiAttempt.job_id == job_id,
-        ApiAttempt.method == "POST",
-        ApiAttempt.status_code.is_(None),
-        ApiAttempt.outcome != "not_sent",
-    )
-    return {"submit_attempts": Job.submit_attempts + 1, "duplicate_risk": Job.duplicate_risk | unknown_before}
 
 
 def record_submission(
