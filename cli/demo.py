@@ -28,6 +28,7 @@ from sqlalchemy.orm import selectinload
 from cli.embedded import ensure_infrastructure
 from cli.processes import Child, start_beat, start_worker
 from config import get_settings
+from config.tasks import CREATE_JOB
 from models import Asset, Job, JobState
 from models.db import session_scope
 from models.migrate import upgrade
@@ -135,7 +136,7 @@ def submit_batch(broker_url: str, batch: list[SampleJob], run: str) -> dict[str,
         for job in batch:
             request_id = f"demo-{run}-{job.name}"
             app.send_task(
-                "aperture.create_job",
+                CREATE_JOB.name,
                 kwargs={
                     "assets": [{"url": url, "id": f"{job.name}-{i}"} for i, url in enumerate(job.urls)],
                     "client_tags": job.client_tags,

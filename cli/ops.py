@@ -216,6 +216,7 @@ def submit(file: Path, wait: bool, request_id: str | None, client_tags: tuple[st
     """
     from pydantic import ValidationError
 
+    from config.tasks import CREATE_JOB
     from services.contract import CreateJobRequest, describe_errors
 
     payload = load_payload(file)
@@ -230,9 +231,9 @@ def submit(file: Path, wait: bool, request_id: str | None, client_tags: tuple[st
     if wait:
         with database() as session:  # before sending: --wait must be able to watch
             session.connection()
-    task_id = send_message("aperture.create_job", payload)
+    task_id = send_message(CREATE_JOB.name, payload)
     console.print(
-        f"sent aperture.create_job: request id [bold]{payload['request_id']}[/], "
+        f"sent {CREATE_JOB.name}: request id [bold]{payload['request_id']}[/], "
         f"{len(payload['assets'])} asset(s), message {task_id}"
     )
     if not wait:

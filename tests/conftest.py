@@ -318,3 +318,20 @@ def flower(app_env: dict[str, str], worker: Process, tmp_root: Path) -> Iterator
         time.sleep(0.2)
     yield {"url": url, "auth": auth, "log_path": child.log_path}
     child.stop()
+
+
+@pytest.fixture
+def aperture(app_env, monkeypatch):
+    """The `aperture` command line, run in this process against the system under test."""
+    from click.testing import CliRunner
+
+    from cli import ops
+    from cli.main import main
+
+    monkeypatch.setattr(ops.console, "width", 250)  # a wide terminal: ids are not folded across lines
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(main, list(args), catch_exceptions=False)
+
+    return invoke

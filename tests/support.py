@@ -69,3 +69,19 @@ def send(app_env: dict[str, str], task: str, **kwargs: Any) -> str:
         return app.send_task(task, kwargs=kwargs).id
     finally:
         app.close()
+
+
+def drain(broker_url: str, queue: str) -> list:
+    """Every message waiting on ``queue`` (a caller's callback queue), taken off it."""
+    from kombu import Connection
+
+    with Connection(broker_url) as conn:
+        q = conn.SimpleQueue(queue)
+        messages = []
+        while True:
+            try:
+                messages.append(q.get(timeout=0.5))
+            except q.Empty:
+                break
+        q.close()
+    return messages

@@ -8,26 +8,9 @@ import json
 import uuid
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner
-
 from tests.support import job_by_request_id, sim_fault, tags_by_url, wait_for_job
 
 CDN = "https://cdn.example.com/ops"
-
-
-@pytest.fixture
-def aperture(app_env, monkeypatch):
-    from cli import ops
-    from cli.main import main
-
-    monkeypatch.setattr(ops.console, "width", 250)  # a wide terminal: ids are not folded across lines
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(main, list(args), catch_exceptions=False)
-
-    return invoke
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import redis
 import requests
-from kombu import Connection
 from sqlalchemy import func, insert, select, update
 
 from models import ApiAttempt, Asset, CallbackStatus, Job, JobState, Tag
@@ -21,6 +20,7 @@ from models.db import session_scope
 from tests.conftest import API_KEY
 from tests.support import (
     attempts_for,
+    drain,
     job_by_request_id,
     send,
     sim_fault,
@@ -221,15 +221,7 @@ def test_the_callback_is_sent_once_with_the_annotations(system):
     job = wait_for_job(request_id)
     wait_for(lambda: job_by_request_id(request_id).callback_status is CallbackStatus.SENT, what="callback sent")
     time.sleep(2.5)  # past the sweeper's "owed" horizon: it must not send a second one
-    with Connection(system["env"]["APERTURE_BROKER_URL"]) as conn:
-        q = conn.SimpleQueue(queue)
-        messages = []
-        while True:
-            try:
-                messages.append(q.get(timeout=0.5))
-            except q.Empty:
-                break
-        q.close()
+    messages = drain(system["env"]["APERTURE_BROKER_URL"], queue)
     assert len(messages) == 1
     message = messages[0]
     assert message.headers["task"] == "caller.tagged"

@@ -11,7 +11,6 @@ import uuid
 import pytest
 import requests
 from click.testing import CliRunner
-from kombu import Connection
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import selectinload
 
@@ -31,7 +30,7 @@ from models.db import get_engine, session_scope
 from services.scoring.batching import TAGGING_REQUEST_PREFIX
 from services.scoring.policy import decide, rescore_version
 from tests.conftest import API_KEY
-from tests.support import send, sim_stats, tags_by_url, wait_for, wait_for_job
+from tests.support import drain, send, sim_stats, tags_by_url, wait_for, wait_for_job
 
 pytestmark = pytest.mark.slow
 CDN = "https://cdn.example.com/scoring"
@@ -104,19 +103,6 @@ def scoring_tagging_jobs() -> list[Job]:
                 select(Job).where(Job.request_id.startswith(TAGGING_REQUEST_PREFIX)).order_by(Job.created_at)
             ).scalars()
         )
-
-
-def drain(broker_url: str, queue: str) -> list:
-    with Connection(broker_url) as conn:
-        q = conn.SimpleQueue(queue)
-        messages = []
-        while True:
-            try:
-                messages.append(q.get(timeout=0.5))
-            except q.Empty:
-                break
-        q.close()
-    return messages
 
 
 # --- the loop ----------------------------------------------------------------------------

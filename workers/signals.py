@@ -16,7 +16,7 @@ from celery.signals import (
 )
 
 from config import get_settings
-from config.tasks import CREATE_JOB, POLL_JOB
+from config.tasks import CREATE_JOB, FLUSH_TAGGING, POLL_JOB
 from models.db import get_engine
 from services import log_context
 from services.durable import attempts
@@ -63,12 +63,14 @@ def _task_started(task_id: str | None = None, task=None, args=(), kwargs=None, *
     kwargs = kwargs or {}
     job_id = kwargs.get("job_id") or (args[0] if task is not None and task.name == POLL_JOB.name and args else None)
     # What the message says; the steps bind the row's own request_id once they have read it.
+    # A flush is about every media waiting, whichever one's message asked for it.
+    scoring_id = None if task is not None and task.name == FLUSH_TAGGING.name else kwargs.get("scoring_id")
     log_context.bind(
         **{
             name: value
             for name, value in (
                 ("job_id", job_id),
-                ("scoring_id", kwargs.get("scoring_id")),
+                ("scoring_id", scoring_id),
                 ("request_id", kwargs.get("request_id")),
             )
             if isinstance(value, str)

@@ -6,18 +6,16 @@ import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from models import Durable
-
-if TYPE_CHECKING:
-    from services.durable.messages import Outcome
+from services.durable.messages import Outcome
 
 # A listener runs inside the transaction that ended a row, and returns what its own
 # changes owe (messages, callbacks): they are sent after the same commit.
-EndListener = Callable[[Session, uuid.UUID, Any, dt.datetime], "Outcome"]
+EndListener = Callable[[Session, uuid.UUID, Any, dt.datetime], Outcome]
 
 
 class EndHook:

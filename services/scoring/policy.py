@@ -83,7 +83,9 @@ def after_scores(scores: Scores, *, rescore_count: int, settings: Settings) -> V
     results = [d.result.strip().upper() for d in scores.detail]
     actions = [action_of(d.result) for d in scores.detail]
     action = decide(actions)
-    codes = tuple(sorted({r for r in results if r.startswith("NO_DATA")}))
+    # What kept the round from a plain verdict: its NO_DATA codes, and any result Vidmob added
+    # after this code was written (docs/scoring.md: named on the round and in the error).
+    codes = tuple(sorted({r for r, a in zip(results, actions, strict=True) if a is not ScoreAction.SCORED}))
 
     if action is ScoreAction.WAIT_AND_REFETCH:
         # Not done: the same submission's scores are fetched again later.
