@@ -227,6 +227,18 @@ def end(
     return ended_rows(session, kind, [claim.row_id], state, now)
 
 
+def end_where(
+    session: Session, kind: DurableKind, *conditions: Any, state: str, now: dt.datetime, error: str | None
+) -> Outcome:
+    """End in bulk every row of ``kind`` that matches ``conditions`` (rows no message holds:
+    the caller's conditions must say which, e.g. a state the engine never claims)."""
+    model = kind.model
+    ids = session.execute(
+        update(model).where(*conditions).values(**ending_values(kind, state, now, error)).returning(model.id)
+    ).scalars()
+    return ended_rows(session, kind, list(ids), state, now)
+
+
 def ended_rows(
     session: Session, kind: DurableKind, row_ids: Iterable[uuid.UUID], state: str, now: dt.datetime
 ) -> Outcome:

@@ -87,13 +87,8 @@ def _tag_group(session: Session, group: list[Any], *, settings: Settings, now: d
     ids = [row.id for row in group]
     waiting = (ScoredMedia.id.in_(ids), ScoredMedia.state == ScoringState.AWAITING_TAGS)
     if accepted.state is not JobState.SUBMITTING or accepted.token is None:
-        ended = session.execute(
-            update(ScoredMedia)
-            .where(*waiting)
-            .values(**lifecycle.ending_values(KIND, NEEDS_ATTENTION, now, f"tagging request refused: {accepted.error}"))
-            .returning(ScoredMedia.id)
-        ).scalars()
-        return lifecycle.ended_rows(session, KIND, list(ended), NEEDS_ATTENTION, now)
+        error = f"tagging request refused: {accepted.error}"
+        return lifecycle.end_where(session, KIND, *waiting, state=NEEDS_ATTENTION, now=now, error=error)
     session.execute(
         update(ScoredMedia)
         .where(*waiting)
@@ -149,20 +144,11 @@ def on_tagging_job_ended(
         )
 
     job_error = session.execute(select(Job.error).where(Job.id == job_id)).scalar_one_or_none()
-    given_up = session.execute(
-        update(ScoredMedia)
-        .where(*waiting, ScoredMedia.tag_attempts >= settings.max_tag_attempts)
-        .values(
-            **lifecycle.ending_values(
-                KIND,
-                NEEDS_ATTENTION,
-                now,
-                f"tagging failed {settings.max_tag_attempts} times (APERTURE_MAX_TAG_ATTEMPTS); last: {job_error}",
-            )
-        )
-        .returning(ScoredMedia.id)
-    ).scalars()
-    outcome = lifecycle.ended_rows(session, KIND, list(given_up), NEEDS_ATTENTION, now)
+    given_up = f"tagging failed {settings.max_tag_attempts} times (APERTURE_MAX_TAG_ATTEMPTS); last: {job_error}"
+    outcome = lifecycle.end_where(
+        session, KIND, *waiting, ScoredMedia.tag_attempts >= settings.max_tag_attempts,
+        state=NEEDS_ATTENTION, now=now, error=given_up,
+    )  # fmt: skip
     nxt = schedule(now, settings.tag_batch_window_s, settings)
     retag = session.execute(
         update(ScoredMedia)
