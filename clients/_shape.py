@@ -6,6 +6,7 @@ message naming the field, not a crash deep inside a task.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from clients.errors import ResponseShapeError
@@ -34,6 +35,18 @@ def require_str(obj: dict[str, Any], key: str, where: str) -> str:
     value = obj.get(key)
     if not isinstance(value, str) or not value:
         raise ResponseShapeError(f"{where}.{key} is missing or not a non-empty string")
+    return value
+
+
+_NOT_IN_AN_ID = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def require_id(obj: dict[str, Any], key: str, where: str, max_length: int = 255) -> str:
+    """An identifier Vidmob hands out, which we store and send back in a path: a short string
+    with no control characters. Anything else is an undocumented body, not an id to keep."""
+    value = require_str(obj, key, where)
+    if len(value) > max_length or _NOT_IN_AN_ID.search(value):
+        raise ResponseShapeError(f"{where}.{key} is not an id (over {max_length} characters, or control characters)")
     return value
 
 

@@ -94,10 +94,15 @@ class _BearerAuth(AuthBase):
         return "_BearerAuth(api_key=SecretStr('**********'))"
 
 
+MAX_RETRY_AFTER_S = 24 * 3600.0
+
+
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date; None when unusable.
 
-    Past dates give 0.0 (retry now); garbage gives None so the caller falls back to its own backoff.
+    Past dates give 0.0 (retry now); garbage gives None so the caller falls back to its own backoff; a
+    wait longer than ``MAX_RETRY_AFTER_S`` is cut to it (a server's wish, not a reason to park a job for
+    years or to overflow a date).
     """
     if value is None or not value.strip():
         return None
@@ -107,14 +112,14 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     except ValueError:
         pass
     else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
+        return min(max(0.0, seconds), MAX_RETRY_AFTER_S) if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return min(max(0.0, (when - (now or datetime.now(UTC))).total_seconds()), MAX_RETRY_AFTER_S)
 
 
 class VidmobHttp:

@@ -28,6 +28,7 @@ from clients._shape import (
     optional_int,
     optional_number,
     optional_str,
+    require_id,
     require_list,
     require_str,
     result_of,
@@ -244,7 +245,7 @@ class ScoringClient:
 
 
 def _parse_unique_id(body: dict[str, Any]) -> str:
-    return require_str(result_of(body), "uniqueId", "result")
+    return require_id(result_of(body), "uniqueId", "result")
 
 
 def _parse_scores(body: dict[str, Any]) -> Scores:

@@ -44,6 +44,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from clients._shape import (
     as_object,
     optional_str,
+    require_id,
     require_list,
     require_str,
     result_of,
@@ -307,7 +308,7 @@ def _parse_download(body: dict[str, Any], job_id: str) -> tuple[AssetAnnotation,
 
 
 def _parse_job_id(body: dict[str, Any]) -> str:
-    return require_str(result_of(body), "job_id", "result")
+    return require_id(result_of(body), "job_id", "result")
 
 
 def _state(result: dict[str, Any], states: Mapping[str, TagsJobState], redact: Callable[[str], str]) -> TagsJobState:

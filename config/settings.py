@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     max_rescores: int = Field(3, ge=0)
     max_tag_attempts: int = Field(3, ge=1)
 
+    # --- What a message may hold (workers/messages.py): a larger or deeper one is stored as
+    # rejected with the reason, before it can reach (and crash) the prefork pool.
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
+    max_message_depth: int = Field(32, ge=8, le=200)
+
     # --- Celery limits.
     task_soft_time_limit_s: int = 120
     task_time_limit_s: int = 150

@@ -7,6 +7,7 @@ them. Changing a field here changes a public API (architecture.md).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -15,6 +16,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from clients.scoring import CHANNELS as SCORING_CHANNELS
 from clients.scoring import normalize_channel
 from config.tasks import CREATE_JOB, SCORE_MEDIA
+
+# Set by the worker in place of a message's arguments it refused to decode (too large, nested too
+# deeply: workers/messages.py); the value is the reason, stored on the rejected row.
+REFUSED_FIELD = "__aperture_refused__"
 
 MAX_ASSETS = 200
 MAX_CLIENT_TAGS = 100
@@ -30,8 +35,62 @@ def _http_url(value: str) -> str:
     return value
 
 
-HttpUrlStr = Annotated[str, StringConstraints(min_length=1, max_length=MAX_URL_LENGTH), AfterValidator(_http_url)]
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
+# Control characters (NUL included) and lone surrogates: PostgreSQL cannot store the first in JSON
+# nor the second at all, and neither belongs in a URL, an id or a label.
+_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+_CONTROL_BUT_WHITESPACE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def _one_line(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters or unpaired surrogates")
+    return value
+
+
+def _text(value: str) -> str:
+    if _CONTROL_BUT_WHITESPACE.search(value):
+        raise ValueError("must not contain control characters (other than tab and newline) or unpaired surrogates")
+    return value
+
+
+HttpUrlStr = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_URL_LENGTH),
+    AfterValidator(_one_line),
+    AfterValidator(_http_url),
+]
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True), AfterValidator(_one_line)
+]
+
+# A callback is a message this system sends on the caller's behalf: it may name only the caller's
+# own task and queue, never one of ours (``aperture.*``, Celery's ``celery.*``) nor a key the
+# broker uses for itself (kombu keeps ``unacked`` and friends in the same Redis keyspace).
+CALLBACK_TASK_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+CALLBACK_QUEUE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$"
+RESERVED_TASK_NAMESPACES = ("aperture.", "celery.")
+RESERVED_QUEUES = frozenset({"unacked", "unacked_index", "unacked_mutex"})
+RESERVED_QUEUE_PREFIXES = ("aperture.", "_kombu", "celeryev", "celery@")
+
+
+def _callers_task(value: str) -> str:
+    if value.startswith(RESERVED_TASK_NAMESPACES):
+        raise ValueError(f"must be the caller's own task, not one in {' or '.join(RESERVED_TASK_NAMESPACES)}")
+    return value
+
+
+def _callers_queue(value: str) -> str:
+    if value in RESERVED_QUEUES or value.startswith(RESERVED_QUEUE_PREFIXES) or value.endswith(".pidbox"):
+        raise ValueError("must be the caller's own queue, not one the broker or this system uses")
+    return value
+
+
+CallbackTask = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=CALLBACK_TASK_PATTERN), AfterValidator(_callers_task)
+]
+CallbackQueue = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=CALLBACK_QUEUE_PATTERN), AfterValidator(_callers_queue)
+]
 
 
 class _Strict(BaseModel):
@@ -45,13 +104,19 @@ class AssetIn(_Strict):
 
 
 class ClientTagIn(_Strict):
-    label: Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
-    description: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    label: Annotated[
+        str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True), AfterValidator(_one_line)
+    ]
+    description: Annotated[str, StringConstraints(max_length=1000), AfterValidator(_text)] | None = None
 
 
 class CallbackIn(_Strict):
-    task: Identifier = Field(description="Name of the caller's task to send when the job ends.")
-    queue: Identifier | None = Field(None, description="Queue to send it to (the broker's default if absent).")
+    task: CallbackTask = Field(
+        description="Name of the caller's task to send when the job ends (not aperture.* or celery.*)."
+    )
+    queue: CallbackQueue | None = Field(
+        None, description="The caller's queue to send it to (the broker's default if absent)."
+    )
 
 
 class CreateJobRequest(_Strict):

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from celery import current_app, shared_task
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 import services.domains  # noqa: F401  (wires the kinds' end hooks in every process that runs tasks)
 from config.tasks import TaskSpec
@@ -27,14 +28,22 @@ log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-TRANSIENT = (OperationalError,)
+# A database that restarted, failed over or is unreachable; a pool that could not hand out a
+# connection in time.
+TRANSIENT = (OperationalError, PoolTimeoutError)
 RETRY_TRANSIENT: dict[str, Any] = {
     "autoretry_for": TRANSIENT,
     "retry_backoff": 2,
     "retry_backoff_max": 60,
     "retry_jitter": True,
+    # An internal message only points at a row: past this, the sweeper takes over from the row.
     "max_retries": 8,
 }
+# A public request exists nowhere but in its message until it is stored: it is retried for as
+# long as PostgreSQL is away (every minute at most), never acked unstored. Retries are countdown
+# messages, at most APERTURE_WORKER_ETA_TASK_LIMIT per worker; past that a worker stops fetching
+# and the rest wait in Redis, where they were.
+RETRY_UNTIL_STORED: dict[str, Any] = RETRY_TRANSIENT | {"max_retries": None}
 
 
 def aperture_task(spec: TaskSpec, **options: Any) -> Callable[[F], Any]:
@@ -42,7 +51,8 @@ def aperture_task(spec: TaskSpec, **options: Any) -> Callable[[F], Any]:
     ``task_routes``, built from the same spec (Celery 6 drops the per-task ``queue``)."""
 
     def register(fn: F) -> Any:
-        return shared_task(name=spec.name, bind=True, **(RETRY_TRANSIENT | options))(fn)
+        retry = RETRY_UNTIL_STORED if spec.public else RETRY_TRANSIENT
+        return shared_task(name=spec.name, bind=True, **(retry | options))(fn)
 
     return register
 
@@ -59,11 +69,22 @@ def send(message: Message) -> None:
 
 
 def send_after_commit(outcome: Outcome) -> None:
-    """The messages first (they point at committed rows), then every callback still owed."""
+    """The messages first (they point at committed rows), then every callback still owed.
+
+    Each send stands alone: one that fails (a broker error, a caller's callback the broker
+    refuses) is logged and left to the sweeper, which re-sends whatever a row still says is
+    due or owed; it never stops the sends after it."""
     for message in outcome.messages:
-        send(message)
+        _isolated(send, message, what=f"message {message.task}")
     for owed in outcome.callbacks:
-        deliver(owed, send)
+        _isolated(deliver, owed, send, what=f"callback of {owed.kind.name} {owed.row_id}")
+
+
+def _isolated(fn: Callable[..., Any], *args: Any, what: str) -> None:
+    try:
+        fn(*args)
+    except Exception:  # anything the broker raises: the row keeps it due or owed for the sweeper
+        log.exception("could not send the %s; the sweeper will retry it", what)
 
 
 def accept_and_submit(task: Any, spec: Intake, submit: Step[Any], args: tuple[Any, ...], payload: dict) -> dict:

@@ -611,6 +611,24 @@ def test_parse_retry_after_reads_seconds_and_http_dates():
     assert parse_retry_after(None) is None
 
 
+def test_a_retry_after_of_years_is_cut_to_a_day_and_never_overflows():
+    # Given servers asking for absurd waits (they used to overflow the scheduler's datetime)
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    # Then the wait is a day at most
+    assert parse_retry_after("1e300", now=now) == 86400.0
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now=now) == 86400.0
+
+
+@pytest.mark.parametrize("job_id", ["j" * 256, "job\x00id", "job\nid"], ids=["too-long", "nul", "newline"])
+def test_a_job_id_we_could_not_store_or_send_back_is_a_malformed_answer(rsps, http, job_id):
+    # Given Vidmob answers a create call with an id longer than any id, or with control characters
+    rsps.post(f"{BASE}/v1/aperture/jobs", json=ok({"job_id": job_id}), status=201)
+    # Then it is not taken as a job id: a malformed (retryable, outcome-unknown) answer
+    with pytest.raises(MalformedResponseError) as caught:
+        GuideTagsClient(http).create_job([AssetRef("https://cdn.example.com/a.mp4")], [])
+    assert "result.job_id is not an id" in caught.value.detail
+
+
 def test_errors_survive_pickling_for_celery(rsps, http):
     # Given a rate-limit error as Celery would serialize it
     rsps.get(GUIDE_STATUS_URL, status=429, headers={"Retry-After": "5"})

@@ -232,7 +232,7 @@ def test_without_a_deadline_a_retryable_submit_error_never_times_out(draw) -> No
 
 @pytest.mark.parametrize("error", TERMINAL_ERRORS, ids=_id)
 def test_a_terminal_poll_error_fails_the_row_with_the_reason(error: ApiError) -> None:
-    decision = after_poll_error(error, interval_s=300.0, settings=settings())
+    decision = after_poll_error(error, failures=1, settings=settings())
     assert isinstance(decision, End)
     assert decision.state == FAILED
     assert error.detail in decision.error
@@ -240,31 +240,63 @@ def test_a_terminal_poll_error_fails_the_row_with_the_reason(error: ApiError) ->
 
 
 @pytest.mark.parametrize("error", RETRYABLE_ERRORS, ids=_id)
-def test_a_retryable_poll_error_looks_again_soon_and_keeps_the_error(error: ApiError) -> None:
-    # Given a status check that failed transiently, polled every 300 s
-    decision = after_poll_error(error, interval_s=300.0, settings=settings())
+def test_a_first_retryable_poll_error_looks_again_soon_and_keeps_the_error(error: ApiError) -> None:
+    # Given a status check that failed transiently for the first time
+    decision = after_poll_error(error, failures=1, settings=settings())
     # Then the row looks again after a short backoff (base 2 s), not a whole interval, and records the error
     assert isinstance(decision, LookAgain)
     assert 1.0 <= decision.delay_s <= 2.0
     assert error.detail in decision.error
 
 
-def test_a_poll_error_looks_again_no_later_than_the_poll_interval(draw) -> None:
-    # Given a poll interval (0.5 s) shorter than the backoff (2 s)
+def test_poll_errors_in_a_row_back_off_until_the_cap(draw) -> None:
+    # Given a status check that keeps failing (an outage), at the high end of the jitter
     draw(1.0)
     error = ServerError("Service Unavailable", endpoint=STATUS, status_code=503)
-    decision = after_poll_error(error, interval_s=0.5, settings=settings(retry_backoff_base_s=2.0))
-    # Then the error does not delay the next look past the normal poll
-    assert decision.delay_s == 0.5
+    delays = [after_poll_error(error, failures=n, settings=settings()).delay_s for n in range(1, 12)]
+    # Then each wait doubles, up to APERTURE_RETRY_BACKOFF_MAX_S
+    assert delays == [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0, 300.0, 300.0]
 
 
-@pytest.mark.parametrize(("interval_s", "retry_after"), [(300.0, 30.0), (300.0, 900.0), (0.5, 5.0)])
-def test_a_poll_error_looks_again_no_sooner_than_retry_after(interval_s: float, retry_after: float) -> None:
+def test_during_a_ten_minute_outage_a_row_checks_a_few_times_a_minute_at_most(draw) -> None:
+    # Given an outage of every endpoint for 10 minutes, at the low (busiest) end of the jitter
+    draw(0.0)
+    error = TransportError("Connection refused", endpoint=STATUS)
+    elapsed, checks = 0.0, 0
+    while elapsed < 600:
+        checks += 1
+        elapsed += after_poll_error(error, failures=checks, settings=settings()).delay_s
+    # Then one row made a bounded number of checks (it used to be one per poll interval, however short)
+    assert checks <= 14
+    first_minute, elapsed = 0, 0.0
+    while elapsed < 60:
+        first_minute += 1
+        elapsed += after_poll_error(error, failures=first_minute, settings=settings()).delay_s
+    assert first_minute <= 6
+
+
+@pytest.mark.parametrize("retry_after", [30.0, 900.0, 5.0])
+def test_a_poll_error_looks_again_no_sooner_than_retry_after(retry_after: float) -> None:
     # Given a 429 with Retry-After (shorter or longer than the poll interval)
     error = RateLimitedError("Too Many Requests", endpoint=STATUS, status_code=429, retry_after=retry_after)
-    decision = after_poll_error(error, interval_s=interval_s, settings=settings())
-    # Then the server's wish wins, even over the poll interval
+    decision = after_poll_error(error, failures=1, settings=settings())
+    # Then the server's wish wins
     assert decision == LookAgain(retry_after, str(error))
+
+
+def test_a_create_call_whose_outcome_is_unknown_is_retried_only_up_to_the_cap() -> None:
+    # Given a create call that timed out (Vidmob may or may not have created the job)
+    error = TransportError("Read timed out", endpoint=SUBMIT)
+    below = after_submit_error(
+        error, attempt=2, deadline_at=None, now=NOW, settings=settings(), unknown_outcomes=4, max_unknown_outcomes=5
+    )
+    at_cap = after_submit_error(
+        error, attempt=6, deadline_at=None, now=NOW, settings=settings(), unknown_outcomes=5, max_unknown_outcomes=5
+    )
+    # Then it is tried again below the cap, and at the cap the row fails saying Vidmob may hold a job
+    assert isinstance(below, LookAgain)
+    assert isinstance(at_cap, End) and at_cap.state == FAILED
+    assert "APERTURE_SUBMIT_MAX_RETRIES=5" in at_cap.error and "Vidmob may hold a job" in at_cap.error
 
 
 # --- scheduling: backoff, jittered, schedule, lease_until ---------------------------------------

@@ -6,6 +6,7 @@ from celery import Celery
 
 from config import get_settings
 from config.celery import celery_config
+from workers import messages
 from workers.health import install_heartbeat
 
 
@@ -21,6 +22,8 @@ def create_app() -> Celery:
             "APERTURE_BROKER_URL is not set. Set it (e.g. redis://localhost:6379/0), or run through "
             "`aperture up`/`aperture demo`, which start an embedded Redis and set it for their processes."
         )
+    # Before anything is decoded: bodies too large or too deep are refused with a reason.
+    messages.install(settings.max_message_bytes, settings.max_message_depth)
     app = Celery("aperture")
     app.config_from_object(celery_config(settings, settings.broker_url))
     app.conf.beat_schedule_filename = f"{settings.data_dir}/celerybeat-schedule"

@@ -6,12 +6,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from sqlalchemy import insert, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from clients.http import Attempt
 from models import ApiAttempt
 from services.durable.kind import DurableKind
+from services.durable.storable import pg_safe
 
 # Called with every attempt as it happens (the worker registers its metrics here, see
 # workers/metrics.py); services do not depend on how they are watched.
@@ -46,7 +47,7 @@ def _row(attempt: Attempt, kind: DurableKind, row_id: uuid.UUID, task_name: str)
         "outcome": attempt.outcome,
         "latency_ms": attempt.latency_ms,
         "retry_after_s": attempt.retry_after,
-        "error": attempt.error,
+        "error": pg_safe(attempt.error),
     }
 
 
@@ -82,3 +83,40 @@ def resolve_intent(
     first = log.attempts.pop(0)
     session.execute(update(ApiAttempt).where(ApiAttempt.id == intent_id).values(**_row(first, kind, row_id, task_name)))
     log.save(session, kind, row_id, task_name)
+
+
+def may_have_created_work(attempt: type[ApiAttempt] = ApiAttempt):
+    """A POST whose outcome is unknown: no HTTP answer (a timeout, a reset, a worker that died
+    mid-call: the intent row), a 2xx whose body we could not read, or a 500/502/504 that a
+    gateway may have sent after forwarding it. 429 and 503 say the request was not taken."""
+    status = attempt.status_code
+    return and_(
+        attempt.method == "POST",
+        attempt.outcome.not_in(("ok", "not_sent")),
+        or_(status.is_(None), status.between(200, 299), status.in_((500, 502, 504))),
+    )
+
+
+def count_unknown_posts(session: Session, kind: DurableKind, row_id: uuid.UUID) -> int:
+    owner = getattr(ApiAttempt, kind.attempt_owner)
+    return session.execute(select(func.count()).where(owner == row_id, may_have_created_work())).scalar_one()
+
+
+def consecutive_failures(
+    session: Session, kind: DurableKind, row_id: uuid.UUID, *, method: str, limit: int = 32
+) -> int:
+    """How many of the row's latest ``method`` attempts failed in a row (at most ``limit``):
+    how long an outage has lasted, for this row, in attempts."""
+    owner = getattr(ApiAttempt, kind.attempt_owner)
+    outcomes = session.execute(
+        select(ApiAttempt.outcome)
+        .where(owner == row_id, ApiAttempt.method == method)
+        .order_by(ApiAttempt.id.desc())
+        .limit(limit)
+    ).scalars()
+    count = 0
+    for outcome in outcomes:
+        if outcome == "ok":
+            break
+        count += 1
+    return count

@@ -9,7 +9,6 @@ The same ``request_id`` again finds the row and creates nothing.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,11 +21,11 @@ from sqlalchemy.orm import Session
 
 from config import Settings
 from models import CallbackStatus
-from services.contract import describe_errors, parse_callback
+from services.contract import REFUSED_FIELD, describe_errors, parse_callback
 from services.durable.kind import DurableKind
 from services.durable.schedule import lease_until
+from services.durable.storable import pg_safe, storable
 
-MAX_STORED_PAYLOAD_CHARS = 64_000
 REJECTED = "rejected"
 SUBMITTING = "submitting"  # the first state of every kind: stored, not (knowingly) accepted by Vidmob yet
 
@@ -47,13 +46,6 @@ def request_id_for(payload: dict[str, Any], task_id: str) -> str:
     if isinstance(given, str) and 0 < len(given.strip()) <= 255:
         return given.strip()
     return f"celery-task:{task_id}"
-
-
-def storable(payload: Any) -> dict[str, Any]:
-    text = json.dumps(payload, default=repr)
-    if len(text) <= MAX_STORED_PAYLOAD_CHARS:
-        return payload if isinstance(payload, dict) else {"payload": payload}
-    return {"truncated": True, "size": len(text), "head": text[:MAX_STORED_PAYLOAD_CHARS]}
 
 
 @dataclass(frozen=True)
@@ -85,14 +77,18 @@ def accept(
     """Store ``payload`` as a row of ``spec.kind``: SUBMITTING when valid, REJECTED with a
     reason when not. The same request_id again returns the existing row and creates nothing."""
     kind = spec.kind
-    request_id = request_id_for(payload, task_id)
+    request_id = pg_safe(request_id_for(payload, task_id))
     existing = _find(session, kind, request_id)
     if existing is not None:
         return existing
 
     error: str | None = None
     request: Any = None
-    if positional_args:
+    refused = payload.get(REFUSED_FIELD)
+    if isinstance(refused, str):
+        # The worker refused to decode the message as sent (too large, too deep): its reason.
+        error = refused
+    elif positional_args:
         error = spec.usage
     else:
         try:
@@ -122,6 +118,7 @@ def accept(
             "poll_token": uuid.uuid4(),
             "poll_dispatched": False,
         }
+    values = {name: pg_safe(value) for name, value in values.items()}
     model = kind.model
     # ON CONFLICT: a concurrent delivery with the same request_id waits for ours, then inserts nothing.
     row_id = session.execute(

@@ -27,6 +27,7 @@ from services.durable.kind import DurableKind
 from services.durable.messages import Message, Outcome, OwedCallback
 from services.durable.policy import End, LookAgain
 from services.durable.schedule import NextLook, lease_until, schedule
+from services.durable.storable import pg_safe
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,6 +156,8 @@ def move(
         "error": None,
         **(values or {}),
     }
+    # Errors quote what Vidmob answered: storable whatever it said.
+    changes["error"] = pg_safe(changes["error"])
     if to_state is not None:
         changes["state"] = to_state
     moved = session.execute(
@@ -192,7 +195,7 @@ def ending_values(kind: DurableKind, state: str, now: dt.datetime, error: str | 
     row never forgets it; a row sent without one owes nothing."""
     return {
         "state": state,
-        "error": error,
+        "error": pg_safe(error),
         "ended_at": now,
         "next_poll_at": None,
         "poll_token": None,

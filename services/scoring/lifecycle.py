@@ -25,11 +25,12 @@ from clients.http import ApiError
 from clients.scoring import MediaScoringStatus, Scores
 from config import Settings, tasks
 from models import RoundStatus, ScoredMedia, ScoringRound, ScoringState
-from services.durable import lifecycle
+from services.durable import attempts, lifecycle
 from services.durable.lifecycle import Claim
 from services.durable.messages import Outcome
 from services.durable.policy import FAILED, TIMED_OUT, End, LookAgain, after_poll_error, after_submit_error
 from services.durable.schedule import jittered
+from services.durable.storable import pg_safe
 from services.scoring import policy
 from services.scoring.kind import KIND
 from services.scoring.storage import store_scores
@@ -170,7 +171,8 @@ def record_poll(
 ) -> Outcome:
     """Act on a status (and, when COMPLETE, the scores fetched with it)."""
     if isinstance(answer, ApiError):
-        decision = after_poll_error(answer, interval_s=settings.scoring_poll_interval_s, settings=settings)
+        failures = attempts.consecutive_failures(session, KIND, claim.row_id, method="GET")
+        decision = after_poll_error(answer, failures=failures, settings=settings)
         if isinstance(decision, End):
             decision = End(decision.state, f"status or scores refused: {answer}")
         else:
@@ -195,7 +197,7 @@ def _record_scores(
     verdict = policy.after_scores(scores, rescore_count=claim.rescore_count, settings=settings)
     round_values: dict[str, Any] = {
         "fetch_count": ScoringRound.fetch_count + 1,
-        "no_data_codes": list(verdict.codes),
+        "no_data_codes": pg_safe(list(verdict.codes)),
         "action": verdict.action.value,
         "error": None,
     }

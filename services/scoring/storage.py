@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
@@ -10,10 +11,15 @@ from sqlalchemy.orm import Session
 
 from clients.scoring import Scores
 from models import ScoringChannelSummary, ScoringGuidelineResult, ScoringRound
+from services.durable.storable import clipped, pg_safe
+
+_INT_MAX = 2**31 - 1
 
 
 def store_scores(session: Session, round_id: int, scores: Scores) -> None:
-    """Replace the round's summary and results (a refetch of the same round overwrites them)."""
+    """Replace the round's summary and results (a refetch of the same round overwrites them).
+    Vidmob's values are made storable first: text without NUL, cut to its column; counts within
+    INTEGER; numbers finite (else NULL)."""
     session.execute(delete(ScoringChannelSummary).where(ScoringChannelSummary.round_id == round_id))
     session.execute(delete(ScoringGuidelineResult).where(ScoringGuidelineResult.round_id == round_id))
     if scores.summary:
@@ -22,13 +28,13 @@ def store_scores(session: Session, round_id: int, scores: Scores) -> None:
             [
                 {
                     "round_id": round_id,
-                    "channel": channel[:64],
-                    "adherence_percent": s.adherence_percent,
-                    "pass_count": s.pass_count,
-                    "fail_count": s.fail_count,
-                    "applicable_count": s.applicable_count,
-                    "not_applicable_count": s.not_applicable_count,
-                    "not_available_count": s.not_available_count,
+                    "channel": clipped(channel, 64),
+                    "adherence_percent": _number(s.adherence_percent),
+                    "pass_count": _count(s.pass_count),
+                    "fail_count": _count(s.fail_count),
+                    "applicable_count": _count(s.applicable_count),
+                    "not_applicable_count": _count(s.not_applicable_count),
+                    "not_available_count": _count(s.not_available_count),
                 }
                 for channel, s in scores.summary.items()
             ],
@@ -40,15 +46,23 @@ def store_scores(session: Session, round_id: int, scores: Scores) -> None:
                 {
                     "round_id": round_id,
                     "position": i,
-                    "channel": d.channel[:64],
-                    "name": d.name,
-                    "rule": d.rule,
-                    "result": d.result[:64],
-                    "weight": d.weight,
+                    "channel": clipped(d.channel, 64),
+                    "name": pg_safe(d.name),
+                    "rule": pg_safe(d.rule),
+                    "result": clipped(d.result, 64),
+                    "weight": _number(d.weight),
                 }
                 for i, d in enumerate(scores.detail)
             ],
         )
+
+
+def _count(value: int) -> int:
+    return min(max(value, 0), _INT_MAX)
+
+
+def _number(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def final_scores(session: Session, scoring_id: uuid.UUID, round_number: int) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -12,14 +13,25 @@ from sqlalchemy.orm import Session
 
 from clients.tags import AssetAnnotation
 from models import Asset, Tag
+from services.durable.storable import clipped
 
 log = logging.getLogger(__name__)
+
+CATEGORY_MAX = Tag.__table__.c.category.type.length
+LABEL_MAX = Tag.__table__.c.label.type.length
+# No creative carries thousands of distinct tags: more is a broken answer, not a library to keep.
+MAX_TAGS_PER_ASSET = 2_000
 
 
 def store_annotations(
     session: Session, job_id: uuid.UUID, annotations: tuple[AssetAnnotation, ...], now: dt.datetime
 ) -> int:
-    """Upsert every tag of every asset; storing the same result twice adds nothing."""
+    """Upsert every tag of every asset; storing the same result twice adds nothing.
+
+    What Vidmob sent is checked before it is stored: a category or label longer than its column
+    is cut to it (and NUL or unpaired surrogates replaced), an asset's tags beyond
+    ``MAX_TAGS_PER_ASSET`` are dropped with a warning, and the rows go in batches (SQLAlchemy's
+    insertmanyvalues), so no answer can exceed PostgreSQL's 65,535 parameters per statement."""
     assets = session.execute(select(Asset.id, Asset.url, Asset.external_id).where(Asset.job_id == job_id)).all()
     by_url: dict[str, list[int]] = {}
     by_external_id: dict[str, list[int]] = {}
@@ -27,19 +39,25 @@ def store_annotations(
         by_url.setdefault(a.url, []).append(a.id)
         if a.external_id:
             by_external_id.setdefault(a.external_id, []).append(a.id)
-    rows = []
+    rows: dict[tuple[int, str, str], dict[str, Any]] = {}
     tagged: set[int] = set()
     for annotation in annotations:
         targets = by_url.get(annotation.url) or by_external_id.get(annotation.id or "", [])
         if not targets:
-            log.warning("job %s: annotation for an asset we did not submit (%s)", job_id, annotation.url)
+            log.warning("job %s: annotation for an asset we did not submit (%s)", job_id, clipped(annotation.url, 200))
             continue
+        tags = {(clipped(t.category, CATEGORY_MAX), clipped(t.label, LABEL_MAX)) for t in annotation.tags}
+        if len(tags) > MAX_TAGS_PER_ASSET:
+            log.warning("job %s: %d tags for one asset, %d kept", job_id, len(tags), MAX_TAGS_PER_ASSET)
+            tags = set(sorted(tags)[:MAX_TAGS_PER_ASSET])
         for asset_id in targets:
             tagged.add(asset_id)
-            rows.extend({"asset_id": asset_id, "category": t.category, "label": t.label} for t in annotation.tags)
+            for category, label in tags:
+                rows[(asset_id, category, label)] = {"asset_id": asset_id, "category": category, "label": label}
     if rows:
         session.execute(
-            pg_insert(Tag).values(rows).on_conflict_do_nothing(index_elements=[Tag.asset_id, Tag.category, Tag.label])
+            pg_insert(Tag).on_conflict_do_nothing(index_elements=[Tag.asset_id, Tag.category, Tag.label]),
+            list(rows.values()),
         )
     if tagged:
         session.execute(update(Asset).where(Asset.id.in_(tagged)).values(tagged_at=func.coalesce(Asset.tagged_at, now)))

@@ -23,7 +23,7 @@ from clients.http import ApiError
 from clients.tags import AssetRef, ClientTag, TagsJobStatus
 from config import Settings
 from models import ApiAttempt, Asset, Job, JobState
-from services.durable import lifecycle, policy
+from services.durable import attempts, lifecycle, policy
 from services.durable.lifecycle import Claim
 from services.durable.messages import Outcome
 from services.durable.schedule import jittered
@@ -52,14 +52,9 @@ class SubmitClaim(Claim):
     @classmethod
     def claim_values(cls, job_id: uuid.UUID) -> dict[str, Any]:
         """What claiming a submission records: one more attempt, and the duplicate risk when an
-        earlier POST got no HTTP answer (the worker died mid-call, a timeout, a dropped
-        connection): Vidmob may have created a job for it all the same."""
-        unknown_before = exists().where(
-            ApiAttempt.job_id == job_id,
-            ApiAttempt.method == "POST",
-            ApiAttempt.status_code.is_(None),
-            ApiAttempt.outcome != "not_sent",
-        )
+        earlier POST's outcome is unknown (no HTTP answer: the worker died mid-call, a timeout,
+        a dropped connection; or a 5xx from a gateway): Vidmob may have created a job for it."""
+        unknown_before = exists().where(ApiAttempt.job_id == job_id, attempts.may_have_created_work())
         return {"submit_attempts": Job.submit_attempts + 1, "duplicate_risk": Job.duplicate_risk | unknown_before}
 
     @classmethod
@@ -97,7 +92,14 @@ def record_submission(
     """Vidmob's job id moves the job to POLLING; an error ends it or tries again later."""
     if isinstance(answer, ApiError):
         decision = policy.after_submit_error(
-            answer, attempt=claim.attempt, deadline_at=claim.deadline_at, now=now, settings=settings
+            answer,
+            attempt=claim.attempt,
+            deadline_at=claim.deadline_at,
+            now=now,
+            settings=settings,
+            # Not idempotent: a POST that may have created a job counts against the cap.
+            unknown_outcomes=attempts.count_unknown_posts(session, KIND, claim.row_id),
+            max_unknown_outcomes=settings.submit_max_retries,
         )
         return lifecycle.apply(
             session, KIND, claim, decision, state=JobState.SUBMITTING.value, settings=settings, now=now
@@ -127,7 +129,8 @@ def record_poll(
 ) -> Outcome:
     """Store the tags and end, end with Vidmob's reason, or look again."""
     if isinstance(answer, ApiError):
-        decision = policy.after_poll_error(answer, interval_s=settings.poll_interval_s, settings=settings)
+        failures = attempts.consecutive_failures(session, KIND, claim.row_id, method="GET")
+        decision = policy.after_poll_error(answer, failures=failures, settings=settings)
     else:
         decision = after_status(answer, settings=settings)
     polled = {"poll_count": Job.poll_count + 1}
