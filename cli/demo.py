@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from cli.embedded import ensure_infrastructure
+from cli.preflight import check_broker, check_database
 from cli.processes import Child, start_beat, start_worker
 from config import get_settings
 from config.tasks import CREATE_JOB
@@ -91,6 +92,8 @@ class System:
             os.environ.setdefault(key, value)
         infra = ensure_infrastructure()
         self.stack.callback(infra.stop)
+        check_database(infra.database_url)
+        check_broker(infra.broker_url)
         self.console.print(
             f"[bold]PostgreSQL[/] {'embedded' if 'PostgreSQL' in infra.embedded else 'from APERTURE_DATABASE_URL'}"
             f", [bold]Redis[/] {'embedded' if 'Redis' in infra.embedded else 'from APERTURE_BROKER_URL'}"

@@ -128,5 +128,9 @@ class ConflictError(TerminalApiError):
     """409: e.g. the same media ``id`` + ``version`` was already submitted for scoring."""
 
 
+class DisallowedHostError(TerminalApiError):
+    """An absolute URL (a signed download) on a host that is neither the API's nor allowed; never fetched."""
+
+
 class UnsupportedRequestError(TerminalApiError):
     """The request cannot be expressed in the chosen API dialect; raised before any HTTP call."""

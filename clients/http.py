@@ -31,6 +31,7 @@ from clients.errors import (
     ApiError,
     BadRequestError,
     ConflictError,
+    DisallowedHostError,
     MalformedResponseError,
     NotFoundError,
     RateLimitedError,
@@ -122,6 +123,11 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return min(max(0.0, (when - (now or datetime.now(UTC))).total_seconds()), MAX_RETRY_AFTER_S)
 
 
+class _BodyError(Exception):
+    def __init__(self, error: ApiError) -> None:
+        self.error = error
+
+
 class VidmobHttp:
     """A configured ``requests.Session`` wrapper: timeouts, no redirects, auth, taxonomy, attempt hooks.
 
@@ -142,6 +148,9 @@ class VidmobHttp:
         session: requests.Session | None = None,
         on_attempt: Callable[[Attempt], None] | None = None,
         before_request: Callable[[str], None] | None = None,
+        download_hosts: Collection[str] = (),
+        max_response_bytes: int = 64 * 1024 * 1024,
+        max_response_seconds: float = 120.0,
     ) -> None:
         secret = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
         if not secret.get_secret_value():
@@ -158,6 +167,11 @@ class VidmobHttp:
         self._session = session if session is not None else requests.Session()
         self._on_attempt = on_attempt
         self._before_request = before_request
+        # Absolute URLs (signed downloads) are fetched only from these hosts ("*.example.com" matches
+        # subdomains) besides the API's own: a body must never make a worker call an internal address.
+        self._download_hosts = tuple(h.strip().lower() for h in download_hosts if h.strip())
+        self._max_response_bytes = max_response_bytes
+        self._max_response_seconds = max_response_seconds
         key = secret.get_secret_value()
         # Every form the key may come back in; longest first, so a form that contains another is replaced
         # whole. Kept as SecretStr so that vars(client) or a debugger's repr does not show them either.
@@ -240,6 +254,15 @@ class VidmobHttp:
         endpoint = f"{method} {path_template}"
         url = absolute_url if absolute_url is not None else self._url(path_template, path_params)
         auth = self._auth if self._is_api_url(url) else None
+        started = time.perf_counter()
+        if auth is None and not self._is_allowed_host(url):
+            host = urlsplit(url).hostname or "?"
+            error = DisallowedHostError(
+                f"refused to fetch from {host[:100]}: not the API's host nor in APERTURE_DOWNLOAD_HOSTS",
+                endpoint=endpoint,
+            )
+            self._record(method, endpoint, None, started, error)
+            raise error
         if self._before_request is not None:
             self._before_request(endpoint)
         started = time.perf_counter()
@@ -253,7 +276,12 @@ class VidmobHttp:
                 auth=auth,
                 timeout=self._timeout,
                 allow_redirects=False,
+                stream=True,  # the body is read under a size and time cap (_read_body)
             )
+            self._read_body(response, started, endpoint)
+        except _BodyError as exc:
+            self._record(method, endpoint, exc.error.status_code, started, exc.error)
+            raise exc.error from None
         except _TRANSIENT_TRANSPORT_ERRORS as exc:
             error: ApiError = TransportError(self._describe_exception(exc), endpoint=endpoint)
             self._record(method, endpoint, None, started, error)
@@ -280,6 +308,41 @@ class VidmobHttp:
         error = self._error_from_response(response, endpoint)
         self._record(method, endpoint, status, started, error)
         raise error
+
+    def _read_body(self, response: requests.Response, started: float, endpoint: str) -> None:
+        """Read the body whole, or fail: over ``max_response_bytes`` is terminal (no retry makes it
+        smaller); a body still trickling in after ``max_response_seconds`` is a transport error."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                size += len(chunk)
+                if size > self._max_response_bytes:
+                    raise _BodyError(
+                        TerminalApiError(
+                            f"response body over {self._max_response_bytes} bytes",
+                            endpoint=endpoint,
+                            status_code=response.status_code,
+                        )
+                    )
+                if time.perf_counter() - started > self._max_response_seconds:
+                    raise _BodyError(
+                        TransportError(
+                            f"response body still arriving after {self._max_response_seconds:g} s",
+                            endpoint=endpoint,
+                        )
+                    )
+                chunks.append(chunk)
+        finally:
+            response.close()
+        response._content = b"".join(chunks)  # what .content and .json() read from now on
+
+    def _is_allowed_host(self, url: str) -> bool:
+        host = (urlsplit(url).hostname or "").lower()
+        for allowed in self._download_hosts:
+            if host == allowed or (allowed.startswith("*.") and host.endswith(allowed[1:])):
+                return True
+        return False
 
     # -- building the request -------------------------------------------------------------------
 

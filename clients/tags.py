@@ -50,6 +50,7 @@ from clients._shape import (
     result_of,
 )
 from clients.errors import (
+    DisallowedHostError,
     ResponseShapeError,
     ResultsDownloadError,
     TerminalApiError,
@@ -256,6 +257,8 @@ class MediaTagsClient:
                 envelope=False,
                 parse=lambda body: _parse_download(body, job_id),
             )
+        except DisallowedHostError:
+            raise  # terminal: no fresh link makes that host allowed
         except TerminalApiError as exc:
             # An expired signature answers 403 and the like; the next poll hands out a fresh link.
             raise ResultsDownloadError(

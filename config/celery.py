@@ -20,6 +20,12 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
     transport_options = {
         # One value everywhere: Redis hands an unacked message to another worker after it.
         "visibility_timeout": settings.visibility_timeout_s,
+        # A Redis that stops answering (a half-open socket, a failover) is noticed, not waited on.
+        "socket_timeout": settings.broker_socket_timeout_s,
+        "socket_connect_timeout": settings.broker_connect_timeout_s,
+        "socket_keepalive": True,
+        "retry_on_timeout": True,
+        "health_check_interval": 25,
     }
     return {
         "broker_url": broker_url,

@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     vidmob_tags_dialect: Literal["guide", "media"] = Field("guide", validation_alias="VIDMOB_TAGS_DIALECT")
     http_connect_timeout_s: float = 5.0
     http_read_timeout_s: float = 30.0
+    # Signed result downloads are fetched only from the API's own host and these (comma-separated;
+    # "*.example.com" matches its subdomains): a body must never send a worker to an internal address.
+    download_hosts: str = "*.amazonaws.com,*.vidmob.com"
+    # Every response is read under these caps (a bigger body fails terminally; a slower one retries).
+    http_max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    http_max_response_s: float = Field(120.0, gt=0)
 
     # --- Polling. The seed advises starting at 5 minutes.
     poll_initial_s: float = 300.0
@@ -70,6 +76,13 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
     max_message_depth: int = Field(32, ge=8, le=200)
 
+    # --- Timeouts on our own infrastructure: a locked table or a half-open socket must fail a
+    # task (which is retried) rather than hold a worker forever.
+    db_statement_timeout_s: float = Field(30.0, gt=0)
+    db_lock_timeout_s: float = Field(5.0, gt=0)
+    broker_socket_timeout_s: float = Field(30.0, gt=0)
+    broker_connect_timeout_s: float = Field(5.0, gt=0)
+
     # --- Celery limits.
     task_soft_time_limit_s: int = 120
     task_time_limit_s: int = 150
@@ -79,6 +92,10 @@ class Settings(BaseSettings):
     # --- Observability. A worker's main process serves Prometheus metrics on this port
     # (0 turns it off); logs are one JSON object per line unless "text".
     metrics_port: int = 9808
+    # Only this host by default: a pod sets 0.0.0.0 (deploy/) so Prometheus can reach it.
+    metrics_bind: str = "127.0.0.1"
+    # Job counts come from PostgreSQL; a scrape reads them at most this often (per worker).
+    metrics_db_cache_s: float = Field(15.0, ge=0)
     log_format: Literal["json", "text"] = "json"
     # On TERM, after running tasks finished: how long to keep going before the countdown
     # messages this worker holds are handed back to the broker (Celery >= 5.5 soft shutdown).

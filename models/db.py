@@ -46,12 +46,21 @@ def get_engine() -> Engine:
     if _engine is None or _engine_pid != os.getpid():
         if _engine is not None:
             _engine.dispose(close=False)
+        settings = get_settings()
+        # A statement stuck behind a lock or on an overloaded server fails (and its task is
+        # retried) instead of holding a worker; so does a transaction left idle.
+        options = (
+            f"-c statement_timeout={int(settings.db_statement_timeout_s * 1000)} "
+            f"-c lock_timeout={int(settings.db_lock_timeout_s * 1000)} "
+            f"-c idle_in_transaction_session_timeout={int(settings.db_statement_timeout_s * 2000)}"
+        )
         _engine = create_engine(
             database_url(),
             pool_pre_ping=True,  # survive a PostgreSQL restart without a burst of task failures
             pool_size=2,
             max_overflow=4,
-            connect_args={"application_name": "aperture", "connect_timeout": 10},
+            pool_timeout=10,
+            connect_args={"application_name": "aperture", "connect_timeout": 10, "options": options},
         )
         _sessions = sessionmaker(bind=_engine, expire_on_commit=False)
         _engine_pid = os.getpid()

@@ -35,6 +35,9 @@ def vidmob_http(on_attempt: OnAttempt | None = None) -> VidmobHttp:
         read_timeout=settings.http_read_timeout_s,
         session=_http_session(),
         on_attempt=on_attempt,
+        download_hosts=settings.download_hosts.split(","),
+        max_response_bytes=settings.http_max_response_bytes,
+        max_response_seconds=settings.http_max_response_s,
     )
 
 

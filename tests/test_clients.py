@@ -30,6 +30,7 @@ from clients import (
     ChannelSummary,
     ClientTag,
     ConflictError,
+    DisallowedHostError,
     GuidelineResult,
     GuideTagsClient,
     MalformedResponseError,
@@ -99,7 +100,13 @@ def gate_calls() -> list[str]:
 
 @pytest.fixture
 def http(attempts: list[Attempt], gate_calls: list[str]) -> VidmobHttp:
-    return VidmobHttp(BASE, KEY, on_attempt=attempts.append, before_request=gate_calls.append)
+    return VidmobHttp(
+        BASE,
+        KEY,
+        on_attempt=attempts.append,
+        before_request=gate_calls.append,
+        download_hosts=("*.amazonaws.com",),
+    )
 
 
 def call_guide_status(http: VidmobHttp) -> dict:
@@ -733,17 +740,53 @@ def test_each_attempt_is_logged_at_debug_with_endpoint_status_and_latency_only(r
 
 
 def test_authorization_is_only_sent_to_the_api_base_url(rsps, http):
-    # Given absolute URLs on the API host and on a look-alike host
+    # Given absolute URLs on the API host, on an allowed download host and on a look-alike host
     rsps.get(f"{BASE}/v1/exports/1.json", json={"ok": True})
-    rsps.get("https://public-api.vidmob.com.evil.example/x.json", json={"ok": True})
+    rsps.get("https://results.s3.amazonaws.com/x.json", json={"ok": True})
 
-    # When both are fetched
+    # When all three are fetched
     http.request("GET", "{export}", absolute_url=f"{BASE}/v1/exports/1.json", envelope=False)
-    http.request("GET", "{export}", absolute_url="https://public-api.vidmob.com.evil.example/x.json", envelope=False)
+    http.request("GET", "{export}", absolute_url="https://results.s3.amazonaws.com/x.json", envelope=False)
+    with pytest.raises(DisallowedHostError):
+        http.request("GET", "{export}", absolute_url="https://public-api.vidmob.com.evil.example/x.json")
 
-    # Then only the API host received the key
+    # Then only the API host received the key, and the look-alike host was never called at all
     assert rsps.calls[0].request.headers["Authorization"] == f"Bearer {KEY}"
     assert "Authorization" not in rsps.calls[1].request.headers
+    assert len(rsps.calls) == 2
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "http://localhost:6379/",
+        "http://aperture-postgres.default.svc.cluster.local:5432/",
+        "https://evil.amazonaws.com.example.org/x.json",
+    ],
+)
+def test_a_download_url_off_the_allowed_hosts_is_never_fetched(rsps, http, attempts, url):
+    # Given a COMPLETED status whose download link points at an internal or foreign address
+    rsps.get(
+        f"{BASE}/v1/media/aperture/j-1", json=ok({"job_id": "j-1", "status": "COMPLETED", "download_url_json": url})
+    )
+    # When the job is polled, then the link is refused without a request, as a terminal error
+    with pytest.raises(DisallowedHostError) as caught:
+        MediaTagsClient(http).get_status("j-1")
+    assert not caught.value.retryable
+    assert len(rsps.calls) == 1  # the status only
+    assert attempts[-1].outcome == "terminal"
+
+
+def test_a_response_over_the_size_cap_is_refused_whole(rsps, attempts):
+    # Given a client that reads at most 1 KiB per response, and a 5 KiB answer
+    small = VidmobHttp(BASE, KEY, on_attempt=attempts.append, max_response_bytes=1024)
+    rsps.get(GUIDE_STATUS_URL, json=ok({"status": "PROCESSING", "pad": "x" * 5000}))
+    # Then it is a terminal error that says so, and the attempt is recorded
+    with pytest.raises(TerminalApiError) as caught:
+        small.request("GET", GUIDE_STATUS_TEMPLATE, path_params={"job_id": JOB})
+    assert "response body over 1024 bytes" in caught.value.detail
+    assert attempts[-1].status_code == 200 and attempts[-1].outcome == "terminal"
 
 
 # -- scoring ----------------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from celery import Celery
+from urllib.parse import urlsplit
+
+from celery import Celery, bootsteps
+from pydantic import ValidationError
 
 from config import get_settings
 from config.celery import celery_config
@@ -10,15 +13,36 @@ from workers import messages
 from workers.health import install_heartbeat
 
 
-class BrokerNotConfigured(RuntimeError):
-    pass
+class ConfigurationError(SystemExit):
+    """A worker, beat or Flower that cannot run as configured: one line on stderr, exit 1
+    (a SystemExit, so `celery -A workers ...` prints the sentence, not a traceback)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"aperture: {message}")
+
+
+BrokerNotConfigured = ConfigurationError  # the name earlier versions raised
+
+
+def _variable(loc: tuple) -> str:
+    name = str(loc[0]).upper() if loc else "SETTINGS"
+    return name if name.startswith("VIDMOB_") else f"APERTURE_{name}"
+
+
+def _loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def create_app() -> Celery:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{_variable(e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
+        raise ConfigurationError(f"the configuration is invalid: {problems}") from None
     if not settings.broker_url:
         # A pod must never quietly start its own private broker: refuse, and say what to do.
-        raise BrokerNotConfigured(
+        raise ConfigurationError(
             "APERTURE_BROKER_URL is not set. Set it (e.g. redis://localhost:6379/0), or run through "
             "`aperture up`/`aperture demo`, which start an embedded Redis and set it for their processes."
         )
@@ -28,7 +52,21 @@ def create_app() -> Celery:
     app.config_from_object(celery_config(settings, settings.broker_url))
     app.conf.beat_schedule_filename = f"{settings.data_dir}/celerybeat-schedule"
     app.autodiscover_tasks(["tasks"], related_name=None, force=True)
+    app.steps["worker"].add(RequireApiKey)
     return app
+
+
+class RequireApiKey(bootsteps.Step):
+    """Workers call Vidmob; beat, Flower and migrations never do and get no key (deploy/)."""
+
+    def __init__(self, parent: object, **kwargs: object) -> None:
+        super().__init__(parent, **kwargs)
+        settings = get_settings()
+        if not settings.vidmob_api_key.get_secret_value() and not _loopback(settings.vidmob_api_base_url):
+            raise ConfigurationError(
+                f"VIDMOB_API_KEY is not set, and {settings.vidmob_api_base_url} needs it: set the key, "
+                "or point VIDMOB_API_BASE_URL at the simulator (`aperture simulator`)."
+            )
 
 
 app = create_app()

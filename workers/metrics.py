@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -166,10 +167,23 @@ class JobsCollector:
     def describe(self) -> list[Metric]:
         return []  # collected on scrape only, never at registration
 
+    def __init__(self, cache_s: float = 0.0) -> None:
+        self._cache_s = cache_s
+        self._cached: tuple[float, Any] | None = None
+
+    def _counts(self) -> Any:
+        # Every scrape of every pod would otherwise count the whole jobs table.
+        now = time.monotonic()
+        if self._cached is not None and now - self._cached[0] < self._cache_s:
+            return self._cached[1]
+        counts = _job_counts()
+        self._cached = (now, counts)
+        return counts
+
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("aperture_jobs_query_up", "1 if the job counts below were read from PostgreSQL.")
         try:
-            counts = _job_counts()
+            counts = self._counts()
         except Exception:  # the scrape still serves the event metrics
             log.warning("metrics: could not count jobs in PostgreSQL", exc_info=True)
             up.add_metric([], 0)
@@ -211,7 +225,9 @@ def exposition_registry() -> CollectorRegistry:
         multiprocess.MultiProcessCollector(registry)
     else:
         registry.register(_AllOf(_registry))
-    registry.register(JobsCollector())
+    from config import get_settings
+
+    registry.register(JobsCollector(cache_s=get_settings().metrics_db_cache_s))
     return registry
 
 
@@ -249,14 +265,14 @@ def prepare_multiprocess_dir() -> str:
     return directory
 
 
-def serve(port: int, address: str = "0.0.0.0") -> bool:  # noqa: S104  (pods are scraped from outside)
+def serve(port: int, address: str = "127.0.0.1") -> bool:
     try:
         start_http_server(port, addr=address, registry=exposition_registry())
     except OSError as exc:
         # The worker still does its work; say loudly that it cannot be watched.
         log.error("metrics: cannot serve on port %s (%s); this worker's metrics are not exposed", port, exc)
         return False
-    log.info("metrics: serving Prometheus metrics on port %s", port)
+    log.info("metrics: serving Prometheus metrics on %s:%s", address, port)
     return True
 
 

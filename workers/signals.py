@@ -33,10 +33,10 @@ _started: dict[str, dt.datetime] = {}
 @worker_init.connect
 def _serve_metrics(**_: object) -> None:
     # The main process, before the pool forks: children inherit the metrics directory.
-    port = get_settings().metrics_port
-    if port:
+    settings = get_settings()
+    if settings.metrics_port:
         metrics.prepare_multiprocess_dir()
-        metrics.serve(port)
+        metrics.serve(settings.metrics_port, settings.metrics_bind)
 
 
 @worker_shutdown.connect
