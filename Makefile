@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo up test lint format clean
+.PHONY: demo up test chaos lint format clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
@@ -24,8 +24,17 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The chaos suite at smoke size first (its own servers and processes; about 5 minutes), then the
+# tests, whose summary closes the run.
 test: lint
+	$(BIN)/python -m chaos --size smoke
 	$(BIN)/python -m pytest
+
+# Kill -9, broker and database outages, API faults, hostile messages: one row per scenario
+# (docs/reliability.md). CHAOS_ARGS="--size smoke --only a,f" for a quick run.
+CHAOS_ARGS ?= --size full
+chaos: $(BIN)/.installed
+	$(BIN)/python -m chaos $(CHAOS_ARGS)
 
 format: $(BIN)/.installed
 	$(BIN)/ruff format .

@@ -15,6 +15,16 @@ console = Console()
 @click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG.")
 def main(verbose: bool) -> None:
     """Tag creative assets through Vidmob's Creative Tags API, durably."""
+    from pydantic import ValidationError
+
+    from cli.preflight import ConfigurationError
+    from config import get_settings
+    from config.settings import describe_invalid
+
+    try:
+        get_settings()
+    except ValidationError as exc:
+        raise ConfigurationError(describe_invalid(exc)) from None
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -119,3 +119,14 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def describe_invalid(error: ValidationError) -> str:
+    """One line for an operator: each invalid variable by its environment name, and why."""
+
+    def variable(loc: tuple) -> str:
+        name = str(loc[0]).upper() if loc else "SETTINGS"
+        return name if name.startswith("VIDMOB_") else f"APERTURE_{name}"
+
+    problems = "; ".join(f"{variable(e['loc'])}: {e['msg']}" for e in error.errors(include_url=False))
+    return f"the configuration is invalid: {problems}"

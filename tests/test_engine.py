@@ -341,3 +341,23 @@ def test_callbacks_of_a_row_sent_without_one_are_stored_as_sql_null(app_env):
         # then PostgreSQL holds SQL NULL, not JSON null (what "owes no callback" is decided on)
         assert s.execute(select(text("callback IS NULL")).select_from(Job).where(Job.id == job.id)).scalar_one()
         s.rollback()
+
+
+def test_a_request_postgresql_refuses_is_kept_as_rejected_with_the_reason(app_env):
+    from config import get_settings
+    from services.durable import intake
+    from services.tagging.intake import INTAKE
+
+    # given a request that could not be stored as sent (the reason PostgreSQL gave)
+    payload = {"assets": [{"url": "https://cdn.example.com/x.mp4"}], "callback": {"task": "caller.done"}}
+    with session_scope() as s:
+        accepted = intake.accept_unstorable(
+            s, INTAKE, payload, "invalid input syntax for type json", task_id=f"engine-{uuid.uuid4()}",
+            settings=get_settings(), now=dt.datetime.now(dt.UTC),
+        )  # fmt: skip
+    # then it is stored as rejected, says why, keeps a printable copy, and its caller is owed a callback
+    with session_scope() as s:
+        job = s.get(Job, accepted.row_id)
+        assert job.state is JobState.REJECTED and "could not be stored as sent" in job.error
+        assert "cdn.example.com/x.mp4" in job.payload["unstorable"]
+        assert job.callback_status is CallbackStatus.PENDING

@@ -81,9 +81,10 @@ def test_a_message_over_the_size_limit_is_stored_as_rejected(system):
         ),
         ({"assets": [{"url": f"{CDN}/a.mp4"}], "callback": {"task": "aperture.sweep"}}, "callback.task"),
         ({"assets": [{"url": f"{CDN}/a.mp4"}], "callback": {"task": "x; DROP"}}, "callback.task"),
+        ({"assets": [{"url": f"{CDN}/a.mp4"}], "weight": float("inf")}, "unknown field"),
     ],
     ids=["nul-in-url", "nul-in-field-name", "lone-surrogate", "control-char-in-id", "reserved-queue",
-         "internal-task", "not-a-task-name"],
+         "internal-task", "not-a-task-name", "infinity-json-cannot-hold"],
 )  # fmt: skip
 def test_text_postgresql_cannot_store_or_a_callback_aimed_at_us_is_rejected_not_lost(system, payload, reason):
     request_id = f"hostile-text-{uuid.uuid4()}"

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from config import get_settings
 from config.celery import celery_config
+from config.settings import describe_invalid
 from workers import messages
 from workers.health import install_heartbeat
 
@@ -24,11 +25,6 @@ class ConfigurationError(SystemExit):
 BrokerNotConfigured = ConfigurationError  # the name earlier versions raised
 
 
-def _variable(loc: tuple) -> str:
-    name = str(loc[0]).upper() if loc else "SETTINGS"
-    return name if name.startswith("VIDMOB_") else f"APERTURE_{name}"
-
-
 def _loopback(url: str) -> bool:
     host = (urlsplit(url).hostname or "").lower()
     return host in ("localhost", "::1") or host.startswith("127.")
@@ -38,8 +34,7 @@ def create_app() -> Celery:
     try:
         settings = get_settings()
     except ValidationError as exc:
-        problems = "; ".join(f"{_variable(e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise ConfigurationError(f"the configuration is invalid: {problems}") from None
+        raise ConfigurationError(describe_invalid(exc)) from None
     if not settings.broker_url:
         # A pod must never quietly start its own private broker: refuse, and say what to do.
         raise ConfigurationError(

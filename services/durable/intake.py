@@ -24,7 +24,7 @@ from models import CallbackStatus
 from services.contract import REFUSED_FIELD, describe_errors, parse_callback
 from services.durable.kind import DurableKind
 from services.durable.schedule import lease_until
-from services.durable.storable import pg_safe, storable
+from services.durable.storable import MAX_STORED_PAYLOAD_CHARS, pg_safe, storable
 
 REJECTED = "rejected"
 SUBMITTING = "submitting"  # the first state of every kind: stored, not (knowingly) accepted by Vidmob yet
@@ -132,6 +132,39 @@ def accept(
         spec.on_created(session, row_id, request)
     state = kind.model.state.type.enum_class(values["state"])  # type: ignore[attr-defined]
     return Accepted(row_id, state, created=True, error=error, token=values.get("poll_token"))
+
+
+def accept_unstorable(
+    session: Session, spec: Intake, payload: dict[str, Any], reason: str, *, task_id: str, settings: Settings, now
+) -> Accepted:
+    """The last resort when ``accept`` could not store a request (PostgreSQL refused something
+    pg_safe did not foresee): a rejected row with the reason and a printable copy of the payload,
+    so the request is never lost and its caller still hears of it when the callback is usable."""
+    kind = spec.kind
+    request_id = pg_safe(request_id_for(payload, task_id))
+    existing = _find(session, kind, request_id)
+    if existing is not None:
+        return existing
+    callback = parse_callback(payload.get("callback"))
+    values = spec.rejected_fields({}, settings, now) | {
+        "request_id": request_id,
+        "payload": {"unstorable": pg_safe(repr(payload)[:MAX_STORED_PAYLOAD_CHARS])},
+        "callback": callback.model_dump() if callback else None,
+        "state": REJECTED,
+        "error": pg_safe(f"the request could not be stored as sent: {reason}")[:2000],
+        "ended_at": now,
+        "callback_status": CallbackStatus.PENDING if callback else CallbackStatus.NONE,
+    }
+    model = kind.model
+    row_id = session.execute(
+        pg_insert(model).values(**values).on_conflict_do_nothing(index_elements=[model.request_id]).returning(model.id)
+    ).scalar_one_or_none()
+    if row_id is None:
+        found = _find(session, kind, request_id)
+        assert found is not None
+        return found
+    state = kind.model.state.type.enum_class(REJECTED)  # type: ignore[attr-defined]
+    return Accepted(row_id, state, created=True, error=values["error"])
 
 
 def _find(session: Session, kind: DurableKind, request_id: str) -> Accepted | None:

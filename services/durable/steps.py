@@ -9,11 +9,13 @@ returns the ``Outcome`` to send once everything is committed (tasks send it: tas
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from clients.http import ApiError
@@ -25,6 +27,8 @@ from services.durable.kind import DurableKind
 from services.durable.lifecycle import Claim
 from services.durable.messages import Outcome, OwedCallback
 from services.durable.schedule import utcnow
+
+log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound=Claim)
 
@@ -112,10 +116,27 @@ def accept_then_submit(
     redelivered message finds its row: it submits only if the first delivery's lease ran out
     (the claim decides). A rejected request's callback is owed at once."""
     settings = settings or get_settings()
-    with session_scope() as session:
-        accepted = intake.accept(
-            session, spec, payload, task_id=task_id, settings=settings, now=utcnow(), positional_args=positional_args
+    try:
+        with session_scope() as session:
+            accepted = intake.accept(
+                session,
+                spec,
+                payload,
+                task_id=task_id,
+                settings=settings,
+                now=utcnow(),
+                positional_args=positional_args,
+            )
+    except (DataError, IntegrityError) as exc:
+        # Not transient: the same payload fails the same way every time. Keep the request anyway.
+        log.error(
+            "%s could not be stored as sent (%s): storing it as rejected", spec.kind.name, type(exc.orig).__name__
         )
+        reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+        with session_scope() as session:
+            accepted = intake.accept_unstorable(
+                session, spec, payload, reason, task_id=task_id, settings=settings, now=utcnow()
+            )
     log_context.bind(**{spec.kind.id_kwarg: accepted.row_id})
     outcome = Outcome(state=accepted.state)
     if accepted.created and accepted.error:

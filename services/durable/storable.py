@@ -1,6 +1,6 @@
 """What PostgreSQL can store, from values nobody here controls (callers' payloads, Vidmob's answers).
 
-PostgreSQL stores neither NUL in text or JSON nor unpaired surrogates at all: such a value would
+PostgreSQL stores neither NUL in text or JSON, nor Infinity or NaN in JSON, nor unpaired surrogates: such a value would
 fail its whole transaction with a DataError, and the request or result would be lost with it. A
 value is kept instead, with U+FFFD in their place (the contract rejects such input anyway; an
 answer from Vidmob is kept as close to what was said as the column allows).
@@ -9,6 +9,7 @@ answer from Vidmob is kept as close to what was said as the column allows).
 from __future__ import annotations
 
 import json
+import math
 import re
 from enum import Enum
 from typing import Any
@@ -21,6 +22,8 @@ def pg_safe(value: Any) -> Any:
     """``value`` with every string (keys included) storable by PostgreSQL."""
     if isinstance(value, Enum):
         return value
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no Infinity or NaN; the stored payload says what was sent
     if isinstance(value, str):
         return _UNSTORABLE.sub("\ufffd", value)
     if isinstance(value, dict):

@@ -1,0 +1,44 @@
+"""python -m chaos [--size smoke|full] [--only a,b,...] [--json FILE]: one row per scenario."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from chaos.harness import Row, dump, print_rows
+from chaos.scenarios import SCENARIOS, SIZES
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help="scenario letters, comma-separated")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    args = parser.parse_args()
+    size = SIZES[args.size]
+    rows: list[Row] = []
+    started = time.monotonic()
+    for letter in args.only.split(","):
+        t0 = time.monotonic()
+        result = SCENARIOS[letter.strip()](size)
+        for row in result if isinstance(result, list) else [result]:
+            row.notes.append(f"scenario took {time.monotonic() - t0:.0f} s")
+            rows.append(row)
+            print_rows([row])
+            sys.stdout.flush()
+    print(f"\nchaos ({args.size}), {time.monotonic() - started:.0f} s in all:")
+    print_rows(rows)
+    if args.json:
+        dump(rows, args.json)
+    failed = [r.scenario for r in rows if not r.ok()]
+    if failed:
+        print(f"FAILED: {', '.join(failed)}")
+        return 1
+    print("every scenario: 0 lost, 0 duplicate rows, duplicate Vidmob jobs within the flagged ones")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

