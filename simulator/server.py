@@ -39,6 +39,7 @@ import logging
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -395,6 +396,14 @@ class SimulatorServer(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 1024
     allow_reuse_address = True
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that dropped its connection (a worker killed mid-request, a read timeout) is
+        # ordinary here: say so in one line at debug, not with a traceback on stderr.
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            logger.debug("client %s went away", client_address)
+            return
+        super().handle_error(request, client_address)
 
     def __init__(self, address: tuple[str, int], state: SimState) -> None:
         self.state = state
