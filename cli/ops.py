@@ -307,7 +307,7 @@ def jobs() -> None:
     "--stuck",
     is_flag=True,
     help="Only active jobs whose next look is overdue by more than APERTURE_LOST_MESSAGE_AFTER_S, "
-    "or past their deadline.",
+    "or past their deadline; and jobs flagged duplicate_risk (Vidmob may hold a second job).",
 )
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per job instead of a table.")
@@ -337,7 +337,7 @@ def jobs_list(states: tuple[str, ...], older_than: dt.timedelta | None, stuck: b
             str(job.poll_count),
             _ago(now - job.created_at),
             _relative(job.next_poll_at, now),
-            (job.error or "")[:80],
+            ("duplicate risk: Vidmob may hold a second job. " if job.duplicate_risk else "") + (job.error or "")[:80],
         )
     console.print(table)
 

@@ -47,7 +47,8 @@ def list_jobs(
     if older_than is not None:
         query = query.where(Job.created_at < now - older_than)
     if stuck:
-        query = query.where(stuck_condition(now, settings))
+        # Flagged jobs too: Vidmob may hold a second, paid job for them; a person should look.
+        query = query.where(stuck_condition(now, settings) | Job.duplicate_risk)
     return list(session.execute(query.order_by(Job.created_at.desc()).limit(limit)).scalars())
 
 
@@ -83,6 +84,7 @@ def attempts_of(session: Session, job_id: uuid.UUID, limit: int = 200) -> list[A
 class JobCounts:
     by_state: dict[str, int]
     stuck: int
+    duplicate_risk: int = 0
 
     @property
     def in_flight(self) -> int:
@@ -95,7 +97,8 @@ def job_counts(session: Session, *, now: dt.datetime, settings: Settings) -> Job
         by_state[JobState(state).value] = count
     # Served by the partial index on active jobs: cheap however many finished jobs there are.
     stuck = session.execute(select(func.count()).select_from(Job).where(stuck_condition(now, settings))).scalar_one()
-    return JobCounts(by_state, stuck)
+    flagged = session.execute(select(func.count()).select_from(Job).where(Job.duplicate_risk)).scalar_one()
+    return JobCounts(by_state, stuck, flagged)
 
 
 @dataclass(frozen=True)

@@ -252,7 +252,12 @@ def start_worker(env: dict[str, str], log_path: Path, *, concurrency: int = 2) -
 @pytest.fixture(scope="session")
 def worker(app_env: dict[str, str], tmp_root: Path) -> Iterator[Process]:
     metrics_port = _free_port()  # Prometheus metrics (tests/test_metrics.py) and JSON logs (tests/test_logging.py)
-    observed = {"APERTURE_METRICS_PORT": str(metrics_port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_root / "metrics")}
+    observed = {
+        "APERTURE_METRICS_PORT": str(metrics_port),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_root / "metrics"),
+        # The job counts are read from PostgreSQL on every scrape here (15 s cache by default).
+        "APERTURE_METRICS_DB_CACHE_S": "0",
+    }
     proc = start_worker({**app_env, **observed, "APERTURE_LOG_FORMAT": "json"}, tmp_root / "worker.log")
     proc.metrics_port = metrics_port
     yield proc

@@ -4,6 +4,8 @@ such job flagged as possibly duplicated."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import time
 import uuid
 
@@ -28,7 +30,11 @@ def clear_faults(sim) -> None:
     requests.delete(f"{sim.url}/_sim/faults", timeout=5).raise_for_status()
 
 
-def test_a_create_call_answered_504_completes_and_is_flagged_as_a_possible_duplicate(system):
+def test_a_create_call_answered_504_completes_and_is_flagged_as_a_possible_duplicate(system, aperture):
+    from config import get_settings
+    from models.db import session_scope
+    from services.queries import job_counts
+
     # given a gateway that answers 504 to the first create call (it may have forwarded it)
     fault_all(system["simulator"], CREATE_PATHS, method="POST", status=504, times=1)
     request_id = f"outage-504-{uuid.uuid4()}"
@@ -37,6 +43,12 @@ def test_a_create_call_answered_504_completes_and_is_flagged_as_a_possible_dupli
     job = wait_for_job(request_id)
     assert job.state is JobState.COMPLETE
     assert job.duplicate_risk
+    # and an operator sees it among the jobs to look at, and in the metrics' count
+    listed = aperture("jobs", "list", "--stuck", "--json", "--limit", "1000")
+    assert request_id in {json.loads(line)["request_id"] for line in listed.output.splitlines()}
+    with session_scope() as session:
+        counts = job_counts(session, now=dt.datetime.now(dt.UTC), settings=get_settings())
+    assert counts.duplicate_risk >= 1
 
 
 def test_a_create_call_that_keeps_failing_after_being_sent_is_given_up_at_the_cap(system):

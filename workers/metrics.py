@@ -199,6 +199,11 @@ class JobsCollector:
             "aperture_jobs_in_flight", "Jobs submitting to or being polled at Vidmob.", value=counts.in_flight
         )
         yield GaugeMetricFamily(
+            "aperture_jobs_duplicate_risk",
+            "Jobs resubmitted after a create call whose outcome was unknown: Vidmob may hold a second job.",
+            value=counts.duplicate_risk,
+        )
+        yield GaugeMetricFamily(
             "aperture_jobs_stuck",
             "Active jobs whose next look is overdue by more than APERTURE_LOST_MESSAGE_AFTER_S,"
             " or past their deadline.",
