@@ -8,6 +8,7 @@ Nothing here retries: callers decide from ``ApiError.retryable`` and ``retry_aft
 from clients.errors import (
     ApiError,
     BadRequestError,
+    CircuitOpenError,
     ConflictError,
     DisallowedHostError,
     MalformedResponseError,
@@ -63,6 +64,7 @@ __all__ = [
     "Attempt",
     "BadRequestError",
     "ChannelSummary",
+    "CircuitOpenError",
     "ClientTag",
     "ConflictError",
     "DisallowedHostError",

@@ -80,6 +80,11 @@ class TransportError(RetryableApiError):
     """No HTTP response: connection refused/reset, DNS failure, connect or read timeout, broken body."""
 
 
+class CircuitOpenError(RetryableApiError):
+    """Not sent: the endpoint is failing for the whole fleet, and this call is not the one probe
+    allowed per interval (clients/circuit.py). Retry later, like a 503."""
+
+
 class RateLimitedError(RetryableApiError):
     """429. ``retry_after`` is set when the server sent a usable Retry-After (seconds or HTTP-date)."""
 

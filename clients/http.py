@@ -46,7 +46,7 @@ from clients.errors import (
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Outcome = Literal["ok", "retryable", "terminal"]
+Outcome = Literal["ok", "retryable", "terminal", "not_sent"]
 
 USER_AGENT = "aperture-workers/0.1 (vidmob-client; python-requests)"
 REDACTED = "[REDACTED]"
@@ -264,7 +264,11 @@ class VidmobHttp:
             self._record(method, endpoint, None, started, error)
             raise error
         if self._before_request is not None:
-            self._before_request(endpoint)
+            try:
+                self._before_request(endpoint)
+            except ApiError as refused:  # a gate (rate limit, open circuit) said no: recorded, never sent
+                self._record(method, endpoint, None, started, refused, sent=False)
+                raise
         started = time.perf_counter()
         try:
             response = self._session.request(
@@ -431,12 +435,23 @@ class VidmobHttp:
 
     # -- reporting ------------------------------------------------------------------------------
 
-    def _record(self, method: str, endpoint: str, status: int | None, started: float, error: ApiError | None) -> None:
+    def _record(
+        self,
+        method: str,
+        endpoint: str,
+        status: int | None,
+        started: float,
+        error: ApiError | None,
+        *,
+        sent: bool = True,
+    ) -> None:
         latency_ms = (time.perf_counter() - started) * 1000.0
         logger.debug("vidmob %s status=%s latency_ms=%.1f", endpoint, status, latency_ms)
         if self._on_attempt is None:
             return
         outcome: Outcome = "ok" if error is None else ("retryable" if error.retryable else "terminal")
+        if not sent:
+            outcome = "not_sent"
         self._on_attempt(
             Attempt(
                 method=method,

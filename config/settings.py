@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     # Signed result downloads are fetched only from the API's own host and these (comma-separated;
     # "*.example.com" matches its subdomains): a body must never send a worker to an internal address.
     download_hosts: str = "*.amazonaws.com,*.vidmob.com"
+    # Per endpoint, fleet-wide (clients/circuit.py): after this many failures in a row the fleet
+    # sends one probe per interval until the endpoint answers again. 0 turns it off.
+    circuit_failure_threshold: int = Field(20, ge=0)
+    circuit_probe_interval_s: float = Field(10.0, gt=0)
     # Every response is read under these caps (a bigger body fails terminally; a slower one retries).
     http_max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     http_max_response_s: float = Field(120.0, gt=0)

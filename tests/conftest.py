@@ -57,6 +57,8 @@ FAST_ENV = {
     "APERTURE_SCORING_BACKLOG_WAIT_S": "0.3",
     "APERTURE_SCORING_ROUND_DEADLINE_S": "120",
     "APERTURE_TAG_BATCH_WINDOW_S": "1.0",
+    # The fleet-wide circuit breaker: opens after 20 failures in a row, probes every second here.
+    "APERTURE_CIRCUIT_PROBE_INTERVAL_S": "1",
 }
 
 

@@ -88,3 +88,28 @@ def test_during_a_status_outage_each_job_backs_off_and_then_completes(system):
     for job in jobs:
         failed = [a for a in attempts_for(job.id) if a.method == "GET" and a.status_code == 503]
         assert 2 <= len(failed) <= 11, len(failed)
+
+
+def test_a_circuit_opens_for_the_whole_fleet_and_the_outage_costs_a_bounded_number_of_calls(system):
+    # given 12 jobs in flight and a status endpoint that fails for 6 s
+    sim = system["simulator"]
+    request_ids = [f"outage-circuit-{i}-{uuid.uuid4()}" for i in range(12)]
+    for request_id in request_ids:
+        send(system["env"], "aperture.create_job", request_id=request_id, assets=[{"url": f"{CDN}/d.mp4"}])
+    wait_for(lambda: sim_stats(sim)["status_polls"] >= len(request_ids), what="every job polled once")
+    fault_all(sim, STATUS_PATHS, method="GET", status=503, times=-1)
+    before = sim_stats(sim)["status_polls"]
+    try:
+        time.sleep(6)
+        during = sim_stats(sim)["status_polls"] - before
+    finally:
+        clear_faults(sim)
+    jobs = [wait_for_job(r, timeout=60) for r in request_ids]
+
+    # then every job completes once the endpoint answers again
+    assert {j.state for j in jobs} == {JobState.COMPLETE}
+    # and the fleet stopped calling it after 20 failures in a row, but for one probe a second:
+    # about 20 + 6 calls, where the jobs backing off on their own would have made about 100
+    assert during <= 40, during
+    refused = [a for j in jobs for a in attempts_for(j.id) if a.outcome == "not_sent"]
+    assert refused and all("failing for the whole fleet" in a.error for a in refused)
