@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo up test chaos lint format clean
+.PHONY: demo up test chaos lint format clean bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
@@ -29,6 +29,18 @@ lint: $(BIN)/.installed
 test: lint
 	$(BIN)/python -m chaos --size smoke
 	$(BIN)/python -m pytest
+
+# Benchmarks at full size: a million jobs for the sweeper, a million assets and ten million tags for
+# the library (several minutes; figures in docs/benchmarks.md). Smaller or fewer runs, for example:
+#   make bench BENCH_JOBS=100000 BENCH_ASSETS=100000 BENCH_ARGS="--runs 5"
+BENCH_JOBS ?= 1000000
+BENCH_ASSETS ?= 1000000
+BENCH_TAGS_PER_ASSET ?= 10
+BENCH_ARGS ?=
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/bench_sweeper.py --jobs $(BENCH_JOBS) $(BENCH_ARGS)
+	$(BIN)/python bench/bench_library.py --assets $(BENCH_ASSETS) --tags-per-asset $(BENCH_TAGS_PER_ASSET) $(BENCH_ARGS)
 
 # Kill -9, broker and database outages, API faults, hostile messages: one row per scenario
 # (docs/reliability.md). CHAOS_ARGS="--size smoke --only a,f" for a quick run.

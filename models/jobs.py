@@ -18,7 +18,19 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from models.base import Base, bigint_pk, created_at, tz_datetime
 from models.durable import CallbackStatus, Durable, durable_table_args, enum_column
 
-__all__ = ["ACTIVE_STATES", "ApiAttempt", "Asset", "CallbackStatus", "Job", "JobState", "Tag", "enum_column"]
+__all__ = [
+    "ACTIVE_STATES",
+    "ApiAttempt",
+    "Asset",
+    "CallbackStatus",
+    "Job",
+    "JobState",
+    "LibraryCollectionSize",
+    "LibraryCountsState",
+    "LibraryTagCount",
+    "Tag",
+    "enum_column",
+]
 
 
 class JobState(StrEnum):
@@ -57,12 +69,17 @@ class Job(Durable, Base):
     deadline_at: Mapped[tz_datetime]
     submitted_at: Mapped[tz_datetime | None]
     completed_at: Mapped[tz_datetime | None]  # first seen COMPLETE: adaptive polling learns from it
+    # The caller's label for a set of jobs (a campaign, a brand): a subset of the library (services/library/).
+    collection: Mapped[str | None] = mapped_column(String(100))
 
     assets: Mapped[list[Asset]] = relationship(
         back_populates="job", order_by="Asset.position", cascade="all, delete-orphan"
     )
 
-    __table_args__ = (*durable_table_args("jobs", ACTIVE_STATES),)
+    __table_args__ = (
+        *durable_table_args("jobs", ACTIVE_STATES),
+        Index("ix_jobs_collection", "collection", postgresql_where=text("collection IS NOT NULL")),
+    )
 
 
 class Asset(Base):
@@ -81,7 +98,20 @@ class Asset(Base):
         back_populates="asset", order_by="(Tag.category, Tag.label)", cascade="all, delete-orphan"
     )
 
-    __table_args__ = (UniqueConstraint("job_id", "position"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "position"),
+        # The library's "latest tagging of a URL" (services/library/, migration 0004): whether a newer
+        # tagging of the same URL exists is one index-only probe.
+        Index(
+            "ix_assets_url_tagged_at_id",
+            "url",
+            "tagged_at",
+            "id",
+            postgresql_where=text("tagged_at IS NOT NULL"),
+        ),
+        # The library's date-range subsets.
+        Index("ix_assets_tagged_at", "tagged_at", postgresql_where=text("tagged_at IS NOT NULL")),
+    )
 
 
 class Tag(Base):
@@ -95,8 +125,13 @@ class Tag(Base):
 
     asset: Mapped[Asset] = relationship(back_populates="tags")
 
-    # Storing the same annotation twice is an upsert on this key, not a second row.
-    __table_args__ = (UniqueConstraint("asset_id", "category", "label"),)
+    __table_args__ = (
+        # Storing the same annotation twice is an upsert on this key, not a second row.
+        UniqueConstraint("asset_id", "category", "label"),
+        # The library's search by tag: the assets carrying a tag, in asset id order (by label alone, or
+        # by category and label).
+        Index("ix_tags_label_category_asset_id", "label", "category", "asset_id"),
+    )
 
 
 class ApiAttempt(Base):
@@ -124,3 +159,45 @@ class ApiAttempt(Base):
         Index("ix_api_attempts_scored_media_id_attempted_at", "scored_media_id", "attempted_at"),
         CheckConstraint("num_nonnulls(job_id, scored_media_id) <= 1", name="one_owner"),
     )
+
+
+# --- The library's counts (migration 0004, services/library/) ----------------------------------
+# Derived data: how many assets of the library (each URL at its latest tagging) carry each tag, per
+# collection. Kept exact in the transaction that stores tags, by triggers of migration 0004, so a
+# tag inventory of millions of assets reads a few thousand rows instead of counting every tag.
+
+
+class LibraryTagCount(Base):
+    """Per collection ('' for jobs without one) and tag: ``assets`` of the library carrying it and,
+    for client tags, ``requested``: the assets whose latest tagging asked for that client tag."""
+
+    __tablename__ = "library_tag_counts"
+
+    collection: Mapped[str] = mapped_column(String(100), primary_key=True)
+    category: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(String(255), primary_key=True)
+    assets: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    requested: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+
+class LibraryCollectionSize(Base):
+    """Assets of the library per collection ('' for jobs without one)."""
+
+    __tablename__ = "library_collection_sizes"
+
+    collection: Mapped[str] = mapped_column(String(100), primary_key=True)
+    assets: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+
+class LibraryCountsState(Base):
+    """One row: whether the counts above are exact. A delete or an update the triggers do not
+    follow (deleting jobs, assets or tags, changing a job's collection) sets ``valid`` false; the
+    library then counts from the tags until ``library_rebuild_counts()`` runs."""
+
+    __tablename__ = "library_counts_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    valid: Mapped[bool] = mapped_column(Boolean)
+    rebuilt_at: Mapped[tz_datetime | None]
+
+    __table_args__ = (CheckConstraint("id = 1", name="singleton"),)

@@ -24,6 +24,7 @@ REFUSED_FIELD = "__aperture_refused__"
 MAX_ASSETS = 200
 MAX_CLIENT_TAGS = 100
 MAX_URL_LENGTH = 2048
+MAX_COLLECTION_LENGTH = 100  # jobs.collection
 
 
 def _http_url(value: str) -> str:
@@ -126,6 +127,18 @@ class CreateJobRequest(_Strict):
     client_tags: list[ClientTagIn] = Field(default_factory=list, max_length=MAX_CLIENT_TAGS)
     request_id: Identifier | None = Field(
         None, description="Idempotency key: the same key again never creates a second Vidmob job."
+    )
+    collection: (
+        Annotated[
+            str,
+            StringConstraints(min_length=1, max_length=MAX_COLLECTION_LENGTH, strip_whitespace=True),
+            AfterValidator(_one_line),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="A label of the caller's for a set of jobs (a campaign, a brand, a market), stored with the "
+        "job: the library's questions (tag frequency, comparisons, exports) can be asked of one collection.",
     )
     callback: CallbackIn | None = None
 

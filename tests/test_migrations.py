@@ -30,7 +30,7 @@ from psycopg.types.json import Jsonb
 from tests.conftest import _missing
 
 ADMIN_URL = os.environ.get("APERTURE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-HEAD = "0003"
+HEAD = "0004"
 
 # Differences alembic's compare_metadata may report between the models and `upgrade head`,
 # as "<op> <table>.<object>" (see _describe). Each entry must say why it is accepted.
@@ -346,6 +346,7 @@ CHANGED_BY_0003 = {
     ("scored_media", "callback"),
     ("scored_media", "callback_status"),
     ("api_attempts", "scored_media_id"),
+    ("jobs", "collection"),  # added by 0004 (NULL on every existing row)
 }
 
 

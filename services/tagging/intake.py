@@ -20,6 +20,7 @@ def _job(request: CreateJobRequest, settings: Settings, now: dt.datetime) -> dic
     return _common(settings, now) | {
         "asset_count": len(request.assets),
         "client_tags": [t.model_dump() for t in request.client_tags],
+        "collection": request.collection,
     }
 
 
@@ -42,7 +43,7 @@ def _rejected(_: dict[str, Any], settings: Settings, now: dt.datetime) -> dict[s
 INTAKE = Intake(
     kind=KIND,
     contract=CreateJobRequest,
-    usage="aperture.create_job takes keyword arguments only (assets, client_tags, request_id, callback)",
+    usage="aperture.create_job takes keyword arguments only (assets, client_tags, request_id, collection, callback)",
     fields=_job,
     rejected_fields=_rejected,
     on_created=_assets,

@@ -1,0 +1,60 @@
+"""`make bench` keeps working: the library benchmark, run at a tiny size, fills its database, times
+every question with and without the indexes, prints its table and cleans up after itself.
+No timing is asserted (a tiny library says nothing about speed: docs/benchmarks.md has the figures).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from tests.conftest import ROOT, _missing
+
+ADMIN_URL = os.environ.get("APERTURE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+QUESTIONS = (
+    "search 2 tags, common (page of 50)",
+    "search 2 tags, rare (page of 50)",
+    "count 2 tags, common",
+    "top 50 tags, whole library",
+    "frequency, largest collection",
+    "frequency, median collection",
+    "frequency, last day (date range)",
+    "frequency, last 7 days (date range)",
+    "frequency, scoring jobs (prefix)",
+)
+
+
+def _database_exists(name: str) -> bool:
+    with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def test_the_library_benchmark_runs_at_a_tiny_size():
+    try:
+        _database_exists("postgres")
+    except psycopg.OperationalError as exc:
+        _missing("PostgreSQL", str(exc))  # fails under CI
+        pytest.skip(f"the benchmark needs a PostgreSQL server at {ADMIN_URL}: {exc}")
+
+    done = subprocess.run(
+        [sys.executable, "bench/bench_library.py", "--assets", "2000", "--runs", "2", "--admin-url", ADMIN_URL],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "filled 2,200 assets" in out and "filled 20,000 tags" in out
+    table = out[out.index("library queries, 2 runs indexed / 2 baseline") :]
+    for question in QUESTIONS:
+        [row] = [line for line in table.splitlines() if line.strip().startswith(question)]
+        # answer size, p50, p95, baseline p50, p95, ratio, target
+        assert len(row.split()[-7:]) == 7 and row.split()[-1] in ("met", "MISSED"), row
+    database = out.split("database ", 1)[1].split()[0]
+    assert not _database_exists(database), "the benchmark left its database behind"
