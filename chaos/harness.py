@@ -31,9 +31,10 @@ import psycopg
 import redis
 import requests
 
+from cli.processes import ALL_QUEUES, celery
+
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-chaos-canary-5e1f0c-NEVER-LOGGED-93b7"
-QUEUES = "aperture.submit,aperture.poll,aperture.maintenance,celery"
 
 # The production logic on a fast clock: a job lives for about a second at the simulator.
 FAST_ENV = {
@@ -223,21 +224,7 @@ class System:
         )
         self.workers = [self._worker(i, concurrency) for i in range(workers)]
         self.beat = Proc(
-            "beat",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers",
-                "beat",
-                "-l",
-                "INFO",
-                "-s",
-                str(self.root / "beat-schedule"),
-            ],
-            self.env,
-            self.root,
+            "beat", celery("beat", "-l", "INFO", "-s", str(self.root / "beat-schedule")), self.env, self.root
         )
         for worker in self.workers:
             worker.wait_ready("ready.")
@@ -258,8 +245,8 @@ class System:
             time.sleep(0.5)
 
     def _worker(self, i: int, concurrency: int) -> Proc:
-        argv = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", QUEUES, "-c", str(concurrency)]
-        argv += ["--without-gossip", "--without-mingle", "-n", f"chaos{i}-{uuid.uuid4().hex[:4]}@%h", "-l", "INFO"]
+        argv = celery("worker", "-Q", ALL_QUEUES, "-c", str(concurrency), "--without-gossip", "--without-mingle")
+        argv += ["-n", f"chaos{i}-{uuid.uuid4().hex[:4]}@%h", "-l", "INFO"]
         return Proc(f"worker{i}", argv, self.env, self.root)
 
     # --- driving it ---------------------------------------------------------------------------
