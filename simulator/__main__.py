@@ -21,6 +21,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pending-s", type=float, default=defaults.pending_s)
     parser.add_argument("--processing-s", type=float, default=defaults.processing_s)
     parser.add_argument("--scoring-s", type=float, default=defaults.scoring_s)
+    # Durations that grow with the job (simulator/workload.py); the defaults keep the fixed timings.
+    parser.add_argument("--processing-per-asset-s", type=float, default=defaults.processing_per_asset_s)
+    parser.add_argument("--processing-noise-sigma", type=float, default=defaults.processing_noise_sigma)
+    parser.add_argument("--hash-asset-sizes", action="store_true")
+    parser.add_argument("--noise-seed", type=int, default=defaults.noise_seed)
     parser.add_argument("--log-requests", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -29,6 +34,10 @@ def main(argv: list[str] | None = None) -> None:
         pending_s=args.pending_s,
         processing_s=args.processing_s,
         scoring_s=args.scoring_s,
+        processing_per_asset_s=args.processing_per_asset_s,
+        processing_noise_sigma=args.processing_noise_sigma,
+        hash_asset_sizes=args.hash_asset_sizes,
+        noise_seed=args.noise_seed,
         log_requests=args.log_requests,
     )
 

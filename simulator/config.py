@@ -11,8 +11,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-# Fields that hold durations: they must be non-negative numbers.
-_DURATION_FIELDS = ("pending_s", "processing_s", "scoring_s", "download_ttl_s")
+# Fields that hold durations (and the noise's sigma): they must be non-negative numbers.
+_DURATION_FIELDS = (
+    "pending_s",
+    "processing_s",
+    "scoring_s",
+    "download_ttl_s",
+    "processing_per_asset_s",
+    "processing_noise_sigma",
+)
 
 
 @dataclass
@@ -27,6 +34,14 @@ class SimulatorConfig:
     # A tagging job is PENDING (guide) / QUEUED (media) for pending_s, then PROCESSING for processing_s.
     pending_s: float = 1.0
     processing_s: float = 2.0
+    # Work that grows with the job (issue 9): PROCESSING lasts processing_s + processing_per_asset_s per asset,
+    # each asset weighted by its size (``sim_size=<factor>`` in its URL's query, else 1; with ``hash_asset_sizes``,
+    # a factor from 0.5 to 2 drawn from a hash of the URL), times log-normal noise of this sigma (0: none), drawn
+    # from a generator seeded with ``noise_seed`` (None: unseeded). The defaults keep the fixed timings above.
+    processing_per_asset_s: float = 0.0
+    processing_noise_sigma: float = 0.0
+    hash_asset_sizes: bool = False
+    noise_seed: int | None = None
     # A media scoring submission is PROCESSING for scoring_s, then COMPLETE (or its URL-rule outcome).
     scoring_s: float = 2.0
     # Lifetime of the signed download links handed out by the media dialect.
@@ -71,7 +86,11 @@ def _coerce(name: str, value: Any) -> tuple[Any, str | None]:
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             return None, f"{name} must be a non-negative number"
         return float(value), None
-    if name in ("never_tagged", "log_requests"):
+    if name == "noise_seed":
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            return None, "noise_seed must be an integer or null"
+        return value, None
+    if name in ("never_tagged", "log_requests", "hash_asset_sizes"):
         if not isinstance(value, bool):
             return None, f"{name} must be a boolean"
         return value, None

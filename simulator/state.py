@@ -31,6 +31,7 @@ Status rules (``GET /v1/media/{mediaId}/status``): PROCESSING for ``scoring_s``,
 from __future__ import annotations
 
 import bisect
+import random
 import secrets
 import threading
 import time
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from simulator import downloads, scoring, tagging
+from simulator import downloads, scoring, tagging, workload
 from simulator.config import SimulatorConfig
 from simulator.errors import SYSTEM_APERTURE, SYSTEM_BFF, SYSTEM_SCORING, ApiError
 from simulator.scoring import MediaFields
@@ -273,6 +274,7 @@ class SimState:
         self.counters: Counter[str] = Counter()
         self.jobs_by_dialect: Counter[str] = Counter()
         self.started_at = self.clock()
+        self._noise = random.Random(self.config.noise_seed)
 
     def reset(self) -> None:
         with self.lock:
@@ -325,6 +327,9 @@ class SimState:
             errors = self.config.update(body)
             if errors:
                 raise ApiError(400, errors, system="simulator")
+            if "noise_seed" in body:
+                # Setting a seed (even the same one) restarts the noise: a run can be repeated exactly.
+                self._noise = random.Random(self.config.noise_seed)
             return self.config.public_dict()
 
     def config_dict(self) -> dict[str, Any]:
@@ -351,6 +356,10 @@ class SimState:
         index = bisect.bisect_right(times, after)
         return index < len(times) and times[index] <= until
 
+    def _processing_s(self, urls: list[str]) -> float:
+        """This job's PROCESSING time (simulator/workload.py)."""
+        return workload.processing_seconds(urls, self.config, self._noise)
+
     def create_guide_job(self, body: Any) -> dict[str, Any]:
         urls, client_tags, errors = tagging.parse_guide_job(body)
         if errors:
@@ -370,7 +379,7 @@ class SimState:
             raw_client_tags=raw,
             created_at=self.clock(),
             pending_s=self.config.pending_s,
-            processing_s=self.config.processing_s,
+            processing_s=self._processing_s(urls),
             failed=any(tagging.url_fails_tagging(url) for url in urls),
         )
         self._register_job(job)

@@ -28,6 +28,10 @@ DEFAULT_CONFIG = {
     "scoring_s": FAST,
     "download_ttl_s": 300,
     "never_tagged": False,
+    "processing_per_asset_s": 0,
+    "processing_noise_sigma": 0,
+    "hash_asset_sizes": False,
+    "noise_seed": None,
 }
 CDN = "https://cdn.example.com"
 TAG_DEPENDENT = {"Brand Name or Logo Early", "Human Early", "Audio Present"}
@@ -309,6 +313,52 @@ def test_stats_count_jobs_per_dialect_requests_and_polls_and_reset_clears_them(a
     api.control("POST", "/_sim/reset")
     assert api.stats()["jobs_created"] == 0
     _error(api.get(f"/v1/aperture/jobs/{job_id}/status"), 404, "NOTFOUNDEXCEPTION")
+
+
+def test_by_default_every_job_processes_for_exactly_processing_s(api: Api) -> None:
+    api.config(processing_s=7.0)
+    small = api.create_guide_job([f"{CDN}/one.mp4"])
+    large = api.create_guide_job([f"{CDN}/clip-{i}.mp4" for i in range(200)])
+    assert [api.control("GET", f"/_sim/jobs/{j}")["processing_s"] for j in (small, large)] == [7.0, 7.0]
+
+
+def test_processing_grows_with_the_assets_and_their_size_from_the_url(api: Api) -> None:
+    # given 2 min per job plus 30 s per average asset, no noise
+    api.config(processing_s=120, processing_per_asset_s=30)
+    jobs = {
+        "one asset": api.create_guide_job([f"{CDN}/a.mp4"]),
+        "ten assets": api.create_guide_job([f"{CDN}/a-{i}.mp4" for i in range(10)]),
+        "a 3x asset": api.create_guide_job([f"{CDN}/long.mp4?sim_size=3"]),
+    }
+    seconds = {name: api.control("GET", f"/_sim/jobs/{j}")["processing_s"] for name, j in jobs.items()}
+    assert seconds == {"one asset": 150.0, "ten assets": 420.0, "a 3x asset": 210.0}
+    # and a size drawn from the URL's hash is the same for the same URL, between 0.5 and 2
+    api.config(hash_asset_sizes=True)
+    first, again = (api.create_guide_job([f"{CDN}/hashed.mp4"]) for _ in range(2))
+    hashed = [api.control("GET", f"/_sim/jobs/{j}")["processing_s"] for j in (first, again)]
+    assert hashed[0] == hashed[1] and 120 + 15 <= hashed[0] <= 120 + 60
+
+
+def test_log_normal_noise_is_reproducible_with_a_seed_and_centred_on_the_median(api: Api) -> None:
+    api.config(processing_s=100, processing_noise_sigma=0.5, noise_seed=7)
+    runs = []
+    for _ in range(2):
+        api.config(noise_seed=7)  # setting the seed again restarts the noise
+        jobs = [api.create_guide_job([f"{CDN}/n-{i}.mp4"]) for i in range(200)]
+        runs.append([api.control("GET", f"/_sim/jobs/{j}")["processing_s"] for j in jobs])
+    assert runs[0] == runs[1]  # the same seed, the same durations
+    ordered = sorted(runs[0])
+    median = (ordered[99] + ordered[100]) / 2
+    assert 80 < median < 125 and ordered[0] < 60 and ordered[-1] > 160  # spread: sigma 0.5
+
+
+def test_the_workload_settings_are_validated(api: Api) -> None:
+    response = requests.post(
+        api.url + "/_sim/config", json={"processing_noise_sigma": -1, "noise_seed": "x"}, timeout=5
+    )
+    assert response.status_code == 400
+    assert "processing_noise_sigma must be a non-negative number" in response.text
+    assert "noise_seed must be an integer or null" in response.text
 
 
 # --------------------------------------------------------------------------- media dialect
