@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hash-asset-sizes", action="store_true")
     parser.add_argument("--noise-seed", type=int, default=defaults.noise_seed)
     parser.add_argument("--log-requests", action="store_true")
+    parser.add_argument(
+        "--rate-limit-per-s", type=float, default=0.0, help="429 past this many requests per endpoint per second"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = SimulatorConfig(
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         hash_asset_sizes=args.hash_asset_sizes,
         noise_seed=args.noise_seed,
         log_requests=args.log_requests,
+        rate_limit_per_s=args.rate_limit_per_s,
     )
 
     def ready(handle: SimulatorHandle) -> None:

@@ -54,6 +54,11 @@ class SimulatorConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     # Log one line per request through logging at INFO (otherwise DEBUG). Never includes headers.
     log_requests: bool = False
+    # At most this many requests per endpoint in any 1-second window, the rest answered 429 with
+    # Retry-After (simulator/traffic.py); 0 = no limit.
+    rate_limit_per_s: float = 0.0
+    # How many seconds of per-second request counts /_sim/stats keeps.
+    stats_keep_s: int = 60
 
     def update(self, changes: dict[str, Any]) -> list[str]:
         """Apply ``changes`` in place after validating all of them; return error messages (nothing applied if any)."""
@@ -94,7 +99,11 @@ def _coerce(name: str, value: Any) -> tuple[Any, str | None]:
         if not isinstance(value, bool):
             return None, f"{name} must be a boolean"
         return value, None
-    if name == "max_body_bytes":
+    if name == "rate_limit_per_s":
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            return None, f"{name} must be a non-negative number"
+        return float(value), None
+    if name in ("max_body_bytes", "stats_keep_s"):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             return None, f"{name} must be a positive integer"
         return value, None

@@ -23,8 +23,11 @@ Request pipeline, in order:
      text; an object/list is sent as JSON;
    * ``delay_s``: sleep before answering; with neither ``status`` nor ``body`` the request then proceeds
      normally (a slow but correct answer, to exercise client timeouts).
-4. check ``Authorization: Bearer <api_key>`` on ``/v1/*`` routes (flat 401 otherwise);
-5. run the handler; ``ApiError`` becomes Vidmob's error envelope.
+4. with ``rate_limit_per_s`` set, answer 429 with ``Retry-After`` past that many requests per endpoint in any
+   1-second window (``simulator/traffic.py``; ``/_sim/stats`` has ``requests_per_second``: the most requests
+   seen in any 1-second window, per endpoint and in all, and per-second counts of the last ``stats_keep_s``);
+5. check ``Authorization: Bearer <api_key>`` on ``/v1/*`` routes (flat 401 otherwise);
+6. run the handler; ``ApiError`` becomes Vidmob's error envelope.
 
 Control endpoints (no auth): ``GET /_sim/stats``, ``GET /_sim/jobs/{job_id}``, ``GET /_sim/media/{uniqueId}``,
 ``POST /_sim/reset``, ``GET|POST /_sim/config``, ``GET|POST|DELETE /_sim/faults``, and the signed downloads
@@ -349,6 +352,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(_json(413, gateway_body(413)), close=True)
             return
         reply = fault_reply(fault) if fault is not None else None
+        if reply is None and route is not None and route.auth:
+            retry_after = state.admit(method, template)
+            if retry_after is not None:
+                reply = _json(429, gateway_body(429))
+                reply.headers["Retry-After"] = f"{retry_after:.3f}"
         if reply is None:
             reply = self._dispatch(route, method, path, params, split.query, raw_body)
         self._send(reply)

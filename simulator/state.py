@@ -47,6 +47,7 @@ from simulator.config import SimulatorConfig
 from simulator.errors import SYSTEM_APERTURE, SYSTEM_BFF, SYSTEM_SCORING, ApiError
 from simulator.scoring import MediaFields
 from simulator.tagging import ClientTag
+from simulator.traffic import Traffic
 
 PENDING = "PENDING"
 PROCESSING = "PROCESSING"
@@ -273,6 +274,7 @@ class SimState:
         self.responses: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
         self.jobs_by_dialect: Counter[str] = Counter()
+        self.traffic = Traffic(self.config.stats_keep_s)
         self.started_at = self.clock()
         self._noise = random.Random(self.config.noise_seed)
 
@@ -285,6 +287,8 @@ class SimState:
         with self.lock:
             self.requests[f"{method} {template}"] += 1
             self.counters["requests_total"] += 1
+            if template.startswith("/v1/"):
+                self.traffic.arrived(f"{method} {template}", self.clock())
             if not faultable or not self.faults:
                 return None
             for fault in self.faults:
@@ -295,6 +299,11 @@ class SimState:
                         self.faults.remove(fault)
                     return fault
             return None
+
+    def admit(self, method: str, template: str) -> float | None:
+        """None when the optional rate limit lets the request through, else its Retry-After."""
+        with self.lock:
+            return self.traffic.admit(f"{method} {template}", self.clock(), self.config.rate_limit_per_s)
 
     def end_request(self, status: int) -> None:
         with self.lock:
@@ -686,6 +695,7 @@ class SimState:
                 "unauthorized": c["unauthorized"],
                 "faults_injected": c["faults_injected"],
                 "faults_armed": len(self.faults),
+                "requests_per_second": self.traffic.stats(now),
             }
 
 
