@@ -5,7 +5,8 @@ Celery task or a service), and it only has to ask ``exc.retryable``. The HTTP cl
 
 - ``RetryableApiError``: might succeed on the next try. Connection errors and timeouts
   (``TransportError``), 429 (``RateLimitedError``, with ``retry_after`` when the server sent one), 5xx
-  (``ServerError``) and a 2xx whose body is not the documented JSON (``MalformedResponseError``).
+  (``ServerError``), a 2xx whose body is not the documented JSON (``MalformedResponseError``), and calls
+  the fleet's own gates held back before sending (``CircuitOpenError``, ``FleetRateLimitedError``).
 - ``TerminalApiError``: will fail the same way again. 3xx (``RedirectError``: redirects are never
   followed), 400 (``BadRequestError``), 401/403 (``UnauthorizedError``), 404 (``NotFoundError``),
   409 (``ConflictError``), any other 4xx, and requests this client refuses to send
@@ -83,6 +84,13 @@ class TransportError(RetryableApiError):
 class CircuitOpenError(RetryableApiError):
     """Not sent: the endpoint is failing for the whole fleet, and this call is not the one probe
     allowed per interval (clients/circuit.py). Retry later, like a 503."""
+
+
+class FleetRateLimitedError(RetryableApiError):
+    """Not sent: the fleet's rate limit for this endpoint family is reached (or a 429 paused it for
+    the whole fleet) and waiting for a slot would hold the worker longer than
+    ``APERTURE_RATE_LIMIT_MAX_WAIT_S`` (clients/ratelimit.py). ``retry_after`` is the wait that was
+    still ahead; the row is looked at again later instead."""
 
 
 class RateLimitedError(RetryableApiError):

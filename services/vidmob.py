@@ -10,6 +10,7 @@ import requests
 
 from clients.circuit import CircuitBreaker
 from clients.http import Attempt, VidmobHttp
+from clients.ratelimit import FleetRateLimiter
 from clients.tags import TagsClient, make_tags_client
 from config import get_settings
 
@@ -28,35 +29,47 @@ def _http_session() -> requests.Session:
     return _session
 
 
-_breaker: CircuitBreaker | None = None
-_breaker_pid: int | None = None
+_gates: tuple[CircuitBreaker | None, FleetRateLimiter | None] = (None, None)
+_gates_pid: int | None = None
 
 
-def _circuit_breaker() -> CircuitBreaker | None:
-    # One Redis connection pool per process, made after fork, on the broker's Redis.
-    global _breaker, _breaker_pid
+def _fleet_gates() -> tuple[CircuitBreaker | None, FleetRateLimiter | None]:
+    """The circuit breaker and the rate limiter, on one Redis connection pool per process (made
+    after fork) on the broker's Redis; each is None when its settings turn it off."""
+    global _gates, _gates_pid
     settings = get_settings()
-    if not settings.circuit_failure_threshold or not settings.broker_url:
-        return None
-    if _breaker is None or _breaker_pid != os.getpid():
+    if not settings.broker_url:
+        return None, None
+    if _gates_pid != os.getpid():
         client = redis.Redis.from_url(settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
-        _breaker = CircuitBreaker(
-            client, threshold=settings.circuit_failure_threshold, probe_interval_s=settings.circuit_probe_interval_s
-        )
-        _breaker_pid = os.getpid()
-    return _breaker
+        breaker = None
+        if settings.circuit_failure_threshold:
+            breaker = CircuitBreaker(
+                client, threshold=settings.circuit_failure_threshold, probe_interval_s=settings.circuit_probe_interval_s
+            )
+        # A worker never waits for a slot past half its soft time limit, whatever the setting says.
+        max_wait = min(settings.rate_limit_max_wait_s, settings.task_soft_time_limit_s / 2)
+        limiter = FleetRateLimiter(client, per_second=settings.rate_limit_per_s, max_wait_s=max_wait)
+        _gates, _gates_pid = (breaker, limiter), os.getpid()
+    return _gates
 
 
 def vidmob_http(on_attempt: OnAttempt | None = None) -> VidmobHttp:
+    """The client with the fleet's gates: the circuit breaker first (a refused call takes no rate
+    slot), then the rate limit; both see every attempt (failures, 429s) before ``on_attempt``."""
     settings = get_settings()
-    breaker = _circuit_breaker()
-    if breaker is not None:
-        record = on_attempt
+    gates = [gate for gate in _fleet_gates() if gate is not None]
+    record = on_attempt
 
-        def on_attempt(attempt: Attempt) -> None:
-            breaker.on_attempt(attempt)
-            if record is not None:
-                record(attempt)
+    def observed(attempt: Attempt) -> None:
+        for gate in gates:
+            gate.on_attempt(attempt)
+        if record is not None:
+            record(attempt)
+
+    def before_request(endpoint: str) -> None:
+        for gate in gates:
+            gate.before_request(endpoint)
 
     return VidmobHttp(
         settings.vidmob_api_base_url,
@@ -64,8 +77,8 @@ def vidmob_http(on_attempt: OnAttempt | None = None) -> VidmobHttp:
         connect_timeout=settings.http_connect_timeout_s,
         read_timeout=settings.http_read_timeout_s,
         session=_http_session(),
-        on_attempt=on_attempt,
-        before_request=breaker.before_request if breaker is not None else None,
+        on_attempt=observed if gates else on_attempt,
+        before_request=before_request if gates else None,
         download_hosts=settings.download_hosts.split(","),
         max_response_bytes=settings.http_max_response_bytes,
         max_response_seconds=settings.http_max_response_s,

@@ -5,8 +5,8 @@ Two kinds:
   are the truth, so these survive restarts and agree across pods (every pod reports the same
   numbers: aggregate them with max(), not sum()).
 - Events seen by this worker's processes: Vidmob API requests by endpoint template and status,
-  their latency, retryable attempts, rejected payloads, polls per completed job and the time
-  from submission to completion.
+  their latency, retryable attempts, rejected payloads, polls per completed job, the time
+  from submission to completion, and the fleet rate limiter's waits, deferrals and 429 pauses.
 
 With the prefork pool, tasks run in child processes and the main process serves: the children
 write their values to files in PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode)
@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, multiproces
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from clients.http import Attempt
+from clients.ratelimit import LimiterEvent
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ NO_RESPONSE = "none"  # the status label of an attempt that got no HTTP response
 API_LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 POLL_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50, 100)
 # Vidmob jobs take minutes to hours; the deadline is a day.
+# The fleet rate limiter's waits: mostly none, at most APERTURE_RATE_LIMIT_MAX_WAIT_S.
+WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 COMPLETION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
 
 
@@ -55,6 +58,9 @@ class Metrics:
     rejected_payloads: Counter
     job_polls: Histogram
     job_seconds_to_complete: Histogram
+    ratelimit_wait_seconds: Histogram
+    ratelimit_deferred: Counter
+    ratelimit_pauses: Counter
 
 
 _registry = CollectorRegistry(auto_describe=True)  # ours, not the default one Flower serves
@@ -112,6 +118,26 @@ def _create() -> Metrics:
             buckets=COMPLETION_BUCKETS,
             registry=r,
         ),
+        ratelimit_wait_seconds=Histogram(
+            "aperture_ratelimit_wait_seconds",
+            "Seconds a Vidmob request waited for the fleet's rate limit (0 included), by endpoint family.",
+            ["family"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        ),
+        ratelimit_deferred=Counter(
+            "aperture_ratelimit_deferred",
+            "Vidmob requests not sent because their wait for a slot would pass APERTURE_RATE_LIMIT_MAX_WAIT_S"
+            " (their row is looked at again later), by endpoint family.",
+            ["family"],
+            registry=r,
+        ),
+        ratelimit_pauses=Counter(
+            "aperture_ratelimit_pauses",
+            "429 answers with Retry-After that paused an endpoint family for the whole fleet, by family.",
+            ["family"],
+            registry=r,
+        ),
     )
 
 
@@ -128,6 +154,19 @@ def observe_api_attempt(attempt: Attempt) -> None:
             m.api_retries.labels(attempt.endpoint).inc()
     except Exception:  # a metric must never fail an API call
         log.warning("could not record an API attempt metric", exc_info=True)
+
+
+def observe_limiter_event(event: LimiterEvent) -> None:
+    try:
+        m = metrics()
+        if event.kind == "waited":
+            m.ratelimit_wait_seconds.labels(event.family).observe(max(0.0, event.seconds))
+        elif event.kind == "deferred":
+            m.ratelimit_deferred.labels(event.family).inc()
+        else:
+            m.ratelimit_pauses.labels(event.family).inc()
+    except Exception:  # a metric must never fail an API call
+        log.warning("could not record a rate limiter metric", exc_info=True)
 
 
 def observe_create_job_result(result: Any) -> None:
@@ -198,6 +237,12 @@ class JobsCollector:
         yield GaugeMetricFamily(
             "aperture_jobs_in_flight", "Jobs submitting to or being polled at Vidmob.", value=counts.in_flight
         )
+        yield GaugeMetricFamily(
+            "aperture_jobs_open",
+            "Vidmob tagging jobs open at once (polled, or being created): what APERTURE_MAX_OPEN_JOBS caps.",
+            value=counts.open,
+        )
+        yield GaugeMetricFamily("aperture_jobs_open_cap", "APERTURE_MAX_OPEN_JOBS (0: no cap).", value=counts.open_cap)
         yield GaugeMetricFamily(
             "aperture_jobs_duplicate_risk",
             "Jobs resubmitted after a create call whose outcome was unknown: Vidmob may hold a second job.",
@@ -307,6 +352,7 @@ __all__ = [
     "observe_api_attempt",
     "observe_completion",
     "observe_create_job_result",
+    "observe_limiter_event",
     "prepare_multiprocess_dir",
     "process_exited",
     "serve",

@@ -15,6 +15,7 @@ from celery.signals import (
     worker_shutdown,
 )
 
+from clients import ratelimit
 from config import get_settings
 from config.tasks import CREATE_JOB, FLUSH_TAGGING, POLL_JOB
 from models.db import get_engine
@@ -24,6 +25,8 @@ from workers import metrics
 
 if metrics.observe_api_attempt not in attempts.ATTEMPT_OBSERVERS:
     attempts.ATTEMPT_OBSERVERS.append(metrics.observe_api_attempt)
+if metrics.observe_limiter_event not in ratelimit.OBSERVERS:
+    ratelimit.OBSERVERS.append(metrics.observe_limiter_event)
 
 # When each running task began, by task id: completion metrics count a job only for the
 # task that completed it (services/queries.completion_since).

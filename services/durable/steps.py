@@ -43,7 +43,10 @@ class Step(Generic[C]):
     claim, now)`` ends the row instead of calling when its deadline has passed; ``intent(claim)``
     -> (method, endpoint) stores an attempt of unknown outcome, committed before a
     non-idempotent call; ``call(claim, attempt_log)`` makes the HTTP calls (an ApiError is an
-    answer too); ``record(session, claim, answer, settings=, now=)`` stores the answer."""
+    answer too); ``record(session, claim, answer, settings=, now=)`` stores the answer.
+    ``hold(session, claim, settings=, now=)``, checked in the claim's transaction before any
+    of that, may keep the row waiting instead (e.g. a cap on work open at Vidmob): it returns
+    the Outcome of rescheduling it, or None to go ahead."""
 
     kind: DurableKind
     state: str
@@ -52,6 +55,7 @@ class Step(Generic[C]):
     record: Callable[..., Outcome]
     time_out: Callable[[Session, C, dt.datetime], Outcome] | None = None
     intent: Callable[[C], tuple[str, str]] | None = None
+    hold: Callable[..., Outcome | None] | None = None
 
     def claim(
         self, session: Session, row_id: uuid.UUID, token: uuid.UUID | None, *, settings: Settings, now: dt.datetime
@@ -84,6 +88,10 @@ def run(step: Step[Any], row_id: uuid.UUID, token: uuid.UUID | None, *, task_nam
         log_context.bind(**{kind.id_kwarg: row_id, "request_id": held.request_id})
         if step.time_out is not None and held.past_deadline(now):
             return step.time_out(session, held, now)
+        if step.hold is not None:
+            held_back = step.hold(session, held, settings=settings, now=now)
+            if held_back is not None:
+                return held_back
         if step.intent is not None:
             method, endpoint = step.intent(held)
             intent_id = attempts.record_intent(session, kind, row_id, task_name, method, endpoint)

@@ -6,6 +6,7 @@ from clients.tags import TagsJobStatus
 from models import JobState
 from services.durable.attempts import AttemptLog
 from services.durable.steps import Step
+from services.tagging import capacity
 from services.tagging.kind import KIND
 from services.tagging.lifecycle import (
     SUBMIT_ENDPOINTS,
@@ -31,5 +32,13 @@ def _intent(claim: SubmitClaim) -> tuple[str, str]:
     return "POST", SUBMIT_ENDPOINTS.get(claim.dialect, "?")
 
 
-SUBMIT = Step(KIND, JobState.SUBMITTING.value, SubmitClaim, _create_job, record_submission, intent=_intent)
+SUBMIT = Step(
+    KIND,
+    JobState.SUBMITTING.value,
+    SubmitClaim,
+    _create_job,
+    record_submission,
+    intent=_intent,
+    hold=capacity.hold_if_full,
+)
 POLL = Step(KIND, JobState.POLLING.value, PollClaim, _get_status, record_poll, time_out=time_out)
