@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -324,20 +326,25 @@ def jobs_list(states: tuple[str, ...], older_than: dt.timedelta | None, stuck: b
         for job in rows:
             click.echo(json.dumps(job_summary(job)))
         return
-    table = Table(title=f"{len(rows)} job(s)" + (" (stuck)" if stuck else ""))
-    table.add_column("job id", no_wrap=True)  # whole, so it can be copied into `jobs show`
-    for column in ("request id", "state", "assets", "polls", "age", "next look", "error"):
-        table.add_column(column, overflow="fold")
+    table = compact_table(f"{len(rows)} job(s)" + (" (stuck)" if stuck else "") + ", newest first")
+    add_cell(table, "job")  # the first 8 digits, which `jobs show` and `jobs retry` accept
+    add_cell(table, "request id")
+    add_cell(table, "state")
+    add_cell(table, "assets", justify="right")
+    add_cell(table, "age", justify="right")
+    add_cell(table, "next look")
+    add_cell(table, "error", ratio=1, min_width=5)
+    # What the other columns leave on an 80-column terminal (polls and the rest: `jobs show`).
+    request_id_width = max(20, console.width - 60)
     for job in rows:
         table.add_row(
-            str(job.id),
-            job.request_id,
+            str(job.id)[:8],
+            escape(shorten(job.request_id, request_id_width)),
             _state(job.state.value),
             str(job.asset_count),
-            str(job.poll_count),
             _ago(now - job.created_at),
             _relative(job.next_poll_at, now),
-            ("duplicate risk: Vidmob may hold a second job. " if job.duplicate_risk else "") + (job.error or "")[:80],
+            ("duplicate risk: Vidmob may hold a second job. " if job.duplicate_risk else "") + escape(job.error or "-"),
         )
     console.print(table)
 
@@ -516,6 +523,27 @@ def print_job(job, attempts) -> None:
                 (a.error or "")[:100],
             )
         console.print(table)
+
+
+def compact_table(title: str, **kwargs: Any) -> Table:
+    """A table for an 80-column terminal: no vertical borders, so every column goes to the data;
+    the columns given a ``ratio`` share what the others leave (rich applies ratios only to an
+    expanded table: unexpanded, it would shrink every no-wrap column alike)."""
+    return Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left", expand=True, **kwargs)
+
+
+def add_cell(table: Table, header: str, **kwargs: Any) -> None:
+    """A column that stays on one line per row: what does not fit ends in an ellipsis."""
+    table.add_column(header, no_wrap=True, overflow="ellipsis", **kwargs)
+
+
+def shorten(text: str, width: int) -> str:
+    """At most ``width`` characters, cut in the middle: ids and file names differ at both ends
+    ("demo-7c48f750-summer-campaign" -> "demo-7c48f…r-campaign")."""
+    if len(text) <= width:
+        return text
+    tail = (width - 1) // 2
+    return text[: width - 1 - tail] + "…" + text[len(text) - tail :]
 
 
 def _state(state: str) -> str:
