@@ -24,9 +24,11 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The chaos suite at smoke size first (its own servers and processes; about 5 minutes), then the
-# tests, whose summary closes the run.
+# Headless Chromium for the report's test (Debian's package, installed when missing: as root), the
+# chaos suite at smoke size (its own servers and processes; about 5 minutes), then the tests, whose
+# summary closes the run.
 test: lint
+	scripts/ensure-chromium.sh
 	$(BIN)/python -m chaos --size smoke
 	$(BIN)/python -m pytest
 
