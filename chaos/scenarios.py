@@ -147,7 +147,10 @@ def api_faults_and_outage(size: Size) -> Row:
 def warm_shutdown(size: Size) -> Row:
     """e. TERM (warm shutdown) of a worker holding countdown messages, then a new worker."""
     row = Row("e. TERM a worker with countdowns")
-    with system(workers=1, env={"APERTURE_POLL_INTERVAL_S": "3", "APERTURE_POLL_INITIAL_S": "3"}) as s:
+    # Countdown messages are off by default (every wait is parked in PostgreSQL); this scenario
+    # turns them on, as a deployment may, to check what a worker holds survives its TERM.
+    countdowns = {"APERTURE_POLL_INTERVAL_S": "3", "APERTURE_POLL_INITIAL_S": "3", "APERTURE_MAX_COUNTDOWN_S": "5"}
+    with system(workers=1, env=countdowns) as s:
         ids = s.submit("term", size.jobs)
         time.sleep(2.0)  # first polls are now countdown messages in the worker's memory
         s.workers[0].term()

@@ -2,7 +2,7 @@
 
 Embedded PostgreSQL and Redis unless APERTURE_DATABASE_URL / APERTURE_BROKER_URL are
 set, the Vidmob simulator (the demo never calls the real, paid API), a real Celery
-worker and beat, and a sample batch sent the way another application would send it:
+worker and the dispatcher, and a sample batch sent the way another application would send it:
 `aperture.create_job` by name.
 """
 
@@ -27,7 +27,7 @@ from sqlalchemy.orm import selectinload
 
 from cli.embedded import ensure_infrastructure
 from cli.preflight import check_broker, check_database
-from cli.processes import Child, start_beat, start_worker
+from cli.processes import Child, start_dispatcher, start_worker
 from config import get_settings
 from config.tasks import CREATE_JOB
 from models import Asset, Job, JobState
@@ -39,7 +39,7 @@ DEMO_TIMINGS = {
     "APERTURE_POLL_INITIAL_S": "1",
     "APERTURE_POLL_INTERVAL_S": "1",
     "APERTURE_LOST_MESSAGE_AFTER_S": "10",
-    "APERTURE_SWEEP_INTERVAL_S": "2",
+    "APERTURE_DISPATCH_INTERVAL_S": "0.5",
 }
 ENDED = {JobState.COMPLETE, JobState.FAILED, JobState.TIMED_OUT, JobState.REJECTED}
 
@@ -112,7 +112,7 @@ class System:
         env = {k: v for k, v in os.environ.items() if k.startswith(("APERTURE_", "VIDMOB_"))}
         worker = start_worker(env, log_dir)
         self.children.append(worker)
-        self.children.append(start_beat(env, log_dir, data_dir))
+        self.children.append(start_dispatcher(env, log_dir, data_dir))
         if self.flower_port is not None:
             from cli.flower import start_flower
 
@@ -120,7 +120,7 @@ class System:
         self.stack.callback(self._stop_children)
         if not worker.wait_for_log("ready.", timeout=60):
             raise SystemExit(f"the worker did not start; see {worker.log_path}")
-        self.console.print(f"[bold]Celery worker and beat[/] running; logs in {log_dir}")
+        self.console.print(f"[bold]Celery worker and dispatcher[/] running; logs in {log_dir}")
         return env
 
     def _stop_children(self) -> None:

@@ -34,7 +34,7 @@ def main(verbose: bool) -> None:
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for the batch.")
 def demo(timeout: float) -> None:
     """Run the whole system (embedded PostgreSQL and Redis unless their URLs are set, the
-    simulator, a worker and beat), tag a sample batch, print the tags, and exit."""
+    simulator, a worker and the dispatcher), tag a sample batch, print the tags, and exit."""
     from cli.demo import run_demo
 
     sys.exit(run_demo(console, timeout=timeout))

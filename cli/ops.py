@@ -394,7 +394,7 @@ def jobs_retry(ident: str) -> None:
     except OperatorError as exc:
         raise OperatorError(
             f"job {job.id} is set to be re-submitted, but the message was not sent ({exc.message}); "
-            f"the sweeper sends it within {settings.lost_message_after_s:g}s of the broker being back"
+            f"the dispatcher sends it within {settings.lost_message_after_s:g}s of the broker being back"
         ) from exc
     abandoned = f" (Vidmob job {previous} abandoned)" if previous else ""
     console.print(f"job {job.id} re-submitted{abandoned}: `aperture jobs show {job.id}` to follow it")

@@ -1,5 +1,6 @@
-"""Starting the system's own processes (worker, beat, Flower) for `aperture demo|up`:
-the same `celery -A workers ...` commands an operator runs, as child processes."""
+"""Starting the system's own processes (worker, dispatcher, Flower) for `aperture demo|up`:
+the same `celery -A workers ...` and `python -m workers.dispatcher` commands an operator
+runs, as child processes."""
 
 from __future__ import annotations
 
@@ -73,5 +74,15 @@ def start_worker(env: dict[str, str], log_dir: Path, *, concurrency: int = 2, na
     )
 
 
-def start_beat(env: dict[str, str], log_dir: Path, data_dir: Path) -> Child:
-    return Child("beat", celery("beat", "-l", "INFO", "-s", str(data_dir / "celerybeat-schedule")), env, log_dir)
+def dispatcher(data_dir: Path, name: str = "dispatcher") -> list[str]:
+    return [
+        sys.executable, "-m", "workers.dispatcher", "-l", "INFO",
+        "--heartbeat-file", str(data_dir / f"{name}-heartbeat"),
+    ]  # fmt: skip
+
+
+DISPATCHER_READY = "dispatcher: ready"
+
+
+def start_dispatcher(env: dict[str, str], log_dir: Path, data_dir: Path, *, name: str = "dispatcher") -> Child:
+    return Child(name, dispatcher(data_dir, name), env, log_dir)

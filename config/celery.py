@@ -11,7 +11,7 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from config.settings import Settings
-from config.tasks import SWEEP, TASK_ROUTES, QueueName
+from config.tasks import TASK_ROUTES, QueueName
 
 __all__ = ["TASK_ROUTES", "QueueName", "celery_config"]
 
@@ -63,14 +63,6 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
-        "beat_schedule": {
-            SWEEP.name: {
-                "task": SWEEP.name,
-                "schedule": settings.sweep_interval_s,
-                # A sweep that could not run in time is useless: the next one covers it.
-                "options": {"expires": settings.sweep_interval_s, "queue": SWEEP.queue.value},
-            },
-        },
         "timezone": "UTC",
         "enable_utc": True,
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,21 +46,29 @@ class Settings(BaseSettings):
     poll_interval_s: float = 300.0
     poll_jitter: float = 0.1  # +/- fraction, so jobs submitted together do not poll in lockstep
     # A wait up to this long rides on a countdown message; a longer one is parked in
-    # Postgres and the sweeper enqueues it when due (countdown messages sit in worker RAM).
-    max_countdown_s: float = 900.0
+    # Postgres and the dispatcher enqueues it when due. 0 (the default): every wait is parked,
+    # so worker memory does not grow with the jobs in flight (countdown messages sit in worker
+    # RAM, at most APERTURE_WORKER_ETA_TASK_LIMIT each; docs/benchmarks.md measures both).
+    max_countdown_s: float = Field(0.0, ge=0)
     job_deadline_s: float = 24 * 3600.0
     # A dispatched message that has not run this long after it was due is presumed lost
-    # (kill -9, Redis restart) and re-sent with a fresh token by the sweeper.
+    # (kill -9, Redis restart) and re-sent, under the same token, by the dispatcher.
     lost_message_after_s: float = 600.0
 
-    # --- Submission retries (Celery retries first, then the sweeper keeps trying).
+    # --- Submission retries (Celery retries first, then the dispatcher keeps trying).
     submit_max_retries: int = 5
     retry_backoff_base_s: float = 2.0
     retry_backoff_max_s: float = 300.0
 
-    # --- Sweeper.
-    sweep_interval_s: float = 30.0
-    sweep_batch_size: int = 500
+    # --- The dispatcher (workers/dispatcher.py): a pass every interval, and at once again while
+    # passes come back full; a pass takes due looks in batches of sweep_batch_size per kind.
+    # APERTURE_SWEEP_INTERVAL_S, beat's period before the dispatcher, is read as the same knob.
+    dispatch_interval_s: float = Field(
+        1.0, gt=0, validation_alias=AliasChoices("APERTURE_DISPATCH_INTERVAL_S", "APERTURE_SWEEP_INTERVAL_S")
+    )
+    sweep_batch_size: int = Field(500, ge=1)
+    # The dispatcher's own Prometheus metrics (0 turns them off), beside the workers' port.
+    dispatcher_metrics_port: int = 9809
 
     # --- Scoring (docs/scoring.md). Vidmob suggests polling every 10-15 minutes; scoring takes 30-60.
     scoring_poll_initial_s: float = 900.0

@@ -1,8 +1,8 @@
 """Every task's name and queue, declared once.
 
 Other applications send these names; the routes (config/celery.py), the task decorator
-(tasks/base.py), the JSON Schemas (services/schema.py), the worker signals and the beat
-schedule all read them from here, so a name is written in exactly one place.
+(tasks/base.py), the JSON Schemas (services/schema.py) and the worker signals all read
+them from here, so a name is written in exactly one place.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from enum import StrEnum
 class QueueName(StrEnum):
     # Public entry points (create_job, score_media) and their submissions: short HTTP calls.
     SUBMIT = "aperture.submit"
-    # Polls of Vidmob jobs, most of them countdown messages: kept apart so a burst of new
+    # Polls of Vidmob jobs, sent by the dispatcher when due: kept apart so a burst of new
     # submissions never starves polls of jobs already paid for, and so each scales on its own.
     POLL = "aperture.poll"
-    # The sweeper and other housekeeping: tiny, must never wait behind thousands of polls.
+    # Callbacks and other housekeeping: tiny, must never wait behind thousands of polls.
     MAINTENANCE = "aperture.maintenance"
     # Celery's default queue: a caller that names no queue when it sends `aperture.create_job`
     # lands here, so submit workers consume it too rather than letting such messages rot.
@@ -29,7 +29,6 @@ class TaskSpec:
     name: str
     queue: QueueName
     public: bool = False  # part of the contract other applications call
-    periodic: bool = False  # sent by beat: expires when its interval has passed
 
 
 # Public: names and keyword arguments change only with a migration path (README "Public contract").
@@ -45,7 +44,8 @@ RESCORE = TaskSpec("aperture.rescore", QueueName.SUBMIT)
 POLL_SCORING = TaskSpec("aperture.poll_scoring", QueueName.POLL)
 FLUSH_TAGGING = TaskSpec("aperture.flush_tagging", QueueName.SUBMIT)
 SEND_SCORE_CALLBACK = TaskSpec("aperture.send_score_callback", QueueName.MAINTENANCE)
-SWEEP = TaskSpec("aperture.sweep", QueueName.MAINTENANCE, periodic=True)
+# One dispatcher pass on demand (the dispatcher process runs them continuously).
+SWEEP = TaskSpec("aperture.sweep", QueueName.MAINTENANCE)
 
 ALL_TASKS: tuple[TaskSpec, ...] = (
     CREATE_JOB,

@@ -60,7 +60,7 @@ class Durable:
     # callback, with its own task id, so a caller that drops repeated ids still gets it.
     generation: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
-    # --- Scheduling: a look is a countdown message (short waits) or parked for the sweeper.
+    # --- Scheduling: a look is parked for the dispatcher, or (APERTURE_MAX_COUNTDOWN_S > 0) a countdown message.
     next_poll_at: Mapped[tz_datetime | None]
     # Changes on every hand-off; a message carrying an old token is a no-op.
     poll_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
@@ -79,9 +79,9 @@ def durable_table_args(table: str, swept_states: tuple[str, ...]) -> tuple[Index
     return (
         # A JSON null would read as "a callback is owed" (migration 0003).
         CheckConstraint("callback IS NULL OR jsonb_typeof(callback) = 'object'", name="callback_object"),
-        # The sweeper's due looks.
+        # The dispatcher's due looks (services/durable/sweeper.py).
         Index(f"ix_{table}_due", "next_poll_at", postgresql_where=text(f"state IN ({states})")),
-        # The sweeper's owed callbacks.
+        # The dispatcher's owed callbacks.
         Index(f"ix_{table}_callback_owed", "ended_at", postgresql_where=text("callback_status = 'pending'")),
         Index(f"ix_{table}_state_created_at", "state", "created_at"),
     )

@@ -2,7 +2,7 @@
 
 Tagging knows nothing of scoring (no import cycle): the scoring loop learns that a tagging
 job ended through the tagging kind's end hook, inside the transaction that ended it. Every
-process that runs tasks imports this module (tasks/base.py), and so does the sweeper.
+process that runs tasks imports this module (tasks/base.py), and so does the dispatcher.
 """
 
 from __future__ import annotations

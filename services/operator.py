@@ -2,7 +2,7 @@
 
 A compare-and-set like every other state change: only a job that is still failed or timed out
 moves, so two operators retrying at once re-submit it once. The caller commits, then sends the
-returned message; if that send is lost, the sweeper sends it (the row says it is due now).
+returned message; if that send is lost, the dispatcher sends it (the row says it is due now).
 """
 
 from __future__ import annotations

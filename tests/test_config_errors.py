@@ -60,7 +60,15 @@ def test_a_worker_without_an_api_key_for_the_real_api_refuses_to_start(app_env):
     assert last_line(result).startswith("aperture: VIDMOB_API_KEY is not set")
 
 
-def test_an_invalid_setting_names_its_variable(app_env):
-    result = run([str(BIN / "celery"), "-A", "workers", "beat"], {**app_env, "APERTURE_TASK_TIME_LIMIT_S": "soon"})
+@pytest.mark.parametrize(
+    ("argv", "variable"),
+    [
+        (["-m", "celery", "-A", "workers", "worker"], "APERTURE_TASK_TIME_LIMIT_S"),
+        (["-m", "workers.dispatcher"], "APERTURE_TASK_TIME_LIMIT_S"),
+        (["-m", "workers.dispatcher"], "APERTURE_DISPATCH_INTERVAL_S"),
+    ],
+)
+def test_an_invalid_setting_names_its_variable(app_env, argv, variable):
+    result = run([str(BIN / "python"), *argv], {**app_env, variable: "soon"})
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "APERTURE_TASK_TIME_LIMIT_S" in last_line(result)
+    assert variable in last_line(result)

@@ -208,7 +208,7 @@ def parse_celery(args: list[str]) -> tuple[str, click.Context]:
 
     assert args[:2] == ["-A", "workers"], f"celery must load the project's app: `celery -A workers ...`, not {args}"
     sub, *rest = args[2:]
-    assert sub in {"worker", "beat", "flower"}, f"`celery -A workers {sub}` is not a process of this system"
+    assert sub in {"worker", "flower"}, f"`celery -A workers {sub}` is not a process of this system"
     # Option callbacks read defaults from an app's configuration: a bare one is enough to parse.
     obj = CLIContext(app=Celery("deploy-check"), no_color=True, workdir=None, quiet=True)
     ctx = click.Context(celery_cli, info_name="celery", obj=obj)
@@ -260,6 +260,10 @@ def check_python(args: list[str]) -> None:
     assert path.with_suffix(".py").is_file() or (path / "__main__.py").is_file(), f"no module {target!r}"
     if target == "workers.health":
         build_parser().parse_args(rest)  # exits (SystemExit) on an unknown argument
+    if target == "workers.dispatcher":
+        from workers.dispatcher import build_parser as dispatcher_parser
+
+        dispatcher_parser().parse_args(rest)
 
 
 def check_command(argv: list[str], image: str) -> None:
@@ -382,7 +386,7 @@ def test_compose_runs_the_whole_system_on_the_simulator_by_default() -> None:
         "migrate",
         "worker-submit",
         "worker-poll",
-        "beat",
+        "dispatcher",
         "flower",
         "simulator",
     }
@@ -393,7 +397,7 @@ def test_compose_runs_the_whole_system_on_the_simulator_by_default() -> None:
     assert any(v.split(":")[0] in compose()["volumes"] for v in services["postgres"]["volumes"])
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["migrate"]["restart"] == "no"
-    for name in ("worker-submit", "worker-poll", "beat"):
+    for name in ("worker-submit", "worker-poll", "dispatcher"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     # The only differences for production: where the API is and its key.
@@ -519,16 +523,24 @@ def test_worker_pods_shut_down_warm_and_probe_without_the_broker() -> None:
         assert init["command"] == ["aperture", "db", "upgrade"]
 
 
-def test_beat_is_one_pod_that_writes_only_to_an_empty_dir() -> None:
-    beat = k8s_objects("Deployment")["aperture-beat"]
-    assert beat["spec"]["replicas"] == 1
-    assert beat["spec"]["strategy"]["type"] == "Recreate", "a rolling update would run two beats for a while"
-    (container,) = pod_spec(beat)["containers"]
+def test_the_dispatcher_runs_in_two_pods_probed_on_its_own_heartbeat() -> None:
+    dispatcher = k8s_objects("Deployment")["aperture-dispatcher"]
+    # Several dispatchers are safe together (SKIP LOCKED): two keep dispatching through a node loss
+    assert dispatcher["spec"]["replicas"] >= 2
+    assert dispatcher["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    (container,) = pod_spec(dispatcher)["containers"]
     command = container["command"]
-    schedule = command[command.index("-s") + 1]
+    heartbeat = command[command.index("--heartbeat-file") + 1]
+    probe = container["livenessProbe"]["exec"]["command"]
+    assert probe[probe.index("--file") + 1] == heartbeat, "the probe reads the file the dispatcher touches"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert any(Path(schedule).is_relative_to(m["mountPath"]) for m in container["volumeMounts"])
-    assert all(s["spec"]["scaleTargetRef"]["name"] != "aperture-beat" for s in k8s_objects("ScaledObject").values())
+    assert any(Path(heartbeat).is_relative_to(m["mountPath"]) for m in container["volumeMounts"])
+    annotations = dispatcher["spec"]["template"]["metadata"]["annotations"]
+    assert [p["containerPort"] for p in container["ports"]] == [int(annotations["prometheus.io/port"])]
+    assert int(annotations["prometheus.io/port"]) == Settings().dispatcher_metrics_port
+    compose_probe = compose()["services"]["dispatcher"]["healthcheck"]["test"]
+    compose_cmd = compose()["services"]["dispatcher"]["command"]
+    assert compose_probe[compose_probe.index("--file") + 1] == compose_cmd[compose_cmd.index("--heartbeat-file") + 1]
 
 
 def test_keda_watches_the_queues_each_worker_consumes() -> None:
@@ -551,7 +563,7 @@ def test_keda_watches_the_queues_each_worker_consumes() -> None:
         watched = {t["metadata"]["listName"] for t in scaled["spec"]["triggers"]}
         assert watched == queues, f"{name}: KEDA must watch exactly the lists the pods consume"
         if QueueName.MAINTENANCE.value in queues:
-            assert scaled["spec"]["minReplicaCount"] >= 1, "the sweeper's queue always needs a consumer"
+            assert scaled["spec"]["minReplicaCount"] >= 1, "the callbacks' queue always needs a consumer"
         for trigger in scaled["spec"]["triggers"]:
             meta = trigger["metadata"]
             assert trigger["type"] == "redis"
@@ -569,7 +581,7 @@ def test_secrets_reach_only_the_containers_that_need_them() -> None:
     needs = {
         "worker": {"APERTURE_DATABASE_URL", "APERTURE_BROKER_URL", "VIDMOB_API_KEY", "KEDA_REDIS_PASSWORD"},
         "migrate": {"APERTURE_DATABASE_URL"},
-        "beat": {"APERTURE_BROKER_URL"},
+        "dispatcher": {"APERTURE_DATABASE_URL", "APERTURE_BROKER_URL"},
         "flower": {"APERTURE_BROKER_URL", "FLOWER_BASIC_AUTH"},
     }
     for where, doc in k8s_documents():

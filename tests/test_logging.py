@@ -79,7 +79,7 @@ def test_a_jobs_log_lines_are_json_with_task_and_job_fields(system):
             assert event["vidmob_job_id"] == job.vidmob_job_id
 
     # and the API key is nowhere in any log of the system
-    for process in ("worker", "beat"):
+    for process in ("worker", "dispatcher"):
         assert API_KEY not in system[process].log()
 
 

@@ -1,4 +1,4 @@
-"""The tagging pipeline end to end: real worker and beat, real Postgres and Redis,
+"""The tagging pipeline end to end: real worker and dispatcher, real Postgres and Redis,
 the simulator over HTTP. Given / when / then."""
 
 from __future__ import annotations
@@ -201,11 +201,11 @@ def test_a_lost_poll_message_is_recovered_by_the_sweeper(system):
     redis.Redis.from_url(system["env"]["APERTURE_BROKER_URL"]).flushdb()
     system["worker"].restart()
     system["worker"].wait_for_log("ready.", timeout=60)
-    # Then the sweeper (beat) finds the poll that is due with no live message, and the job completes
+    # Then the dispatcher finds the poll that is due with no live message, and the job completes
     job = wait_for_job(request_id, timeout=60)
     assert job.state is JobState.COMPLETE, job.error
     assert tags_by_url(job.id)[f"{CDN}/lost.mp4"]
-    assert "sweep sent" in system["worker"].log()
+    assert "looks whose message was lost" in system["dispatcher"].log()
 
 
 def test_the_callback_is_sent_once_with_the_annotations(system):
@@ -270,9 +270,9 @@ def test_the_api_key_never_shows_in_logs_rows_or_errors(system):
     requests.post(f"{sim.url}/_sim/config", json={"api_key": "rotated"}, timeout=5)
     send(system["env"], "aperture.create_job", request_id=bad, assets=[{"url": f"{CDN}/k2.mp4"}])
     wait_for_job(bad)
-    # Then the key appears in no log line (worker at DEBUG, beat) and no row
+    # Then the key appears in no log line (worker at DEBUG, dispatcher) and no row
     assert API_KEY not in system["worker"].log()
-    assert API_KEY not in system["beat"].log()
+    assert API_KEY not in system["dispatcher"].log()
     with session_scope() as s:
         for row in s.execute(select(ApiAttempt.error, ApiAttempt.endpoint)).all():
             assert API_KEY not in repr(row)

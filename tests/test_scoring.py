@@ -1,4 +1,4 @@
-"""The scoring loop end to end: real worker and beat, real Postgres and Redis, the simulator
+"""The scoring loop end to end: real worker and dispatcher, real Postgres and Redis, the simulator
 over HTTP (its URL rules and the causal NOT_TAGGED rule are in simulator/state.py).
 Given / when / then."""
 
@@ -353,7 +353,7 @@ def test_a_parked_scoring_poll_is_sent_by_the_sweeper(scoring):
                 vidmob_unique_id=unique_id, submitted_at=now,
             )
         )  # fmt: skip
-    # Then the sweeper (beat) sends the poll, and the media is scored
+    # Then the dispatcher sends the poll, and the media is scored
     media = wait_for_media(request_id, timeout=15)
     assert media.state is ScoringState.SCORED and media.rounds[0].status is RoundStatus.COMPLETE
 

@@ -1,4 +1,4 @@
-"""Celery entry point: `celery -A workers worker|beat|flower` finds `workers.app`.
+"""Celery entry point: `celery -A workers worker|flower` finds `workers.app`.
 
 The app is built on first access (PEP 562), so importing a light module of this
 package (the liveness probe `python -m workers.health`) neither needs the broker URL

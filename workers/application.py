@@ -1,4 +1,4 @@
-"""The Celery application. `celery -A workers worker|beat|flower` finds it here."""
+"""The Celery application. `celery -A workers worker|flower` and the dispatcher find it here."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from workers.health import install_heartbeat
 
 
 class ConfigurationError(SystemExit):
-    """A worker, beat or Flower that cannot run as configured: one line on stderr, exit 1
+    """A worker, the dispatcher or Flower that cannot run as configured: one line on stderr, exit 1
     (a SystemExit, so `celery -A workers ...` prints the sentence, not a traceback)."""
 
     def __init__(self, message: str) -> None:
@@ -45,14 +45,13 @@ def create_app() -> Celery:
     messages.install(settings.max_message_bytes, settings.max_message_depth)
     app = Celery("aperture")
     app.config_from_object(celery_config(settings, settings.broker_url))
-    app.conf.beat_schedule_filename = f"{settings.data_dir}/celerybeat-schedule"
     app.autodiscover_tasks(["tasks"], related_name=None, force=True)
     app.steps["worker"].add(RequireApiKey)
     return app
 
 
 class RequireApiKey(bootsteps.Step):
-    """Workers call Vidmob; beat, Flower and migrations never do and get no key (deploy/)."""
+    """Workers call Vidmob; the dispatcher, Flower and migrations never do and get no key (deploy/)."""
 
     def __init__(self, parent: object, **kwargs: object) -> None:
         super().__init__(parent, **kwargs)

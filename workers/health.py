@@ -18,7 +18,9 @@ the loop. With `-P solo` they run on the loop's own thread, so a long task ages 
 keep `--max-age` above the task time limit.
 
 The probe: `python -m workers.health --max-age 60 [--file PATH]` exits 0 when the file was
-touched less than `--max-age` seconds ago, 1 otherwise, and prints one line saying why.
+touched less than `--max-age` seconds ago, 1 otherwise, and prints one line saying why. The
+dispatcher (workers/dispatcher.py) touches its own file after every pass and is probed the same
+way, with `--file`.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ def check_heartbeat(path: str | os.PathLike[str], max_age_s: float, now: float |
         return False, f"cannot read heartbeat file {path}: {exc.strerror}"
     age = max(0.0, (time.time() if now is None else now) - touched)
     if age > max_age_s:
-        return False, f"heartbeat {age:.0f}s old (max {max_age_s:g}s) at {path}: the worker's event loop is stuck"
+        # "event loop": a worker's, or the dispatcher's loop of passes.
+        return False, f"heartbeat {age:.0f}s old (max {max_age_s:g}s) at {path}: the process's event loop is stuck"
     return True, f"heartbeat {age:.1f}s old (max {max_age_s:g}s)"
 
 
@@ -107,7 +110,7 @@ def install_heartbeat(
     """Make every worker of `app` touch the heartbeat file every `interval_s` seconds.
 
     Call once, before the worker starts (at import of the module that builds the app). It only
-    registers bootsteps: beat, Flower and the probe import the same app and are unaffected.
+    registers bootsteps: the dispatcher, Flower and the probe import the same app and are unaffected.
     """
     from celery import bootsteps
 

@@ -9,7 +9,8 @@ fields from ``extra=`` on the call, else from ``bind()``: a context variable tha
 The Vidmob API key is removed from every record that reaches our handler, whatever logged it:
 the HTTP client never logs it, and this is the last line of defence if something else does.
 
-Installed through Celery's ``setup_logging`` signal, so ``celery -A workers worker|beat`` use it;
+Installed through Celery's ``setup_logging`` signal, so ``celery -A workers worker`` uses it (the
+dispatcher calls ``configure`` itself);
 APERTURE_LOG_FORMAT=text gives one human-readable line per event instead.
 """
 
@@ -174,5 +175,5 @@ def configure(loglevel: int | str | None = None, logfile: str | None = None, fmt
 
 @setup_logging.connect
 def _celery_setup_logging(loglevel=None, logfile=None, **_: object) -> None:
-    # Connecting this signal tells Celery to leave logging to us (worker and beat alike).
+    # Connecting this signal tells Celery to leave logging to us.
     configure(loglevel, logfile)

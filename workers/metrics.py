@@ -12,7 +12,8 @@ With the prefork pool, tasks run in child processes and the main process serves:
 write their values to files in PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode)
 and the server adds them up. Give each worker its own directory (an emptyDir in a pod). When
 the variable is unset, the worker makes a private one at start. Metric objects are created on
-first use, after that decision, and never in processes that record nothing (beat, Flower).
+first use, after that decision, and never in processes that record nothing (Flower). The dispatcher
+serves its own metrics (workers/dispatcher.py).
 
 Recording a metric never fails a task: errors are logged and dropped.
 """

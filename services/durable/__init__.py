@@ -1,7 +1,7 @@
 """The durable engine: the lifecycle that tagging jobs and scored media share, written once.
 
 A durable row (models.durable.Durable) is accepted (intake), claimed by compare-and-set on its
-token, looked at again later (a countdown message or parked for the sweeper), and ended with
+token, looked at again later (parked for the dispatcher, or a countdown message), and ended with
 its callback owed in the same transaction. Domains (services/tagging, services/scoring) declare
 a ``DurableKind`` and decide what each Vidmob answer means; everything else is here:
 
@@ -12,7 +12,7 @@ a ``DurableKind`` and decide what each Vidmob answer means; everything else is h
 - steps.py      claim -> call with no transaction open -> record
 - attempts.py   every API attempt, with its owner
 - callbacks.py  owed callbacks and their delivery
-- sweeper.py    due looks and overdue callbacks, for every kind
+- sweeper.py    one dispatcher pass: due looks and overdue callbacks, for every kind
 - messages.py   Message and Outcome: what to send after commit, as plain values
 - schedule.py   when to look next (pure)
 """

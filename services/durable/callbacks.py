@@ -2,7 +2,7 @@
 
 One way for every kind. Delivery is at-least-once with a stable task id (the kind's prefix
 and the row id, plus ``-retry-<n>`` after an operator retry): the normal path sends it once
-and marks it sent; if a worker dies between the send and the mark, the sweeper sends it again
+and marks it sent; if a worker dies between the send and the mark, the dispatcher sends it again
 under the same id, so a caller can drop the repeat by task id.
 """
 
@@ -69,7 +69,7 @@ def overdue(session: Session, kind: DurableKind, *, before: dt.datetime, limit: 
 
 def deliver(owed: OwedCallback, send: Send) -> bool:
     """Send a row's callback if it is still owed, then mark it sent. Two transactions around
-    the send: a crash between them leaves it owed, and the sweeper re-sends it, same id."""
+    the send: a crash between them leaves it owed, and the dispatcher re-sends it, same id."""
     with session_scope() as session:
         message = owed_callback(session, owed.kind, owed.row_id)
     if message is None:

@@ -113,7 +113,7 @@ def accept(
         values |= spec.fields(request, settings, now) | {
             "state": SUBMITTING,
             # The message being processed now is the row's live message: if this worker dies
-            # before it is done, the sweeper takes over once the lease has passed.
+            # before it is done, the dispatcher sends a look again once the lease has passed.
             "next_poll_at": lease_until(now, settings),
             "poll_token": uuid.uuid4(),
             "poll_dispatched": False,

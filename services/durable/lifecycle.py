@@ -6,7 +6,7 @@ and never commit; they return an ``Outcome`` that says what to send after the ca
 
     accept (intake.py) -> claim -> [remote call, no transaction] -> reschedule | end
                             ^                                          |
-                            +---- a message, or the sweeper when due --+
+                            +-- the dispatcher when due, or a message -+
 """
 
 from __future__ import annotations
@@ -125,8 +125,8 @@ def reschedule(
     values: dict[str, Any] | None = None,
     task: str | None = None,
 ) -> Outcome:
-    """Look at the row again in ``delay_s`` (in ``to_state`` if it changes): a countdown
-    message when the wait is short, parked for the sweeper when it is long."""
+    """Look at the row again in ``delay_s`` (in ``to_state`` if it changes): parked for the
+    dispatcher, or a countdown message when the wait is at most ``max_countdown_s``."""
     nxt = schedule(now, delay_s, settings)
     target = to_state or state
     if not move(session, kind, claim.row_id, claim.token, state=state, nxt=nxt, to_state=to_state, values=values):

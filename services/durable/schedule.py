@@ -1,14 +1,16 @@
 """When to look at a durable row next.
 
-A look is either a countdown message (short waits) or parked in Postgres for the sweeper
-(long waits): countdown messages sit unacknowledged in a worker's RAM and are redelivered
-after the broker's visibility timeout, so only near-term ones are sent
-(docs/celery-at-scale.md). Pure functions: ``now`` and settings are passed in.
+A look is parked in Postgres (``next_poll_at``) for the dispatcher to send when due, or, for a
+wait of at most ``max_countdown_s`` (0 by default: only a look due at once), a message: countdown
+messages sit unacknowledged in a worker's RAM and are redelivered after the broker's visibility
+timeout, so only near-term ones may ride on them (docs/operations.md). Pure functions: ``now``
+and settings are passed in.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 import uuid
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from config import Settings
 class NextLook:
     at: dt.datetime
     token: uuid.UUID
-    dispatched: bool  # False: parked, the sweeper will send it when due
+    dispatched: bool  # False: parked, the dispatcher will send it when due
     delay_s: float
 
 
@@ -53,6 +55,6 @@ def schedule(now: dt.datetime, delay_s: float, settings: Settings) -> NextLook:
 
 def lease_until(now: dt.datetime, settings: Settings) -> dt.datetime:
     """While a worker holds a row, the row says "look again after this": the hard time
-    limit kills the task before then, so a crashed holder is recovered by the sweeper
+    limit kills the task before then, so a crashed holder is recovered by the dispatcher
     and a live one is never second-guessed."""
     return now + dt.timedelta(seconds=settings.task_time_limit_s + 5)

@@ -2,7 +2,7 @@
 
 Media flagged ``NO_DATA_MEDIA_NOT_TAGGED`` wait ``APERTURE_TAG_BATCH_WINDOW_S`` so that media
 flagged together go into ONE tagging job (up to ``tag_batch_max``). That job is a normal
-tagging job: the whole engine (submit, poll, sweeper) carries it. When it ends, the tagging
+tagging job: the whole engine (submit, poll, dispatcher) carries it. When it ends, the tagging
 kind's end hook calls ``on_tagging_job_ended`` (wired in services/domains.py) in the same
 transaction: the media it carried are rescored, or sent back to be tagged again.
 """
@@ -165,7 +165,7 @@ def on_tagging_job_ended(
         .returning(ScoredMedia.id, ScoredMedia.poll_token)
     ).all()
     if retag and nxt.dispatched:
-        # One flush takes every media waiting; the sweeper resends it if it is lost.
+        # One flush takes every media waiting; the dispatcher resends it if it is lost.
         first = retag[0]
         outcome.messages.append(
             lifecycle.look_message(KIND, tasks.FLUSH_TAGGING.name, first.id, first.poll_token, nxt.delay_s)

@@ -1,0 +1,148 @@
+"""The dispatcher: PostgreSQL is the only timer (workers/dispatcher.py, services/durable/sweeper.py).
+
+What an operator relies on: a look whose message is only late (queued behind a backlog) stays
+valid when the dispatcher sends it again, so recovery from a backlog never livelocks; several
+dispatchers never send the same look twice; no wait rides in a worker's RAM by default; and the
+dispatcher says it is alive (heartbeat file, metrics)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import insert, select, update
+
+from config import Settings, get_settings
+from models import Job, JobState
+from models.db import get_engine, session_scope
+from services.durable.lifecycle import claim
+from services.durable.schedule import schedule, utcnow
+from services.durable.sweeper import due_looks
+from services.tagging import KIND
+from tests.support import send, wait_for, wait_for_job
+
+CDN = "https://cdn.example.com/dispatcher"
+
+
+def polling_jobs(n: int, *, due_at: dt.datetime, dispatched: bool) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """``n`` jobs polling Vidmob, each with its token, due at ``due_at``; (id, token) each."""
+    rows = [
+        {
+            "request_id": f"dispatch-{uuid.uuid4()}",
+            "state": JobState.POLLING,
+            "vidmob_job_id": f"vm-{uuid.uuid4().hex[:12]}",
+            "dialect": "guide",
+            "asset_count": 1,
+            "payload": {"assets": [{"url": f"{CDN}/a.mp4"}]},
+            "next_poll_at": due_at,
+            "poll_token": uuid.uuid4(),
+            "poll_dispatched": dispatched,
+            "deadline_at": due_at + dt.timedelta(days=1),
+        }
+        for _ in range(n)
+    ]
+    with session_scope() as s:
+        s.execute(insert(Job), rows)
+        ids = s.execute(select(Job.id, Job.poll_token).where(Job.request_id.in_([r["request_id"] for r in rows])))
+        return [(r.id, r.poll_token) for r in ids]
+
+
+# Far enough ahead that a dispatcher running for other tests (it reads the real clock) never
+# takes these rows: the tests below run passes "then", by passing ``now``.
+LATER = dt.timedelta(days=30)
+
+
+@pytest.fixture
+def quiet_db(app_env):
+    """Only this test's rows are active."""
+    with get_engine().begin() as conn:
+        conn.exec_driver_sql("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
+    return get_settings()
+
+
+def test_a_look_resent_after_the_lost_horizon_keeps_its_token_so_the_late_message_still_works(quiet_db):
+    settings: Settings = quiet_db
+    # Given a poll whose message was sent long ago and is still queued behind a backlog
+    # (older than the lost-message horizon)
+    sent_at = utcnow() + LATER
+    then = sent_at + dt.timedelta(seconds=settings.lost_message_after_s * 10)
+    ((job_id, token),) = polling_jobs(1, due_at=sent_at, dispatched=True)
+
+    # When the dispatcher presumes it lost and sends it again, twice over (two horizons pass)
+    sent = []
+    for _ in range(2):
+        with session_scope() as s:
+            due = due_looks(s, KIND, settings=settings, now=then, limit=10)
+        sent.extend(due.messages)
+        assert due.lost == 1
+        with session_scope() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(next_poll_at=sent_at))
+
+    # Then every copy carries the row's token, which never changed
+    assert [m.kwargs["token"] for m in sent] == [str(token), str(token)]
+    # and the original message, when it finally runs, still claims the row (it is not stale);
+    # once it has, every other copy is a no-op
+    with session_scope() as s:
+        first = claim(s, KIND, job_id, token, state=JobState.POLLING, settings=settings, now=utcnow())
+        again = claim(s, KIND, job_id, token, state=JobState.POLLING, settings=settings, now=utcnow())
+    assert first is not None and again is None
+
+
+def test_two_dispatchers_at_once_send_every_due_look_exactly_once(quiet_db):
+    settings: Settings = quiet_db
+    # Given 1,000 parked looks due
+    then = utcnow() + LATER
+    jobs = polling_jobs(1000, due_at=then - dt.timedelta(seconds=1), dispatched=False)
+    # When two dispatchers take batches of 600 at the same moment (neither has committed)
+    first, second = session_scope(), session_scope()
+    a, b = first.__enter__(), second.__enter__()
+    try:
+        got_a = due_looks(a, KIND, settings=settings, now=then, limit=600)
+        got_b = due_looks(b, KIND, settings=settings, now=then, limit=600)
+    finally:
+        first.__exit__(None, None, None)
+        second.__exit__(None, None, None)
+    # Then they took disjoint sets that cover every look, each under the row's own token
+    ids_a = {m.kwargs["job_id"] for m in got_a.messages}
+    ids_b = {m.kwargs["job_id"] for m in got_b.messages}
+    assert len(ids_a) == 600 and len(ids_b) == 400 and not ids_a & ids_b
+    assert {(m.kwargs["job_id"], m.kwargs["token"]) for m in got_a.messages + got_b.messages} == {
+        (str(i), str(t)) for i, t in jobs
+    }
+    # and nothing is due any more until the lost-message horizon passes
+    with session_scope() as s:
+        assert due_looks(s, KIND, settings=settings, now=then, limit=600).messages == []
+
+
+def test_by_default_every_wait_is_parked_in_postgresql_not_held_by_a_worker() -> None:
+    # Worker memory must not grow with the jobs in flight: no countdown message by default
+    defaults = Settings(broker_url="redis://x", database_url="postgresql://x")
+    assert defaults.max_countdown_s == 0
+    assert all(not schedule(utcnow(), d, defaults).dispatched for d in (0.05, 1.0, 300.0, 86400.0))
+
+
+@pytest.mark.slow
+def test_the_dispatcher_says_it_is_alive_and_how_late_it_sends(system):
+    proc = system["dispatcher"]
+    # Given a job run through the system
+    request_id = f"dispatch-alive-{uuid.uuid4()}"
+    send(system["env"], "aperture.create_job", request_id=request_id, assets=[{"url": f"{CDN}/alive.mp4"}])
+    assert wait_for_job(request_id).state is JobState.COMPLETE
+
+    # Then the dispatcher's metrics count its passes and the looks it sent, with their lateness,
+    # and its last pass is recent
+    def scrape() -> dict[str, float]:
+        text = requests.get(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5).text
+        return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+
+    samples = scrape()
+    assert samples["aperture_dispatcher_passes_total"] > 0
+    assert samples["aperture_dispatcher_looks_total"] >= 1
+    assert samples["aperture_dispatcher_lateness_seconds_count"] == samples["aperture_dispatcher_looks_total"]
+    assert time.time() - samples["aperture_dispatcher_last_pass_timestamp_seconds"] < 5
+    # and its heartbeat file is fresh (what the liveness probe reads)
+    wait_for(lambda: time.time() - proc.heartbeat_file.stat().st_mtime < 2, 5, what="a fresh heartbeat")
