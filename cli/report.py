@@ -25,6 +25,7 @@ PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#F
 OUTCOME_COLORS = {"ok": "#54A24B", "retryable": "#F58518", "terminal": "#E45756", "unknown": "#B279A2"}
 STATE_COLORS = {"complete": "#54A24B", "failed": "#E45756", "timed_out": "#9D755D", "rejected": "#B279A2"}
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+UNIT_MS = {"second": 1e3, "minute": 6e4, "hour": 3.6e6, "day": 8.64e7, "week": 6.048e8}
 
 
 @dataclass(frozen=True)
@@ -167,10 +168,14 @@ def _over_time(report: Report) -> tuple[str, go.Figure | None]:
     fig = make_subplots(
         rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12, subplot_titles=("assets tagged", "jobs created")
     )
+    # A bar as wide as its bucket: left to itself, plotly sizes bars on a time axis from the gaps
+    # between them, and draws a lone bar (or bars a second apart) too thin to see.
+    width_ms = 0.8 * UNIT_MS[act.unit]
     fig.add_bar(
         name="assets tagged",
         x=[b.start for b in act.assets],
         y=[b.count for b in act.assets],
+        width=width_ms,
         marker_color="#4C78A8",
         row=1,
         col=1,
@@ -183,6 +188,7 @@ def _over_time(report: Report) -> tuple[str, go.Figure | None]:
             name=f"jobs {state}",
             x=[b.start for b in buckets],
             y=[b.count for b in buckets],
+            width=width_ms,
             marker_color=STATE_COLORS.get(state, PALETTE[i % len(PALETTE)]),
             row=2,
             col=1,
