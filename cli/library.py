@@ -191,10 +191,11 @@ def tags_top(category: str | None, limit: int, collection: str | None, as_json: 
     add_cell(table, "label", ratio=1, min_width=12)
     add_cell(table, "assets", justify="right")
     add_cell(table, "share", justify="right")
-    add_cell(table, "", width=20)
+    bar = 20 if console.width >= 100 else 12  # on 80 columns the labels need the room more
+    add_cell(table, "", width=bar)
     for rank, t in enumerate(freq.tags, start=1):
         table.add_row(
-            str(rank), escape(t.category), escape(t.label), f"{t.assets:,}", f"{t.share:.1%}", _bar(t.share, 20)
+            str(rank), escape(t.category), escape(t.label), f"{t.assets:,}", f"{t.share:.1%}", _bar(t.share, bar)
         )
     console.print(table)
 
