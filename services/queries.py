@@ -6,6 +6,7 @@ Nothing here writes: every function takes a Session and only SELECTs.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from dataclasses import dataclass
 
