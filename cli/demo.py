@@ -144,6 +144,7 @@ def submit_batch(broker_url: str, batch: list[SampleJob], run: str) -> dict[str,
                     "assets": [{"url": url, "id": f"{job.name}-{i}"} for i, url in enumerate(job.urls)],
                     "client_tags": job.client_tags,
                     "request_id": request_id,
+                    "collection": job.name,  # the library's subsets: `aperture tags top --in summer-campaign`
                 },
             )
             sent[request_id] = job
@@ -208,6 +209,18 @@ def results_table(jobs: dict[str, Job], sent: dict[str, SampleJob]) -> Table:
     return table
 
 
+def write_demo_report(console: Console) -> Path:
+    """The library the demo filled, as the HTML report (`aperture report`), in the data directory."""
+    from cli.report import write_report
+
+    path = Path(get_settings().data_dir).resolve() / "report.html"
+    with session_scope() as session:
+        written = write_report(session, path)
+    summary = f"{written.assets} assets, {written.bytes / 1e6:.1f} MB, opens offline"
+    console.print(f"[bold]Report[/] of the library ({summary}): {path}", soft_wrap=True)  # a path to copy, unbroken
+    return path
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # TERM (docker stop, systemd, kill) stops `up` as cleanly as Ctrl-C
 
@@ -232,6 +245,7 @@ def run_demo(
             console.print("[green]Every job ended as expected.[/]")
         else:
             console.print("[red]Some jobs did not end as expected.[/]")
+        write_demo_report(console)
         if keep_running:
             console.print("Running; press Ctrl-C to stop.")
             try:

@@ -103,5 +103,11 @@ main.add_command(submit)
 main.add_command(jobs)
 main.add_command(schema)
 
+from cli.library import assets, report, tags  # noqa: E402
+
+main.add_command(assets)
+main.add_command(tags)
+main.add_command(report)
+
 if __name__ == "__main__":
     main()
