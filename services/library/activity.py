@@ -159,18 +159,18 @@ def calls_per_job(session: Session, scope: Scope | None = None, *, latest: int =
         .outerjoin(ApiAttempt, ApiAttempt.job_id == recent.c.id)
         .group_by(recent.c.id, recent.c.request_id, recent.c.state, recent.c.created_at, ApiAttempt.outcome)
     ).all()
-    by_job: dict[uuid.UUID, JobCalls] = {}
+    jobs: dict[uuid.UUID, tuple[str, str, dt.datetime]] = {}
+    outcomes: dict[uuid.UUID, dict[str, int]] = {}
     for job_id, request_id, state, created_at, outcome, n in rows:
-        job = by_job.setdefault(
-            job_id, JobCalls(job_id, request_id, str(getattr(state, "value", state)), created_at, {})
-        )
+        jobs[job_id] = (request_id, str(getattr(state, "value", state)), created_at)
         if outcome is not None:
-            job.by_outcome[outcome] = n
+            outcomes.setdefault(job_id, {})[outcome] = n
+    latest_jobs = [JobCalls(job_id, *facts, outcomes.get(job_id, {})) for job_id, facts in jobs.items()]
     return CallsPerJob(
         jobs=sum(n for _, n in distribution),
         calls=sum(calls * n for calls, n in distribution),
         distribution=tuple((calls, n) for calls, n in distribution),
-        latest=tuple(sorted(by_job.values(), key=lambda j: (j.created_at, str(j.job_id)))),
+        latest=tuple(sorted(latest_jobs, key=lambda j: (j.created_at, str(j.job_id)))),
     )
 
 
