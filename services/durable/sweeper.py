@@ -81,9 +81,11 @@ class Pass(Outcome):
     full: bool = False  # a kind's last batch was full: more looks are due than the pass took
 
 
-def sweep(kinds: Iterable[DurableKind], *, settings: Settings, max_batches: int = 10) -> Pass:
+def sweep(
+    kinds: Iterable[DurableKind], *, settings: Settings, max_batches: int = 10, callbacks_too: bool = True
+) -> Pass:
     """Bounded: at most ``max_batches`` transactions of ``sweep_batch_size`` looks per kind,
-    and one of overdue callbacks."""
+    and (``callbacks_too``) one of overdue callbacks."""
     result = Pass()
     size = settings.sweep_batch_size
     for kind in kinds:
@@ -97,6 +99,8 @@ def sweep(kinds: Iterable[DurableKind], *, settings: Settings, max_batches: int 
                 break
         else:
             result.full = True
+        if not callbacks_too:
+            continue
         with session_scope() as session:
             before = utcnow() - dt.timedelta(seconds=settings.lost_message_after_s)
             result.callbacks.extend(callbacks.overdue(session, kind, before=before, limit=size))
