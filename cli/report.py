@@ -299,7 +299,8 @@ h1 {{ font-size: 1.5rem; margin-bottom: .2rem; }}
 h2 {{ font-size: 1.15rem; margin: 2.2rem 0 .3rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem; }}
 p {{ margin: .3rem 0 .6rem; color: #444; }}
 p.empty {{ color: #888; font-style: italic; }}
-table.summary th {{ text-align: left; padding-right: 1.5rem; font-weight: 600; }}
+table.summary th {{ text-align: left; padding-right: 1.5rem; font-weight: 600; white-space: nowrap;
+                    vertical-align: top; }}
 footer {{ margin-top: 3rem; color: #888; font-size: .85rem; }}
 </style>
 <script type="text/javascript">{plotlyjs}</script>
