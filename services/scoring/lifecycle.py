@@ -25,11 +25,11 @@ from clients.http import ApiError
 from clients.scoring import MediaScoringStatus, Scores
 from config import Settings, tasks
 from models import RoundStatus, ScoredMedia, ScoringRound, ScoringState
-from services.durable import attempts, lifecycle
+from services.durable import attempts, durations, lifecycle
 from services.durable.lifecycle import Claim
 from services.durable.messages import Outcome
 from services.durable.policy import FAILED, TIMED_OUT, End, LookAgain, after_poll_error, after_submit_error
-from services.durable.schedule import jittered
+from services.durable.prediction import Prediction
 from services.durable.storable import pg_safe
 from services.scoring import policy
 from services.scoring.kind import KIND
@@ -89,14 +89,15 @@ class PollClaim(Claim):
     channels: tuple[str, ...]
     rescore_count: int
     error_polls: int
+    submitted_at: dt.datetime | None = None  # the round's
 
     @classmethod
     def from_row(cls, session: Session, row: Row[Any]) -> PollClaim:
         """The round being scored, and how Vidmob knows it."""
         rnd = session.execute(
-            select(ScoringRound.id, ScoringRound.vidmob_unique_id, ScoringRound.error_polls).where(
-                ScoringRound.scored_media_id == row.row_id, ScoringRound.number == row.round_count
-            )
+            select(
+                ScoringRound.id, ScoringRound.vidmob_unique_id, ScoringRound.error_polls, ScoringRound.submitted_at
+            ).where(ScoringRound.scored_media_id == row.row_id, ScoringRound.number == row.round_count)
         ).one()
         return cls.of(
             row,
@@ -104,6 +105,7 @@ class PollClaim(Claim):
             lookup_id=rnd.vidmob_unique_id or row.media_id,
             channels=tuple(row.channels),
             error_polls=rnd.error_polls,
+            submitted_at=rnd.submitted_at,
         )
 
 
@@ -136,7 +138,7 @@ def record_submission(
         return _apply(session, claim, decision, state=ScoringState.SUBMITTING, settings=settings, now=now)
     outcome = lifecycle.reschedule(
         session, KIND, claim, state=ScoringState.SUBMITTING.value, to_state=ScoringState.POLLING.value,
-        delay_s=jittered(settings.scoring_poll_initial_s, settings), settings=settings, now=now,
+        delay_s=policy.first_look(_predict(session, settings, now), settings=settings), settings=settings, now=now,
     )  # fmt: skip
     if outcome.stale:
         log.error("scored media %s: round submitted but the media was taken over", claim.row_id)
@@ -182,12 +184,24 @@ def record_poll(
     _update_round(session, claim.round_id, poll_count=ScoringRound.poll_count + 1, vidmob_status=answer.status.value)
     if answer.status is MediaScoringStatus.COMPLETE and answer.scores is not None:
         return _record_scores(session, claim, answer.scores, settings=settings, now=now)
-    status_decision = policy.after_status(answer.status, error_polls=claim.error_polls, settings=settings)
+    known = claim.submitted_at is not None
+    status_decision = policy.after_status(
+        answer.status,
+        error_polls=claim.error_polls,
+        settings=settings,
+        prediction=_predict(session, settings, now) if known else None,
+        elapsed_s=(now - claim.submitted_at).total_seconds() if known else 0.0,
+    )
     if answer.status is MediaScoringStatus.ERROR:
         _update_round(
             session, claim.round_id, error_polls=ScoringRound.error_polls + 1, error="Vidmob scoring status ERROR"
         )
     return _apply(session, claim, status_decision, state=ScoringState.POLLING, settings=settings, now=now)
+
+
+def _predict(session: Session, settings: Settings, now: dt.datetime) -> Prediction | None:
+    """How long Vidmob takes to score a media (None: the fixed schedule)."""
+    return durations.predict(session, durations.SCORING, durations.SCORING, 1, settings=settings, now=now)
 
 
 def _record_scores(

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from clients.scoring import MediaScoringStatus, ScoreAction, Scores, classify_result
 from config import Settings
 from services.durable.policy import FAILED, End, LookAgain
-from services.durable.schedule import backoff, jittered
+from services.durable.prediction import Prediction
+from services.durable.schedule import backoff, look_delay
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,29 @@ def decide(actions: Iterable[ScoreAction]) -> ScoreAction:
     return next((action for action in PRECEDENCE if action in found), ScoreAction.SCORED)
 
 
-def after_status(status: MediaScoringStatus, *, error_polls: int, settings: Settings) -> End | LookAgain:
-    """A status that is not COMPLETE (COMPLETE comes with its scores: ``after_scores``)."""
+def first_look(prediction: Prediction | None, *, settings: Settings) -> float:
+    """After a round is submitted: near its predicted finish, or ``APERTURE_SCORING_POLL_INITIAL_S``
+    without a prediction (the fixed schedule, a cold start)."""
+    return look_delay(
+        prediction,
+        0.0,
+        fixed_s=settings.scoring_poll_initial_s,
+        max_s=settings.scoring_poll_interval_s,
+        settings=settings,
+    )
+
+
+def after_status(
+    status: MediaScoringStatus,
+    *,
+    error_polls: int,
+    settings: Settings,
+    prediction: Prediction | None = None,
+    elapsed_s: float = 0.0,
+) -> End | LookAgain:
+    """A status that is not COMPLETE (COMPLETE comes with its scores: ``after_scores``). Still
+    processing: look again when the predicted duration says it is worth it (adaptive polling, never
+    later than the scoring poll interval), or after that interval without a prediction."""
     if status is MediaScoringStatus.UNSUPPORTED:
         return End(UNSUPPORTED, "Vidmob cannot score this media (UNSUPPORTED)")
     if status is MediaScoringStatus.FAILED:
@@ -75,7 +97,8 @@ def after_status(status: MediaScoringStatus, *, error_polls: int, settings: Sett
     if status is MediaScoringStatus.ERROR:
         # Vidmob's transient failure: look again, backing off as the errors repeat.
         return LookAgain(backoff(error_polls + 1, settings), "status ERROR")
-    return LookAgain(jittered(settings.scoring_poll_interval_s, settings))
+    fixed = settings.scoring_poll_interval_s
+    return LookAgain(look_delay(prediction, elapsed_s, fixed_s=fixed, max_s=fixed, settings=settings))
 
 
 def after_scores(scores: Scores, *, rescore_count: int, settings: Settings) -> Verdict:

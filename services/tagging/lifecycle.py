@@ -23,13 +23,13 @@ from clients.http import ApiError
 from clients.tags import AssetRef, ClientTag, TagsJobStatus
 from config import Settings
 from models import ApiAttempt, Asset, Job, JobState
-from services.durable import attempts, lifecycle, policy
+from services.durable import attempts, durations, lifecycle, policy
 from services.durable.lifecycle import Claim
 from services.durable.messages import Outcome
-from services.durable.schedule import jittered
+from services.durable.prediction import Prediction
 from services.tagging.annotations import store_annotations
 from services.tagging.kind import KIND
-from services.tagging.policy import Complete, after_status
+from services.tagging.policy import Complete, after_status, first_look
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,13 @@ class SubmitClaim(Claim):
 
 @dataclass(frozen=True, kw_only=True)
 class PollClaim(Claim):
-    COLUMNS = (Job.dialect, Job.vidmob_job_id, Job.poll_count)
+    COLUMNS = (Job.dialect, Job.vidmob_job_id, Job.poll_count, Job.asset_count, Job.submitted_at)
 
     dialect: str
     vidmob_job_id: str
     poll_count: int
+    asset_count: int
+    submitted_at: dt.datetime | None
 
 
 # --- submit ------------------------------------------------------------------------
@@ -104,15 +106,21 @@ def record_submission(
         return lifecycle.apply(
             session, KIND, claim, decision, state=JobState.SUBMITTING.value, settings=settings, now=now
         )
+    prediction = _predict(session, claim.dialect, len(claim.assets), settings=settings, now=now)
     outcome = lifecycle.reschedule(
         session, KIND, claim, state=JobState.SUBMITTING.value, to_state=JobState.POLLING.value,
-        delay_s=jittered(settings.poll_initial_s, settings), settings=settings, now=now,
+        delay_s=first_look(prediction, settings=settings), settings=settings, now=now,
         values={"vidmob_job_id": answer, "submitted_at": now},
     )  # fmt: skip
     if outcome.stale:
         # Only possible if this task outlived its lease, which the hard time limit prevents.
         log.error("job %s: Vidmob job %s was created but the job was taken over", claim.row_id, answer)
     return outcome
+
+
+def _predict(session: Session, dialect: str, assets: int, *, settings: Settings, now: dt.datetime) -> Prediction | None:
+    """How long Vidmob takes for a job of this size in this dialect (None: the fixed schedule)."""
+    return durations.predict(session, durations.TAGGING, f"job:{dialect}", assets, settings=settings, now=now)
 
 
 # --- poll --------------------------------------------------------------------------
@@ -132,7 +140,11 @@ def record_poll(
         failures = attempts.consecutive_failures(session, KIND, claim.row_id, method="GET")
         decision = policy.after_poll_error(answer, failures=failures, settings=settings)
     else:
-        decision = after_status(answer, settings=settings)
+        # Without a submission time (a row older than adaptive polling), the fixed schedule.
+        known = claim.submitted_at is not None
+        prediction = _predict(session, claim.dialect, claim.asset_count, settings=settings, now=now) if known else None
+        elapsed = (now - claim.submitted_at).total_seconds() if known else 0.0
+        decision = after_status(answer, settings=settings, prediction=prediction, elapsed_s=elapsed)
     polled = {"poll_count": Job.poll_count + 1}
     if isinstance(decision, Complete):
         store_annotations(session, claim.row_id, decision.annotations, now)

@@ -1,0 +1,102 @@
+"""The durations adaptive polling learns from, read from PostgreSQL at most every
+``APERTURE_POLL_MODEL_REFRESH_S`` by each worker process: no query per poll.
+
+One query per kind reads the latest ``APERTURE_POLL_MODEL_JOBS`` finished rows (by the index on
+state and creation time) with, for each, the interval its true duration lies in: from submission,
+the last status check that found it unfinished (the API attempts) and the one that found it done.
+The model itself is services/durable/prediction.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from config import Settings
+from services.durable.prediction import DurationModel, Observation, Prediction, fit
+
+TAGGING = "job"
+SCORING = "scoring"
+
+# Per finished job: its dialect, asset count, and from its submission, the second-latest successful
+# status check (the latest found it done) and its completion.
+_TAGGING_OBSERVATIONS = text("""
+SELECT 'job:' || j.dialect AS grp, j.asset_count AS units,
+       coalesce(extract(epoch FROM prev.attempted_at - j.submitted_at), 0) AS lower_s,
+       extract(epoch FROM j.completed_at - j.submitted_at) AS upper_s
+FROM (SELECT id, dialect, asset_count, submitted_at, completed_at FROM jobs
+      WHERE state = 'complete' AND submitted_at IS NOT NULL AND completed_at IS NOT NULL
+      ORDER BY created_at DESC LIMIT :latest) AS j
+LEFT JOIN LATERAL (
+    SELECT a.attempted_at FROM api_attempts a
+    WHERE a.job_id = j.id AND a.method = 'GET' AND a.outcome = 'ok' AND a.attempted_at > j.submitted_at
+      AND a.endpoint IN ('GET /v1/aperture/jobs/{job_id}/status', 'GET /v1/media/aperture/{job_id}')
+    ORDER BY a.attempted_at DESC OFFSET 1 LIMIT 1
+) AS prev ON true
+""")
+
+# Per scored round: the same, from the media's status checks within the round.
+_SCORING_OBSERVATIONS = text("""
+SELECT 'scoring' AS grp, 1 AS units,
+       coalesce(extract(epoch FROM prev.attempted_at - r.submitted_at), 0) AS lower_s,
+       extract(epoch FROM r.scored_at - r.submitted_at) AS upper_s
+FROM (SELECT scored_media_id, submitted_at, scored_at FROM scoring_rounds
+      WHERE status = 'complete' AND submitted_at IS NOT NULL AND scored_at IS NOT NULL
+      ORDER BY created_at DESC LIMIT :latest) AS r
+LEFT JOIN LATERAL (
+    SELECT a.attempted_at FROM api_attempts a
+    WHERE a.scored_media_id = r.scored_media_id AND a.method = 'GET' AND a.outcome = 'ok'
+      AND a.endpoint = 'GET /v1/media/{media_id}/status'
+      AND a.attempted_at > r.submitted_at AND a.attempted_at <= r.scored_at
+    ORDER BY a.attempted_at DESC OFFSET 1 LIMIT 1
+) AS prev ON true
+""")
+
+_QUERIES = {TAGGING: _TAGGING_OBSERVATIONS, SCORING: _SCORING_OBSERVATIONS}
+
+
+def observations(session: Session, kind: str, latest: int) -> list[Observation]:
+    rows = session.execute(_QUERIES[kind], {"latest": latest}).all()
+    return [Observation(r.grp, int(r.units), float(r.lower_s), float(r.upper_s)) for r in rows]
+
+
+@dataclass
+class _Cached:
+    model: DurationModel
+    read_at: dt.datetime
+
+
+_cache: dict[str, _Cached] = {}
+_lock = threading.Lock()
+
+
+def model(session: Session, kind: str, *, settings: Settings, now: dt.datetime) -> DurationModel:
+    """This process's model of ``kind``, re-read when older than ``APERTURE_POLL_MODEL_REFRESH_S``."""
+    with _lock:
+        cached = _cache.get(kind)
+    if cached is not None and (now - cached.read_at).total_seconds() < settings.poll_model_refresh_s:
+        return cached.model
+    fresh = fit(observations(session, kind, settings.poll_model_jobs), min_observations=settings.poll_model_min_jobs)
+    with _lock:
+        _cache[kind] = _Cached(fresh, now)
+    return fresh
+
+
+def predict(
+    session: Session, kind: str, group: str, units: int, *, settings: Settings, now: dt.datetime
+) -> Prediction | None:
+    """The predicted duration of this work, or None for the fixed schedule: when it is the setting,
+    or while the group has too few finished rows (the cold start)."""
+    if settings.poll_schedule != "adaptive":
+        return None
+    return model(session, kind, settings=settings, now=now).predict(group, units)
+
+
+def forget() -> None:
+    """Drop the cached models (tests, and a process that must re-learn at once)."""
+    with _lock:
+        _cache.clear()
