@@ -93,8 +93,10 @@ class _StampedLater(RedisStorage):
     connection, a TLS handshake, a busy CPU. Two requests a window apart at the limiter can
     arrive less than a window apart if the first was slower on its way: a limit of exactly R at
     the limiter is R + 1 at the other end now and then. Stamping each slot a little later keeps
-    every 1-second window at the receiver at most R, for ``margin_s`` per window of rate
-    (50 ms: R / 1.05, 95% of R, when work is waiting). Same Lua script, same keys."""
+    every 1-second window at the receiver at most R while the spread of those delays stays under
+    ``margin_s``, for that much of the rate (100 ms: R / 1.1, 91% of R, when work is waiting;
+    docs/benchmarks.md measured spreads of up to 100 ms on a busy 2-CPU machine, where 50 ms let
+    R + 1 through). Same Lua script, same keys."""
 
     def __init__(self, *args: Any, margin_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -120,7 +122,7 @@ class FleetRateLimiter:
         per_second: int,
         max_wait_s: float,
         prefix: str = "aperture:ratelimit",
-        margin_s: float = 0.05,
+        margin_s: float = 0.1,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._redis = client

@@ -28,6 +28,15 @@ QUESTIONS = (
 )
 
 
+def run_bench(*argv: str, timeout: float) -> str:
+    """Run a benchmark as `make bench` does; its output, once it exited 0."""
+    done = subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
 def _database_exists(name: str) -> bool:
     with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3) as conn:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
@@ -40,16 +49,7 @@ def test_the_library_benchmark_runs_at_a_tiny_size():
         _missing("PostgreSQL", str(exc))  # fails under CI
         pytest.skip(f"the benchmark needs a PostgreSQL server at {ADMIN_URL}: {exc}")
 
-    done = subprocess.run(
-        [sys.executable, "bench/bench_library.py", "--assets", "2000", "--runs", "2", "--admin-url", ADMIN_URL],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    out = done.stdout
+    out = run_bench("bench/bench_library.py", "--assets", "2000", "--runs", "2", "--admin-url", ADMIN_URL, timeout=120)
     assert "filled 2,200 assets" in out and "filled 20,000 tags" in out
     table = out[out.index("library queries, 2 runs indexed / 2 baseline") :]
     for question in QUESTIONS:
@@ -58,3 +58,22 @@ def test_the_library_benchmark_runs_at_a_tiny_size():
         assert len(row.split()[-7:]) == 7 and row.split()[-1] in ("met", "MISSED"), row
     database = out.split("database ", 1)[1].split()[0]
     assert not _database_exists(database), "the benchmark left its database behind"
+
+
+@pytest.mark.slow
+def test_the_rate_limit_benchmark_runs_at_a_smoke_size():
+    # given the benchmark's own servers (chaos/harness.py): no timing is asserted, only that it
+    # runs both sides and prints every figure with its baseline, ratio and target
+    out = run_bench("bench/bench_ratelimit.py", "--jobs", "30", "--rate", "10", timeout=240)
+    for run in ("fleet limit R=10", "baseline, no limit"):
+        [line] = [line for line in out.splitlines() if line.startswith(run)]
+        assert line.split()[-3] == "30/30", line  # every job ended
+    for figure in (
+        "busiest 1 s at Vidmob, tags create",
+        "busiest 1 s at Vidmob, tags status",
+        "busiest 1 s at Vidmob, all endpoints",
+        "creates/s while work was waiting",
+    ):
+        [row] = [line for line in out.splitlines() if line.startswith(figure)]
+        # fleet, baseline, ratio, target: met | MISSED
+        assert row.split()[-1] in ("met", "MISSED") and len(row[len(figure) :].split()) >= 5, row
