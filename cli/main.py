@@ -56,13 +56,21 @@ def up(flower_port: int) -> None:
 @click.option("--processing-s", default=2.0, show_default=True, help="Seconds a job stays PROCESSING.")
 @click.option("--scoring-s", default=2.0, show_default=True, help="Seconds a media scoring stays PROCESSING.")
 @click.option(
+    "--rate-limit-per-s",
+    default=0.0,
+    show_default=True,
+    help="Answer 429 with Retry-After past this many requests per endpoint per second (0: no limit).",
+)
+@click.option(
     "--api-key",
     envvar="VIDMOB_API_KEY",
     default="sim-secret-key",
     show_default=False,
     help="The bearer key it accepts (default: $VIDMOB_API_KEY, else sim-secret-key).",
 )
-def simulator(host: str, port: int, pending_s: float, processing_s: float, scoring_s: float, api_key: str) -> None:
+def simulator(
+    host: str, port: int, pending_s: float, processing_s: float, scoring_s: float, rate_limit_per_s: float, api_key: str
+) -> None:
     """Serve the Vidmob API simulator over HTTP."""
     from simulator import SimulatorConfig, serve
 
@@ -70,7 +78,13 @@ def simulator(host: str, port: int, pending_s: float, processing_s: float, scori
     serve(
         host,
         port,
-        SimulatorConfig(api_key=api_key, pending_s=pending_s, processing_s=processing_s, scoring_s=scoring_s),
+        SimulatorConfig(
+            api_key=api_key,
+            pending_s=pending_s,
+            processing_s=processing_s,
+            scoring_s=scoring_s,
+            rate_limit_per_s=rate_limit_per_s,
+        ),
     )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from config import Settings
 from models import ACTIVE_STATES, ApiAttempt, Asset, Job, JobState
+from services.tagging.capacity import open_jobs
 
 
 class UnknownJob(LookupError):
@@ -99,6 +100,8 @@ class JobCounts:
     by_state: dict[str, int]
     stuck: int
     duplicate_risk: int = 0
+    open: int = 0  # Vidmob jobs open at once (services/tagging/capacity.py)
+    open_cap: int = 0
 
     @property
     def in_flight(self) -> int:
@@ -112,7 +115,8 @@ def job_counts(session: Session, *, now: dt.datetime, settings: Settings) -> Job
     # Served by the partial index on active jobs: cheap however many finished jobs there are.
     stuck = session.execute(select(func.count()).select_from(Job).where(stuck_condition(now, settings))).scalar_one()
     flagged = session.execute(select(func.count()).select_from(Job).where(Job.duplicate_risk)).scalar_one()
-    return JobCounts(by_state, stuck, flagged)
+    opened = open_jobs(session, settings=settings, now=now)
+    return JobCounts(by_state, stuck, flagged, opened, settings.max_open_jobs)
 
 
 @dataclass(frozen=True)
