@@ -37,6 +37,15 @@ class Settings(BaseSettings):
     # sends one probe per interval until the endpoint answers again. 0 turns it off.
     circuit_failure_threshold: int = Field(20, ge=0)
     circuit_probe_interval_s: float = Field(10.0, gt=0)
+    # Per endpoint family (tags create, tags status, scoring submit, ...), fleet-wide (clients/ratelimit.py):
+    # at most this many requests in any second, 0 for no limit (a 429's Retry-After still pauses the
+    # family for the fleet). A request waits at most rate_limit_max_wait_s for its slot (and never more
+    # than half the soft time limit), else its row is looked at again later.
+    rate_limit_per_s: int = Field(0, ge=0)
+    rate_limit_max_wait_s: float = Field(5.0, ge=0)
+    # Vidmob tagging jobs open at once (being created or polled), 0 for no cap: a job beyond it waits
+    # in PostgreSQL (submitting, parked) and is looked at again after the poll interval.
+    max_open_jobs: int = Field(0, ge=0)
     # Every response is read under these caps (a bigger body fails terminally; a slower one retries).
     http_max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     http_max_response_s: float = Field(120.0, gt=0)
@@ -45,6 +54,20 @@ class Settings(BaseSettings):
     poll_initial_s: float = 300.0
     poll_interval_s: float = 300.0
     poll_jitter: float = 0.1  # +/- fraction, so jobs submitted together do not poll in lockstep
+    # Adaptive polling (issue 9; services/durable/prediction.py and schedule.adaptive_delay): look first
+    # near each job's predicted finish, learned from the jobs that finished, then as often as the
+    # detection delay a call saves is worth poll_delay_per_call_s (the knob: lower = more calls, less
+    # delay). "fixed" keeps poll_initial_s then poll_interval_s, which is also the cold start: a kind
+    # and dialect with fewer than poll_model_min_jobs finished is polled on the fixed schedule.
+    poll_schedule: Literal["adaptive", "fixed"] = "adaptive"
+    poll_delay_per_call_s: float = Field(90.0, gt=0)
+    poll_min_interval_s: float = Field(15.0, ge=0)
+    poll_max_interval_s: float = Field(300.0, gt=0)
+    # The model learns from the latest poll_model_jobs finished jobs (per kind), re-read from
+    # PostgreSQL at most every poll_model_refresh_s by each worker process: no query per poll.
+    poll_model_jobs: int = Field(500, ge=10)
+    poll_model_min_jobs: int = Field(20, ge=2)
+    poll_model_refresh_s: float = Field(60.0, ge=0)
     # A wait up to this long rides on a countdown message; a longer one is parked in
     # Postgres and the dispatcher enqueues it when due. 0 (the default): every wait is parked,
     # so worker memory does not grow with the jobs in flight (countdown messages sit in worker
