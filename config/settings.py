@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # --- Timeouts on our own infrastructure: a locked table or a half-open socket must fail a
     # task (which is retried) rather than hold a worker forever.
     db_statement_timeout_s: float = Field(30.0, gt=0)
+    # Connections each process keeps (4 more on demand): raise it to the concurrency of a worker
+    # that runs the threads pool.
+    db_pool_size: int = Field(2, ge=1)
     db_lock_timeout_s: float = Field(5.0, gt=0)
     broker_socket_timeout_s: float = Field(30.0, gt=0)
     broker_connect_timeout_s: float = Field(5.0, gt=0)

@@ -56,8 +56,12 @@ def get_engine() -> Engine:
         )
         _engine = create_engine(
             database_url(),
-            pool_pre_ping=True,  # survive a PostgreSQL restart without a burst of task failures
-            pool_size=2,
+            # No ping before every checkout (a round trip per transaction, the most frequent thing
+            # a worker does): after a PostgreSQL restart the first statement on a dead connection
+            # fails, SQLAlchemy drops the whole pool, and the task is retried (tasks/base.py).
+            pool_pre_ping=False,
+            # One connection per thread of a threads pool; a prefork child runs one task at a time.
+            pool_size=settings.db_pool_size,
             max_overflow=4,
             pool_timeout=10,
             connect_args={"application_name": "aperture", "connect_timeout": 10, "options": options},

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Self
 
-from sqlalchemy import case, update
+from sqlalchemy import case, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -40,6 +40,10 @@ class Claim:
     # Anyone may take the row over once its last holder's lease has run out (not only the
     # holder of the current token): for steps that are safe to repeat after a crash.
     TAKEOVER_AFTER_LEASE: ClassVar[bool] = False
+    # Read the row instead of swapping its token (``read``): for steps whose call is safe to
+    # make twice (a status GET). One write and its WAL flush fewer per look; the record is still
+    # a compare-and-set on the token, so of two copies of a message only the first records.
+    OPTIMISTIC: ClassVar[bool] = False
 
     row_id: uuid.UUID
     token: uuid.UUID
@@ -105,6 +109,29 @@ def claim(
             model.deadline_at,
             *returning,
         )
+    ).first()
+
+
+def read(
+    session: Session,
+    kind: DurableKind,
+    row_id: uuid.UUID,
+    token: uuid.UUID | None,
+    *,
+    state: str,
+    returning: Iterable[Any] = (),
+) -> Row[Any] | None:
+    """The row as the message holding its current token finds it, changed in nothing: the
+    optimistic counterpart of ``claim``, with the same columns. None: stale, duplicate already
+    recorded, or not in ``state``. A worker that dies holding it leaves the row marked sent:
+    the dispatcher sends the look again after ``lost_message_after_s``."""
+    if token is None:
+        return None
+    model = kind.model
+    return session.execute(
+        select(
+            model.id.label("row_id"), model.poll_token.label("token"), model.request_id, model.deadline_at, *returning
+        ).where(model.id == row_id, model.state == state, model.poll_token == token)
     ).first()
 
 
@@ -223,11 +250,12 @@ def end(
         update(model)
         .where(model.id == claim.row_id, model.poll_token == claim.token, model.state.in_(kind.active_states))
         .values(**ending_values(kind, state, now, error), **(values or {}))
-        .returning(model.id)
+        .returning(model.id, model.callback_status)
     ).first()
     if ended is None:
         return Outcome(stale=True)
-    return ended_rows(session, kind, [claim.row_id], state, now)
+    owes = ended.callback_status == CallbackStatus.PENDING.value
+    return ended_rows(session, kind, [claim.row_id], state, now, owing=[claim.row_id] if owes else [])
 
 
 def end_where(
@@ -243,13 +271,24 @@ def end_where(
 
 
 def ended_rows(
-    session: Session, kind: DurableKind, row_ids: Iterable[uuid.UUID], state: str, now: dt.datetime
+    session: Session,
+    kind: DurableKind,
+    row_ids: Iterable[uuid.UUID],
+    state: str,
+    now: dt.datetime,
+    *,
+    owing: Iterable[uuid.UUID] | None = None,
 ) -> Outcome:
     """What rows that just ended (by end(), or in bulk with ending_values) owe: their
-    callbacks, and whatever the kind's listeners decide."""
+    callbacks (of the rows in ``owing``, when the caller knows which asked for one: a row
+    without a callback then costs no transaction after the commit), and whatever the kind's
+    listeners decide."""
     outcome = Outcome(state=_state_of(kind, state))
+    row_ids = list(row_ids)
+    owed = set(row_ids if owing is None else owing)
     for row_id in row_ids:
-        outcome.callbacks.append(OwedCallback(kind, row_id))
+        if row_id in owed:
+            outcome.callbacks.append(OwedCallback(kind, row_id))
         for listener in kind.ended.listeners:
             outcome.extend(listener(session, row_id, outcome.state, now))
     return outcome

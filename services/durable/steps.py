@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from clients.http import ApiError
@@ -60,6 +60,9 @@ class Step(Generic[C]):
     def claim(
         self, session: Session, row_id: uuid.UUID, token: uuid.UUID | None, *, settings: Settings, now: dt.datetime
     ) -> C | None:
+        if self.claim_type.OPTIMISTIC:
+            row = lifecycle.read(session, self.kind, row_id, token, state=self.state, returning=self.claim_type.COLUMNS)
+            return None if row is None else self.claim_type.from_row(session, row)
         row = lifecycle.claim(
             session,
             self.kind,
@@ -101,12 +104,22 @@ def run(step: Step[Any], row_id: uuid.UUID, token: uuid.UUID | None, *, task_nam
         answer = step.call(held, log)
     except ApiError as exc:
         answer = exc
-    with session_scope() as session:
-        if intent_id is not None:
-            attempts.resolve_intent(session, intent_id, log, kind, row_id, task_name)
-        else:
-            log.save(session, kind, row_id, task_name)
-        return step.record(session, held, answer, settings=settings, now=utcnow())
+    for tries_left in reversed(range(3)):
+        try:
+            with session_scope() as session:
+                if intent_id is not None:
+                    attempts.resolve_intent(session, intent_id, log, kind, row_id, task_name)
+                else:
+                    log.save(session, kind, row_id, task_name)
+                return step.record(session, held, answer, settings=settings, now=utcnow())
+        except DBAPIError as exc:
+            # What Vidmob answered is recorded now or never (a retried message finds the row
+            # re-tokened): a connection that died in the pool (PostgreSQL restarted; the pool
+            # pings none) is replaced at once, and the record tried again on a new one.
+            if not exc.connection_invalidated or not tries_left:
+                raise
+            logging.getLogger(__name__).warning("recording %s %s on a new connection", kind.name, row_id)
+    raise AssertionError("unreachable")
 
 
 def accept_then_submit(

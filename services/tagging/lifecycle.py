@@ -77,6 +77,7 @@ class SubmitClaim(Claim):
 @dataclass(frozen=True, kw_only=True)
 class PollClaim(Claim):
     COLUMNS = (Job.dialect, Job.vidmob_job_id, Job.poll_count, Job.asset_count, Job.submitted_at)
+    OPTIMISTIC = True  # a status GET: read, call, then record with a compare-and-set
 
     dialect: str
     vidmob_job_id: str
