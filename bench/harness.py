@@ -1,0 +1,139 @@
+"""What the benchmarks share: a scratch database on the machine's PostgreSQL, a private Redis,
+the simulator in the benchmark's process, and the system's own processes started as an operator
+would start them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "bench-key"
+ADMIN_URL = os.environ.get("APERTURE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+FILL = """
+INSERT INTO jobs (request_id, state, payload, dialect, asset_count, vidmob_job_id, deadline_at, next_poll_at,
+                  poll_token, poll_dispatched, submitted_at)
+SELECT 'bench-' || g, 'polling', '{"assets": [{"url": "https://cdn.example.com/bench.mp4"}]}'::jsonb, 'guide', 1,
+       ids.vid, now() + interval '1 day',
+       %(start)s::timestamptz + (g - 1) * %(spacing)s * interval '1 second',
+       gen_random_uuid(), false, now()
+FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS ids(vid, g)
+"""
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    name = f"aperture_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlsplit(ADMIN_URL)._replace(path=f"/{name}").geturl()
+    finally:
+        from models.db import reset_engine
+
+        reset_engine()
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def system_env(sim_config: dict[str, Any] | None = None, **extra: str) -> Iterator[dict[str, Any]]:
+    """A scratch database, a private Redis, the simulator in this process, and the environment
+    every process of the system gets."""
+    from chaos.harness import Redis
+    from simulator import SimulatorConfig, start_simulator
+
+    root = Path(tempfile.mkdtemp(prefix="aperture-bench-"))
+    redis_server = Redis(root)
+    sim = start_simulator(config=SimulatorConfig(**({"api_key": API_KEY} | (sim_config or {}))))
+    try:
+        with scratch_database() as url:
+            env = {
+                "APERTURE_DATABASE_URL": url,
+                "APERTURE_BROKER_URL": redis_server.url,
+                "VIDMOB_API_BASE_URL": sim.url,
+                "VIDMOB_API_KEY": API_KEY,
+                "APERTURE_DATA_DIR": str(root),
+                "APERTURE_LOG_FORMAT": "text",
+                "APERTURE_METRICS_PORT": "0",
+                "APERTURE_DISPATCHER_METRICS_PORT": "0",
+                **extra,
+            }
+            os.environ.update(env)
+            from config import get_settings
+            from models.migrate import upgrade
+
+            get_settings.cache_clear()
+            upgrade()
+            yield env | {"_root": root, "_sim": sim, "_redis": redis_server}
+    finally:
+        sim.stop()
+        redis_server.stop()
+
+
+def fill(url: str, vidmob_ids: list[str], start: dt.datetime, spacing_s: float) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(FILL, {"ids": vidmob_ids, "start": start, "spacing": spacing_s})
+        conn.execute("VACUUM ANALYZE jobs")
+
+
+def sim_jobs(sim, n: int) -> list[str]:
+    body = {"assets": [{"url": "https://cdn.example.com/bench.mp4"}]}
+    return [sim.state.create_guide_job(body)["job_id"] for _ in range(n)]
+
+
+def pss_kb(pid: int) -> int:
+    """PSS of a process and its children (a prefork worker and its pool)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    total = 0
+    for p in [pid, *map(int, children)]:
+        try:
+            text = Path(f"/proc/{p}/smaps_rollup").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += next(int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:"))
+    return total
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def start(env: dict[str, str], name: str, argv: list[str], root: Path) -> subprocess.Popen:
+    clean = {k: v for k, v in env.items() if not k.startswith("_")}
+    log = open(root / f"{name}.log", "wb")  # closed when the process ends
+    return subprocess.Popen(
+        argv, cwd=ROOT, env={**os.environ, **clean}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def wait_log(root: Path, name: str, needle: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while needle not in (root / f"{name}.log").read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} did not log {needle!r}")
+        time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
