@@ -99,7 +99,7 @@ def polled(url: str, since: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]
         ).fetchall()
 
 
-def inflight(sizes: list[int], windows: list[float], measure_s: float) -> None:
+def inflight(sizes: list[int], windows: list[float], measure_s: float, warm: int) -> None:
     from cli.processes import ALL_QUEUES, celery, dispatcher
 
     for n, window in zip(sizes, windows, strict=True):
@@ -114,8 +114,7 @@ def inflight(sizes: list[int], windows: list[float], measure_s: float) -> None:
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute("CREATE TABLE bench_due (job_id uuid PRIMARY KEY, due timestamptz)")
 
-                # Warm up, and measure what the worker sustains: 2,000 looks due at once, drained.
-                warm = 2000
+                # Warm up, and measure what the worker sustains: ``warm`` looks due at once, drained.
                 t0 = dt.datetime.now(dt.UTC)
                 fill(url, sim_jobs(sim, warm), t0, 0)
                 with psycopg.connect(url, autocommit=True) as conn:
@@ -172,11 +171,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--window", type=float, nargs="+", default=[180, 1800])
     parser.add_argument("--measure", type=float, default=180)
+    parser.add_argument("--warm", type=int, default=2000, help="looks due at once to warm up and measure the rate")
     args = parser.parse_args()
     if args.part in ("burst", "all"):
         burst(args.looks)
     if args.part in ("inflight", "all"):
-        inflight(args.jobs, args.window, args.measure)
+        inflight(args.jobs, args.window, args.measure, args.warm)
 
 
 if __name__ == "__main__":

@@ -77,3 +77,29 @@ def test_the_rate_limit_benchmark_runs_at_a_smoke_size():
         [row] = [line for line in out.splitlines() if line.startswith(figure)]
         # fleet, baseline, ratio, target: met | MISSED
         assert row.split()[-1] in ("met", "MISSED") and len(row[len(figure) :].split()) >= 5, row
+
+
+@pytest.mark.slow
+def test_the_dispatcher_benchmarks_run_at_a_smoke_size():
+    # a burst through one dispatcher beside its baseline, then jobs in flight through a real
+    # worker and dispatcher: every figure printed, every look served
+    out = run_bench("bench/bench_dispatcher.py", "burst", "--looks", "500", timeout=120)
+    assert "ratio dispatcher/baseline" in out and "(500 in" in out
+    out = run_bench(
+        "bench/bench_dispatcher.py", "inflight", "--jobs", "200", "--window", "5", "--measure", "5", "--warm", "100",
+        timeout=240,
+    )  # fmt: skip
+    [looks] = [line for line in out.splitlines() if "looks due in the first" in line]
+    assert "due in the first 5 s: 200, served 200;" in looks, looks
+    assert "worker PSS idle" in out and "Redis used_memory" in out
+
+
+@pytest.mark.slow
+def test_the_throughput_benchmark_runs_at_a_smoke_size():
+    out = run_bench(
+        "bench/bench_throughput.py", "--jobs", "60", "--noops", "200", "--pools", "prefork:2,threads:4", timeout=240
+    )
+    assert "baseline: Celery no-op tasks" in out
+    for pool in ("prefork -c 2", "threads -c 4"):
+        [row] = [line for line in out.splitlines() if f"pipeline, {pool}" in line]
+        assert "(60 complete;" in row, row
