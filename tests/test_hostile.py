@@ -7,6 +7,7 @@ import datetime as dt
 import uuid
 
 import pytest
+import redis
 from sqlalchemy import insert
 
 from models import CallbackStatus, Job, JobState
@@ -95,7 +96,7 @@ def test_text_postgresql_cannot_store_or_a_callback_aimed_at_us_is_rejected_not_
     assert job.callback_status is CallbackStatus.NONE
 
 
-def test_one_callback_the_broker_refuses_does_not_stop_the_others(system):
+def test_a_stored_callback_aimed_at_the_broker_is_never_sent_and_does_not_stop_the_others(system):
     # given a row ended long ago whose callback names a key kombu uses itself (stored before the
     # contract refused such names), and a row whose callback was lost after it ended
     queue = f"test.after.{uuid.uuid4().hex[:6]}"
@@ -123,13 +124,15 @@ def test_one_callback_the_broker_refuses_does_not_stop_the_others(system):
             ],
         ).scalars()
 
-    # then the sweeper still delivers the good one, every sweep after it fails on the bad one
+    # then the dispatcher delivers the good one, and refuses the bad one every time it comes round
     wait_for(lambda: job_by_request_id_of(good).callback_status is CallbackStatus.SENT, timeout=15, what="good one")
     assert [m.headers["id"] for m in drain(system["env"]["APERTURE_BROKER_URL"], queue)] == [
         f"aperture-callback-{good}"
     ]
     assert job_by_request_id_of(bad).callback_status is CallbackStatus.PENDING
-    assert "could not send the callback of job" in system["worker"].log()
+    assert f"refusing to send the callback of job {bad}: queue: Value error" in system["dispatcher"].log()
+    # and nothing was ever pushed onto kombu's own `unacked` key (a list there stops every worker)
+    assert redis.Redis.from_url(system["env"]["APERTURE_BROKER_URL"]).type("unacked") in (b"hash", b"none")
     assert_worker_alive_and_serving(system)
 
 

@@ -13,11 +13,13 @@ import logging
 import uuid
 from collections.abc import Callable
 
+from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from models import CallbackStatus
 from models.db import session_scope
+from services.contract import CallbackIn
 from services.durable.kind import DurableKind
 from services.durable.messages import Message, OwedCallback
 
@@ -33,6 +35,14 @@ def owed_callback(session: Session, kind: DurableKind, row_id: uuid.UUID) -> Mes
         select(model).where(model.id == row_id, model.callback_status == CallbackStatus.PENDING)
     ).scalar_one_or_none()
     if row is None or row.callback is None:
+        return None
+    try:
+        CallbackIn.model_validate(row.callback)
+    except ValidationError as exc:
+        # Stored before the contract refused such names (a queue named like kombu's own
+        # ``unacked`` hash would turn it into a list and stop every worker): never sent.
+        reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
+        log.error("refusing to send the callback of %s %s: %s", kind.name, row_id, reason)
         return None
     return Message(
         task=row.callback["task"],
