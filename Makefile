@@ -58,6 +58,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_dispatcher.py burst --looks $(BENCH_BURST_LOOKS)
 	$(BIN)/python bench/bench_dispatcher.py inflight --jobs $(BENCH_INFLIGHT_JOBS) --window $(BENCH_INFLIGHT_WINDOWS)
 	$(BIN)/python bench/bench_throughput.py --jobs $(BENCH_THROUGHPUT_JOBS)
+	$(BIN)/python bench/bench_tags.py
 
 # Kill -9, broker and database outages, API faults, hostile messages: one row per scenario
 # (docs/reliability.md). CHAOS_ARGS="--size smoke --only a,f" for a quick run.

@@ -103,3 +103,9 @@ def test_the_throughput_benchmark_runs_at_a_smoke_size():
     for pool in ("prefork -c 2", "threads -c 4"):
         [row] = [line for line in out.splitlines() if f"pipeline, {pool}" in line]
         assert "(60 complete;" in row, row
+
+
+def test_the_tag_storing_benchmark_runs_at_a_smoke_size():
+    out = run_bench("bench/bench_tags.py", "--jobs", "5", "--assets", "3", "--tags", "4", timeout=120)
+    assert "(60 rows)" in out
+    assert [line.split()[0] for line in out.splitlines()[1:4]] == ["store_annotations", "baseline:", "ratio"]
