@@ -45,8 +45,9 @@ class Step(Generic[C]):
     non-idempotent call; ``call(claim, attempt_log)`` makes the HTTP calls (an ApiError is an
     answer too); ``record(session, claim, answer, settings=, now=)`` stores the answer.
     ``hold(session, claim, settings=, now=)``, checked in the claim's transaction before any
-    of that, may keep the row waiting instead (e.g. a cap on work open at Vidmob): it returns
-    the Outcome of rescheduling it, or None to go ahead."""
+    of that, may keep the row waiting instead (e.g. a cap on work open at Vidmob) or answer it
+    without a call (tagging's reuse of earlier tags ends it): it returns the Outcome of
+    rescheduling or ending it, or None to go ahead."""
 
     kind: DurableKind
     state: str
@@ -78,40 +79,55 @@ class Step(Generic[C]):
         return None if row is None else self.claim_type.from_row(session, row)
 
 
-def run(step: Step[Any], row_id: uuid.UUID, token: uuid.UUID | None, *, task_name: str) -> Outcome:
-    """Claim (None: stale or duplicate, nothing to do), call, record."""
-    settings = get_settings()
+@dataclass(frozen=True)
+class _Held:
+    """A claimed row about to be called for, and its intent attempt (if the step records one)."""
+
+    claim: Any
+    intent_id: int | None
+
+
+def _begin(
+    step: Step[Any], session: Session, row_id: uuid.UUID, token: uuid.UUID | None, *, settings: Settings, task_name: str
+) -> _Held | Outcome:
+    """In the caller's transaction: claim, then what needs no call (stale, past the deadline,
+    held back); else the intent row and the claim for the call."""
     kind = step.kind
-    intent_id: int | None = None
-    with session_scope() as session:
-        now = utcnow()
-        held = step.claim(session, row_id, token, settings=settings, now=now)
-        if held is None:
-            return Outcome()
-        log_context.bind(**{kind.id_kwarg: row_id, "request_id": held.request_id})
-        if step.time_out is not None and held.past_deadline(now):
-            return step.time_out(session, held, now)
-        if step.hold is not None:
-            held_back = step.hold(session, held, settings=settings, now=now)
-            if held_back is not None:
-                return held_back
-        if step.intent is not None:
-            method, endpoint = step.intent(held)
-            intent_id = attempts.record_intent(session, kind, row_id, task_name, method, endpoint)
+    now = utcnow()
+    held = step.claim(session, row_id, token, settings=settings, now=now)
+    if held is None:
+        return Outcome()
+    log_context.bind(**{kind.id_kwarg: row_id, "request_id": held.request_id})
+    if step.time_out is not None and held.past_deadline(now):
+        return step.time_out(session, held, now)
+    if step.hold is not None:
+        held_back = step.hold(session, held, settings=settings, now=now)
+        if held_back is not None:
+            return held_back
+    intent_id = None
+    if step.intent is not None:
+        method, endpoint = step.intent(held)
+        intent_id = attempts.record_intent(session, kind, row_id, task_name, method, endpoint)
+    return _Held(held, intent_id)
+
+
+def _call_and_record(step: Step[Any], row_id: uuid.UUID, held: _Held, *, settings: Settings, task_name: str) -> Outcome:
+    """The remote call, with no transaction open, then its record in a new one."""
+    kind = step.kind
     log = attempts.AttemptLog()
     answer: Any
     try:
-        answer = step.call(held, log)
+        answer = step.call(held.claim, log)
     except ApiError as exc:
         answer = exc
     for tries_left in reversed(range(3)):
         try:
             with session_scope() as session:
-                if intent_id is not None:
-                    attempts.resolve_intent(session, intent_id, log, kind, row_id, task_name)
+                if held.intent_id is not None:
+                    attempts.resolve_intent(session, held.intent_id, log, kind, row_id, task_name)
                 else:
                     log.save(session, kind, row_id, task_name)
-                return step.record(session, held, answer, settings=settings, now=utcnow())
+                return step.record(session, held.claim, answer, settings=settings, now=utcnow())
         except DBAPIError as exc:
             # What Vidmob answered is recorded now or never (a retried message finds the row
             # re-tokened): a connection that died in the pool (PostgreSQL restarted; the pool
@@ -120,6 +136,16 @@ def run(step: Step[Any], row_id: uuid.UUID, token: uuid.UUID | None, *, task_nam
                 raise
             logging.getLogger(__name__).warning("recording %s %s on a new connection", kind.name, row_id)
     raise AssertionError("unreachable")
+
+
+def run(step: Step[Any], row_id: uuid.UUID, token: uuid.UUID | None, *, task_name: str) -> Outcome:
+    """Claim (None: stale or duplicate, nothing to do), call, record."""
+    settings = get_settings()
+    with session_scope() as session:
+        begun = _begin(step, session, row_id, token, settings=settings, task_name=task_name)
+    if isinstance(begun, Outcome):
+        return begun
+    return _call_and_record(step, row_id, begun, settings=settings, task_name=task_name)
 
 
 def accept_then_submit(
@@ -132,11 +158,12 @@ def accept_then_submit(
     positional_args: tuple[Any, ...] = (),
     settings: Settings | None = None,
 ) -> tuple[intake.Accepted, Outcome]:
-    """A public task's whole step: store the request in its own transaction (so a rejected one
-    is kept whatever happens next), then submit it while it waits to be submitted. A
-    redelivered message finds its row: it submits only if the first delivery's lease ran out
-    (the claim decides). A rejected request's callback is owed at once."""
+    """A public task's whole step: store the request and, while it waits to be submitted,
+    claim it, in one transaction (one commit fewer per job; a rejected one is stored alone),
+    then submit it. A redelivered message finds its row: it submits only if the first
+    delivery's lease ran out (the claim decides). A rejected request's callback is owed at once."""
     settings = settings or get_settings()
+    begun: _Held | Outcome | None = None
     try:
         with session_scope() as session:
             accepted = intake.accept(
@@ -148,6 +175,8 @@ def accept_then_submit(
                 now=utcnow(),
                 positional_args=positional_args,
             )
+            if accepted.state == intake.SUBMITTING:
+                begun = _begin(submit, session, accepted.row_id, accepted.token, settings=settings, task_name=task_name)
     except (DataError, IntegrityError) as exc:
         # Not transient: the same payload fails the same way every time. Keep the request anyway.
         log.error(
@@ -162,8 +191,10 @@ def accept_then_submit(
     outcome = Outcome(state=accepted.state)
     if accepted.created and accepted.error:
         outcome.callbacks.append(OwedCallback(spec.kind, accepted.row_id))
-    if accepted.state == intake.SUBMITTING:
-        submitted = run(submit, accepted.row_id, accepted.token, task_name=task_name)
+    if begun is not None:
+        submitted = begun if isinstance(begun, Outcome) else _call_and_record(
+            submit, accepted.row_id, begun, settings=settings, task_name=task_name
+        )  # fmt: skip
         outcome.extend(submitted)
         outcome.state = submitted.state or accepted.state
     return accepted, outcome
