@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     # Vidmob tagging jobs open at once (being created or polled), 0 for no cap: a job beyond it waits
     # in PostgreSQL (submitting, parked) and is looked at again after the poll interval.
     max_open_jobs: int = Field(0, ge=0)
+    # Reuse (services/tagging/reuse.py): a request whose every asset (URL, with the same dialect and
+    # set of client tags) was tagged within this many seconds is answered from PostgreSQL, no Vidmob
+    # call. 0 turns it off; a request's own `fresh: true` skips it.
+    reuse_ttl_s: float = Field(7 * 24 * 3600.0, ge=0)
     # Every response is read under these caps (a bigger body fails terminally; a slower one retries).
     http_max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     http_max_response_s: float = Field(120.0, gt=0)

@@ -64,6 +64,9 @@ class Job(Durable, Base):
     # Set when a submission is retried after an attempt whose outcome is unknown:
     # Vidmob may hold a second, paid job for it (the documented submit window).
     duplicate_risk: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # The caller's `fresh: true`: tagged at Vidmob even if its assets' tags could be reused. A column,
+    # not read from ``payload``: a large payload is stored truncated (services/durable/storable.py).
+    fresh: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
     asset_count: Mapped[int] = mapped_column(Integer)
     deadline_at: Mapped[tz_datetime]
@@ -90,10 +93,15 @@ class Asset(Base):
     position: Mapped[int] = mapped_column(Integer)
     url: Mapped[str] = mapped_column(Text, index=True)
     external_id: Mapped[str | None] = mapped_column(String(255))  # the caller's own id
+    # When its tags were made: by Vidmob for this asset, or, when they were reused
+    # (services/tagging/reuse.py), by Vidmob for the asset they were copied from.
     tagged_at: Mapped[tz_datetime | None]
+    # Reused tags: the asset whose Vidmob tagging they copy (the original, never a copy of it).
+    reused_from_asset_id: Mapped[int | None] = mapped_column(ForeignKey("assets.id", ondelete="SET NULL"))
     created_at: Mapped[created_at]
 
     job: Mapped[Job] = relationship(back_populates="assets")
+    reused_from: Mapped[Asset | None] = relationship(remote_side="Asset.id", lazy="raise")
     tags: Mapped[list[Tag]] = relationship(
         back_populates="asset", order_by="(Tag.category, Tag.label)", cascade="all, delete-orphan"
     )
@@ -111,6 +119,12 @@ class Asset(Base):
         ),
         # The library's date-range subsets.
         Index("ix_assets_tagged_at", "tagged_at", postgresql_where=text("tagged_at IS NOT NULL")),
+        # Deleting an original finds its copies (ON DELETE SET NULL) without a scan (migration 0005).
+        Index(
+            "ix_assets_reused_from_asset_id",
+            "reused_from_asset_id",
+            postgresql_where=text("reused_from_asset_id IS NOT NULL"),
+        ),
     )
 
 

@@ -141,6 +141,12 @@ class CreateJobRequest(_Strict):
         "job: the library's questions (tag frequency, comparisons, exports) can be asked of one collection.",
     )
     callback: CallbackIn | None = None
+    fresh: bool = Field(
+        False,
+        description="Tag the assets at Vidmob even when every one of them was tagged recently with the same "
+        "client tags (by default such a request is answered from those tags, with no Vidmob call, and its "
+        "callback's annotations say `reused`).",
+    )
 
 
 def _scoring_channel(value: str) -> str:

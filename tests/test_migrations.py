@@ -30,7 +30,7 @@ from psycopg.types.json import Jsonb
 from tests.conftest import _missing, embedded_server
 
 ADMIN_URL = os.environ.get("APERTURE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-HEAD = "0004"
+HEAD = "0005"
 
 # Differences alembic's compare_metadata may report between the models and `upgrade head`,
 # as "<op> <table>.<object>" (see _describe). Each entry must say why it is accepted.
@@ -346,6 +346,8 @@ CHANGED_BY_0003 = {
     ("scored_media", "callback_status"),
     ("api_attempts", "scored_media_id"),
     ("jobs", "collection"),  # added by 0004 (NULL on every existing row)
+    ("assets", "reused_from_asset_id"),  # added by 0005 (NULL on every existing row)
+    ("jobs", "fresh"),  # added by 0005 (false on every existing row)
 }
 
 

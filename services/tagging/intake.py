@@ -21,6 +21,7 @@ def _job(request: CreateJobRequest, settings: Settings, now: dt.datetime) -> dic
         "asset_count": len(request.assets),
         "client_tags": [t.model_dump() for t in request.client_tags],
         "collection": request.collection,
+        "fresh": request.fresh,
     }
 
 
@@ -43,7 +44,8 @@ def _rejected(_: dict[str, Any], settings: Settings, now: dt.datetime) -> dict[s
 INTAKE = Intake(
     kind=KIND,
     contract=CreateJobRequest,
-    usage="aperture.create_job takes keyword arguments only (assets, client_tags, request_id, collection, callback)",
+    usage="aperture.create_job takes keyword arguments only"
+    " (assets, client_tags, request_id, collection, callback, fresh)",
     fields=_job,
     rejected_fields=_rejected,
     on_created=_assets,
