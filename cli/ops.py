@@ -454,10 +454,18 @@ def job_summary(job) -> dict[str, Any]:
 
 
 def job_detail(job, attempts) -> dict[str, Any]:
+    from services.tagging.callbacks import provenance
+
     return {
         **job_summary(job),
+        "reused_from": [{"job_id": job_id, "tagged_at": when.isoformat()} for job_id, when in reused_from(job)],
         "assets": [
-            {"url": a.url, "id": a.external_id, "tags": [{"category": t.category, "label": t.label} for t in a.tags]}
+            {
+                "url": a.url,
+                "id": a.external_id,
+                "tags": [{"category": t.category, "label": t.label} for t in a.tags],
+                **provenance(a),
+            }
             for a in job.assets
         ],
         "attempts": [
@@ -473,6 +481,13 @@ def job_detail(job, attempts) -> dict[str, Any]:
             for a in attempts
         ],
     }
+
+
+def reused_from(job) -> list[tuple[str, dt.datetime]]:
+    """(earlier job, when its Vidmob tagging was made) for each source of the job's reused tags
+    (services/tagging/reuse.py): one, unless its assets were tagged by different jobs."""
+    found = {(str(a.reused_from.job_id), a.tagged_at): None for a in job.assets if a.reused_from is not None}
+    return sorted(found, key=lambda source: source[1])
 
 
 def print_job(job, attempts) -> None:
@@ -497,6 +512,10 @@ def print_job(job, attempts) -> None:
         ("next look", _when(job.next_poll_at, now) if job.state.is_active else "-"),
         ("deadline", _when(job.deadline_at, now)),
     ]
+    sources = reused_from(job)
+    if sources:
+        reused = "; ".join(f"job {job_id} (tagged {_when(when, now)})" for job_id, when in sources)
+        rows.insert(5, ("tags", f"reused from {reused}, no Vidmob call"))
     for name, value in rows:
         facts.add_row(name, value)
     console.print(facts)

@@ -60,16 +60,17 @@ _ID_PREFIX = re.compile(r"^(?=(?:-*[0-9a-fA-F]){6})[0-9a-fA-F-]{6,35}$")
 
 def find_job(session: Session, ident: str) -> Job:
     """By job id, request id or the start of a job id (unique), with its assets and their tags loaded."""
-    options = selectinload(Job.assets).selectinload(Asset.tags)
+    assets = selectinload(Job.assets)
+    options = (assets.selectinload(Asset.tags), assets.selectinload(Asset.reused_from))
     job = None
     try:
         job_id = uuid.UUID(ident)
     except ValueError:
         pass
     else:
-        job = session.execute(select(Job).where(Job.id == job_id).options(options)).scalar_one_or_none()
+        job = session.execute(select(Job).where(Job.id == job_id).options(*options)).scalar_one_or_none()
     if job is None:
-        job = session.execute(select(Job).where(Job.request_id == ident).options(options)).scalar_one_or_none()
+        job = session.execute(select(Job).where(Job.request_id == ident).options(*options)).scalar_one_or_none()
     if job is None and _ID_PREFIX.match(ident):
         # The start of a job id, as `aperture jobs list` shows it: a range on the primary key.
         digits = ident.replace("-", "").lower()
@@ -78,7 +79,7 @@ def find_job(session: Session, ident: str) -> Job:
         if len(ids) > 1:
             raise UnknownJob(f"several jobs have an id starting with {ident!r}: give more of it")
         if ids:
-            job = session.execute(select(Job).where(Job.id == ids[0]).options(options)).scalar_one()
+            job = session.execute(select(Job).where(Job.id == ids[0]).options(*options)).scalar_one()
     if job is None:
         raise UnknownJob(f"no job with id or request id {ident!r}")
     return job

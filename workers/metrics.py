@@ -6,7 +6,9 @@ Two kinds:
   numbers: aggregate them with max(), not sum()).
 - Events seen by this worker's processes: Vidmob API requests by endpoint template and status,
   their latency, retryable attempts, rejected payloads, polls per completed job, the time
-  from submission to completion, and the fleet rate limiter's waits, deferrals and 429 pauses.
+  from submission to completion, the fleet rate limiter's waits, deferrals and 429 pauses, and the
+  jobs and assets answered by reuse (counted in the transaction that ends them: one whose commit then
+  fails, rare, is counted again when retried).
 
 With the prefork pool, tasks run in child processes and the main process serves: the children
 write their values to files in PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode)
@@ -62,6 +64,8 @@ class Metrics:
     ratelimit_wait_seconds: Histogram
     ratelimit_deferred: Counter
     ratelimit_pauses: Counter
+    reused_jobs: Counter
+    reused_assets: Counter
 
 
 _registry = CollectorRegistry(auto_describe=True)  # ours, not the default one Flower serves
@@ -139,6 +143,14 @@ def _create() -> Metrics:
             ["family"],
             registry=r,
         ),
+        reused_jobs=Counter(
+            "aperture_reused_jobs",
+            "Tagging jobs answered from tags PostgreSQL already held (APERTURE_REUSE_TTL_S): no Vidmob call.",
+            registry=r,
+        ),
+        reused_assets=Counter(
+            "aperture_reused_assets", "Assets of those jobs, whose tags were copied from an earlier job.", registry=r
+        ),
     )
 
 
@@ -168,6 +180,15 @@ def observe_limiter_event(event: LimiterEvent) -> None:
             m.ratelimit_pauses.labels(event.family).inc()
     except Exception:  # a metric must never fail an API call
         log.warning("could not record a rate limiter metric", exc_info=True)
+
+
+def observe_reuse(assets: int) -> None:
+    try:
+        m = metrics()
+        m.reused_jobs.inc()
+        m.reused_assets.inc(assets)
+    except Exception:  # a metric must never fail a task
+        log.warning("could not record a reuse metric", exc_info=True)
 
 
 def observe_create_job_result(result: Any) -> None:

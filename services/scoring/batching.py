@@ -81,6 +81,8 @@ def _tag_group(session: Session, group: list[Any], *, settings: Settings, now: d
     payload = {
         "assets": [{"url": url, "id": media_id} for media_id, url in assets],
         "request_id": f"{TAGGING_REQUEST_PREFIX}{uuid.uuid4()}",
+        # Vidmob said the media is not tagged: it must tag them, whatever tags PostgreSQL holds.
+        "fresh": True,
     }
     # An ordinary tagging job: the engine submits and polls it like any other.
     accepted = intake.accept(session, TAGGING_INTAKE, payload, task_id="flush", settings=settings, now=now)

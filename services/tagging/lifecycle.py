@@ -38,7 +38,7 @@ SUBMIT_ENDPOINTS = {"guide": "POST /v1/aperture/jobs", "media": "POST /v1/media/
 
 @dataclass(frozen=True, kw_only=True)
 class SubmitClaim(Claim):
-    COLUMNS = (Job.dialect, Job.submit_attempts.label("attempt"), Job.client_tags, Job.duplicate_risk)
+    COLUMNS = (Job.dialect, Job.submit_attempts.label("attempt"), Job.client_tags, Job.duplicate_risk, Job.fresh)
     # A worker that died mid-call is taken over once its lease has run out (the intent row
     # makes the possible duplicate visible).
     TAKEOVER_AFTER_LEASE = True
@@ -48,6 +48,7 @@ class SubmitClaim(Claim):
     assets: tuple[AssetRef, ...]
     client_tags: tuple[ClientTag, ...]
     duplicate_risk: bool
+    fresh: bool  # the caller's `fresh: true`: never answered by reuse
 
     @classmethod
     def claim_values(cls, job_id: uuid.UUID) -> dict[str, Any]:

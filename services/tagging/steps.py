@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
+from sqlalchemy.orm import Session
+
 from clients.tags import TagsJobStatus
+from config import Settings
 from models import JobState
 from services.durable.attempts import AttemptLog
+from services.durable.messages import Outcome
 from services.durable.steps import Step
-from services.tagging import capacity
+from services.tagging import capacity, reuse
 from services.tagging.kind import KIND
 from services.tagging.lifecycle import (
     SUBMIT_ENDPOINTS,
@@ -32,6 +38,14 @@ def _intent(claim: SubmitClaim) -> tuple[str, str]:
     return "POST", SUBMIT_ENDPOINTS.get(claim.dialect, "?")
 
 
+def _hold(session: Session, claim: SubmitClaim, *, settings: Settings, now: dt.datetime) -> Outcome | None:
+    # Reuse first: a request answered from earlier tags needs no slot at Vidmob.
+    reused = reuse.complete_if_reusable(session, claim, settings=settings, now=now, fresh=claim.fresh)
+    if reused is not None:
+        return reused
+    return capacity.hold_if_full(session, claim, settings=settings, now=now)
+
+
 SUBMIT = Step(
     KIND,
     JobState.SUBMITTING.value,
@@ -39,6 +53,6 @@ SUBMIT = Step(
     _create_job,
     record_submission,
     intent=_intent,
-    hold=capacity.hold_if_full,
+    hold=_hold,
 )
 POLL = Step(KIND, JobState.POLLING.value, PollClaim, _get_status, record_poll, time_out=time_out)
