@@ -2,10 +2,10 @@
 
 Two parts, each printed with its baseline and the ratio, measured in the same run:
 
-``burst``: N looks (default 100,000) all due at once in PostgreSQL; one dispatcher (the real
-``workers.dispatcher.Dispatcher``, in this process) runs passes until none is due. Figure: looks
-enqueued per second. Baseline: the same number of the same messages sent by Celery's
-``send_task`` on one producer with no database at all (the broker's own limit from here).
+``burst``: N looks (default 100,000) all fall due at the same moment in PostgreSQL while one
+(then two) real dispatcher processes (``python -m workers.dispatcher``) run. Figure: looks enqueued
+per second until all are in Redis. Baseline: the same number of messages sent by Celery's
+``send_task`` on one producer with no database at all (the broker's own limit from one process).
 
 ``inflight``: N jobs in flight (default 10,000 and 100,000), created in bulk (rows in
 PostgreSQL, jobs in the simulator, bypassing create_job), their first looks spread evenly over
@@ -18,7 +18,7 @@ worker idle (warmed up, nothing in flight); Redis memory; lateness of each look 
 call at the simulator), p50 and p99. Before that, the looks per second the worker sustains (a
 backlog of due looks drained flat out) is measured and printed, so the window can be chosen below it.
 
-    python bench/bench_dispatcher.py burst [--looks 100000]
+    python bench/bench_dispatcher.py burst [--looks 100000] [--dispatchers 1 2]
     python bench/bench_dispatcher.py inflight [--jobs 10000 100000] [--window 180 1800] [--measure 180]
     python bench/bench_dispatcher.py all        # both, at the sizes above
 
@@ -41,6 +41,8 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import fill, percentile, pss_kb, sim_jobs, start, stop, system_env, wait_log
+from cli.processes import ALL_QUEUES, celery
+from cli.processes import dispatcher as dispatcher_argv
 
 # The simulator never finishes a job: every look finds it PROCESSING, and the next is an hour away.
 NEVER = {"pending_s": 0.0, "processing_s": 10**9}
@@ -50,40 +52,48 @@ ONE_LOOK = {"APERTURE_POLL_SCHEDULE": "fixed", "APERTURE_POLL_INTERVAL_S": "3600
 # --- burst ---------------------------------------------------------------------------------------
 
 
-def burst(looks: int) -> None:
-    from config import get_settings
-    from workers.dispatcher import Dispatcher
-
+def burst(looks: int, dispatchers: list[int]) -> None:
     with system_env(NEVER, **ONE_LOOK) as env:
-        sim = env["_sim"]
-        started = time.perf_counter()
-        fill(env["APERTURE_DATABASE_URL"], sim_jobs(sim, looks), dt.datetime.now(dt.UTC) - dt.timedelta(hours=1), 0)
-        print(f"burst: {looks:,} looks due at once (filled in {time.perf_counter() - started:.1f} s)")
+        from config import get_settings
         from workers import app
+        from workers.dispatcher import Dispatcher
 
-        dispatcher = Dispatcher(app, get_settings())
-        sent = 0
+        sim, url, root, client = env["_sim"], env["APERTURE_DATABASE_URL"], env["_root"], env["_redis"].client()
         started = time.perf_counter()
-        while sent < looks:
-            dispatcher.run_pass()
-            sent = int(dispatcher.metrics.looks._value.get())
-        elapsed = time.perf_counter() - started
-        rate = sent / elapsed
-        queued = env["_redis"].client().llen("aperture.poll")
-        env["_redis"].client().flushall()
+        # Not due yet: the dispatchers start first, then every look falls due at the same moment.
+        fill(url, sim_jobs(sim, looks), dt.datetime.now(dt.UTC) + dt.timedelta(days=1), 0)
+        print(f"burst: {looks:,} looks due at once (filled in {time.perf_counter() - started:.1f} s)")
 
-        # Baseline: the same messages, one producer, no database.
+        # Baseline: the same number of messages, Celery's send_task on one producer, no database.
+        Dispatcher(app, get_settings())  # the same app settings as a dispatcher's (no task-sent events)
         payload = {"job_id": str(uuid.uuid4()), "token": str(uuid.uuid4())}
         started = time.perf_counter()
         with app.producer_or_acquire() as producer:
             for _ in range(looks):
                 app.send_task("aperture.poll_job", kwargs=payload, producer=producer)
-        base_elapsed = time.perf_counter() - started
-        base_rate = looks / base_elapsed
+        base_rate = looks / (time.perf_counter() - started)
+        client.flushall()
+        print(f"  baseline: send_task, no database, one process  {base_rate:8,.0f} msgs/s")
+
         batch = get_settings().sweep_batch_size
-        print(f"  dispatcher (batches of {batch}) {rate:10,.0f} looks/s  ({sent:,} in {elapsed:.1f} s; {queued:,} queued)")  # fmt: skip  # noqa: E501
-        print(f"  baseline: send_task, no DB    {base_rate:10,.0f} msgs/s  ({looks:,} in {base_elapsed:.1f} s)")
-        print(f"  ratio dispatcher/baseline     {rate / base_rate:10.2f}   (target: at least 1,000 looks/s)")
+        for k in dispatchers:
+            procs = [start(env, f"dispatcher{i}", dispatcher_argv(root, f"dispatcher{i}"), root) for i in range(k)]
+            try:
+                for i in range(k):
+                    wait_log(root, f"dispatcher{i}", "dispatcher: ready")
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("UPDATE jobs SET next_poll_at = now() - interval '1 hour', poll_dispatched = false")
+                started = time.perf_counter()
+                while client.llen("aperture.poll") < looks:
+                    time.sleep(0.05)
+                rate = looks / (time.perf_counter() - started)
+            finally:
+                for proc in procs:
+                    stop(proc)
+            client.flushall()
+            label = f"{k} dispatcher process{'es' if k > 1 else ''} (batches of {batch})"
+            print(f"  {label:<45}  {rate:8,.0f} looks/s   ratio to baseline {rate / base_rate:5.2f}"
+                  f"   (target: at least 1,000 looks/s for one)")  # fmt: skip
 
 
 # --- in flight -----------------------------------------------------------------------------------
@@ -100,14 +110,13 @@ def polled(url: str, since: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]
 
 
 def inflight(sizes: list[int], windows: list[float], measure_s: float, warm: int) -> None:
-    from cli.processes import ALL_QUEUES, celery, dispatcher
 
     for n, window in zip(sizes, windows, strict=True):
         with system_env(NEVER, **ONE_LOOK) as env:
             root, url, sim, rds = env["_root"], env["APERTURE_DATABASE_URL"], env["_sim"], env["_redis"]
             worker = start(env, "worker", celery("worker", "-Q", ALL_QUEUES, "-c", "2", "--without-gossip",
                                                   "--without-mingle", "-l", "INFO"), root)  # fmt: skip
-            disp = start(env, "dispatcher", dispatcher(root), root)
+            disp = start(env, "dispatcher", dispatcher_argv(root), root)
             try:
                 wait_log(root, "worker", "ready.")
                 wait_log(root, "dispatcher", "dispatcher: ready")
@@ -168,13 +177,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("part", choices=["burst", "inflight", "all"])
     parser.add_argument("--looks", type=int, default=100_000)
+    parser.add_argument("--dispatchers", type=int, nargs="+", default=[1, 2], help="dispatcher processes (burst)")
     parser.add_argument("--jobs", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--window", type=float, nargs="+", default=[180, 1800])
     parser.add_argument("--measure", type=float, default=180)
     parser.add_argument("--warm", type=int, default=2000, help="looks due at once to warm up and measure the rate")
     args = parser.parse_args()
     if args.part in ("burst", "all"):
-        burst(args.looks)
+        burst(args.looks, args.dispatchers)
     if args.part in ("inflight", "all"):
         inflight(args.jobs, args.window, args.measure, args.warm)
 

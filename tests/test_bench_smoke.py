@@ -83,8 +83,10 @@ def test_the_rate_limit_benchmark_runs_at_a_smoke_size():
 def test_the_dispatcher_benchmarks_run_at_a_smoke_size():
     # a burst through one dispatcher beside its baseline, then jobs in flight through a real
     # worker and dispatcher: every figure printed, every look served
-    out = run_bench("bench/bench_dispatcher.py", "burst", "--looks", "500", timeout=120)
-    assert "ratio dispatcher/baseline" in out and "(500 in" in out
+    out = run_bench("bench/bench_dispatcher.py", "burst", "--looks", "500", "--dispatchers", "1", timeout=120)
+    assert "baseline: send_task, no database" in out
+    [row] = [line for line in out.splitlines() if "1 dispatcher process" in line]
+    assert "looks/s" in row and "ratio to baseline" in row, row
     out = run_bench(
         "bench/bench_dispatcher.py", "inflight", "--jobs", "200", "--window", "5", "--measure", "5", "--warm", "100",
         timeout=240,
@@ -109,3 +111,16 @@ def test_the_tag_storing_benchmark_runs_at_a_smoke_size():
     out = run_bench("bench/bench_tags.py", "--jobs", "5", "--assets", "3", "--tags", "4", timeout=120)
     assert "(60 rows)" in out
     assert [line.split()[0] for line in out.splitlines()[1:4]] == ["store_annotations", "baseline:", "ratio"]
+
+
+@pytest.mark.slow
+def test_the_reuse_benchmark_runs_at_a_smoke_size():
+    # both sides run every phase, each job completes, and every phase prints its figure, baseline
+    # and ratio; with reuse off every request is a Vidmob job
+    out = run_bench("bench/bench_reuse.py", "--urls", "20", timeout=240)
+    assert "Vidmob jobs created: reuse on, baseline (APERTURE_REUSE_TTL_S=0), ratio" in out
+    for phase, requests in (("first", 20), ("again", 20), ("30% repeat", 20), ("30% repeat, 10 per request", 2)):
+        [row] = [line for line in out.splitlines() if line.startswith(f"  {phase}  ")]
+        figures = row[len(phase) + 2 :].split()
+        assert figures[0] == str(requests) and figures[3] == str(requests), row  # baseline: one job per request
+    assert "the reuse lookup of a 10-asset request (EXPLAIN):" in out
