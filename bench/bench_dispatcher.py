@@ -155,9 +155,13 @@ def inflight(sizes: list[int], windows: list[float], measure_s: float, warm: int
                     samples.append(pss_kb(worker.pid))
                     redis_max = max(redis_max, rds.client().info("memory")["used_memory"])
                     time.sleep(5)
-                time.sleep(10)  # the last looks due in the window, served
-                rows = [r for r in polled(url, t0 - dt.timedelta(seconds=1)) if r[0] <= end]
                 due_in_window = sum(1 for i in range(n) if i * window / n <= (end - t0).total_seconds())
+                deadline = time.monotonic() + 120  # the last looks due in the window, served (or reported late)
+                while True:
+                    rows = [r for r in polled(url, t0 - dt.timedelta(seconds=1)) if r[0] <= end]
+                    if len(rows) >= due_in_window or time.monotonic() > deadline:
+                        break
+                    time.sleep(1)
                 late = [(called - due).total_seconds() for due, called in rows]
                 peak = max(samples)
                 print(f"  worker PSS idle {idle / 1024:8.1f} MB   in flight (max of {len(samples)}) "
