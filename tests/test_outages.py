@@ -73,8 +73,9 @@ def test_during_a_status_outage_each_job_backs_off_and_then_completes(system):
     request_ids = [f"outage-poll-{i}-{uuid.uuid4()}" for i in range(3)]
     fault_all(sim, STATUS_PATHS, method="GET", status=503, times=-1)
     try:
-        for request_id in request_ids:
-            send(system["env"], "aperture.create_job", request_id=request_id, assets=[{"url": f"{CDN}/c.mp4"}])
+        for i, request_id in enumerate(request_ids):
+            # One URL each: a job submitted after another completed must not be answered by reuse.
+            send(system["env"], "aperture.create_job", request_id=request_id, assets=[{"url": f"{CDN}/c-{i}.mp4"}])
         wait_for(lambda: sim_stats(sim)["faults_injected"] >= len(request_ids), what="the outage to be felt")
         time.sleep(6)
     finally:
@@ -94,8 +95,9 @@ def test_a_circuit_opens_for_the_whole_fleet_and_the_outage_costs_a_bounded_numb
     # given 12 jobs in flight and a status endpoint that fails for 6 s
     sim = system["simulator"]
     request_ids = [f"outage-circuit-{i}-{uuid.uuid4()}" for i in range(12)]
-    for request_id in request_ids:
-        send(system["env"], "aperture.create_job", request_id=request_id, assets=[{"url": f"{CDN}/d.mp4"}])
+    for i, request_id in enumerate(request_ids):
+        # One URL each: a job submitted after another completed must not be answered by reuse.
+        send(system["env"], "aperture.create_job", request_id=request_id, assets=[{"url": f"{CDN}/d-{i}.mp4"}])
     wait_for(lambda: sim_stats(sim)["status_polls"] >= len(request_ids), what="every job polled once")
     fault_all(sim, STATUS_PATHS, method="GET", status=503, times=-1)
     before = sim_stats(sim)["status_polls"]

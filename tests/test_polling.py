@@ -186,14 +186,15 @@ def test_a_job_is_polled_near_its_predicted_finish(system):
     learned = [f"learn-{i}-{uuid.uuid4()}" for i in range(24)]
     try:
         # and 24 such jobs finished: enough to learn from
+        # (fresh: every one a Vidmob job to learn from, none answered by reuse of the first one's tags)
         for request_id in learned:
-            send(system["env"], "aperture.create_job", request_id=request_id, assets=assets)
+            send(system["env"], "aperture.create_job", request_id=request_id, assets=assets, fresh=True)
         assert {wait_for_job(r, timeout=60).state for r in learned} == {JobState.COMPLETE}
 
         # when one more is submitted, once the workers have re-read the model
         time.sleep(1.0)  # APERTURE_POLL_MODEL_REFRESH_S is 0.5 s in the tests
         request_id = f"predicted-{uuid.uuid4()}"
-        send(system["env"], "aperture.create_job", request_id=request_id, assets=assets)
+        send(system["env"], "aperture.create_job", request_id=request_id, assets=assets, fresh=True)
         job = wait_for_job(request_id, timeout=60)
     finally:
         requests.post(f"{sim.url}/_sim/config", json={"processing_per_asset_s": config["processing_per_asset_s"]})
