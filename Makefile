@@ -49,6 +49,9 @@ BENCH_BURST_LOOKS ?= 100000
 BENCH_INFLIGHT_JOBS ?= 10000 100000
 BENCH_INFLIGHT_WINDOWS ?= 180 1800
 BENCH_THROUGHPUT_JOBS ?= 5000
+# Reuse: 1,000 URLs tagged then asked for again, and workloads where 30% of assets repeat, with reuse on and
+# off (APERTURE_REUSE_TTL_S=0) side by side (a few minutes).
+BENCH_REUSE_URLS ?= 1000
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_sweeper.py --jobs $(BENCH_JOBS) $(BENCH_ARGS)
@@ -58,6 +61,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_dispatcher.py burst --looks $(BENCH_BURST_LOOKS)
 	$(BIN)/python bench/bench_dispatcher.py inflight --jobs $(BENCH_INFLIGHT_JOBS) --window $(BENCH_INFLIGHT_WINDOWS)
 	$(BIN)/python bench/bench_throughput.py --jobs $(BENCH_THROUGHPUT_JOBS)
+	$(BIN)/python bench/bench_reuse.py --urls $(BENCH_REUSE_URLS)
 	$(BIN)/python bench/bench_tags.py
 
 # Kill -9, broker and database outages, API faults, hostile messages: one row per scenario

@@ -32,18 +32,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import start, stop, system_env, wait_log
+from bench.harness import FAST, INSTANT, start, stop, system_env, wait_log
 from cli.processes import ALL_QUEUES, celery, dispatcher
-
-INSTANT = {"pending_s": 0.0, "processing_s": 0.0}
-FAST = {
-    "APERTURE_POLL_SCHEDULE": "fixed",
-    "APERTURE_POLL_INITIAL_S": "0",
-    "APERTURE_POLL_INTERVAL_S": "1",
-    "APERTURE_POLL_JITTER": "0",
-    "APERTURE_DISPATCH_INTERVAL_S": "0.05",
-    "APERTURE_LOG_FORMAT": "text",
-}
 
 
 def drained(client, queue: str) -> bool:

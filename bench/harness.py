@@ -23,6 +23,18 @@ ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key"
 ADMIN_URL = os.environ.get("APERTURE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
+# The simulator answering at once (a job is COMPLETE the first time it is looked at), and the system
+# looking at once: what the throughput and reuse benchmarks run on.
+INSTANT = {"pending_s": 0.0, "processing_s": 0.0}
+FAST = {
+    "APERTURE_POLL_SCHEDULE": "fixed",
+    "APERTURE_POLL_INITIAL_S": "0",
+    "APERTURE_POLL_INTERVAL_S": "1",
+    "APERTURE_POLL_JITTER": "0",
+    "APERTURE_DISPATCH_INTERVAL_S": "0.05",
+    "APERTURE_LOG_FORMAT": "text",
+}
+
 FILL = """
 INSERT INTO jobs (request_id, state, payload, dialect, asset_count, vidmob_job_id, deadline_at, next_poll_at,
                   poll_token, poll_dispatched, submitted_at)
