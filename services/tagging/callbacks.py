@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from sqlalchemy import select
@@ -39,6 +40,6 @@ def provenance(asset: Asset) -> dict[str, Any]:
     reused = asset.reused_from_asset_id is not None
     return {
         "reused": reused,
-        "tagged_at": asset.tagged_at.isoformat() if asset.tagged_at else None,
+        "tagged_at": asset.tagged_at.astimezone(dt.UTC).isoformat() if asset.tagged_at else None,
         "reused_from_job_id": str(asset.reused_from.job_id) if asset.reused_from is not None else None,
     }
