@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from config import Settings, get_settings
+from services.durable.messages import Message, Outcome
 from workers.health import touch_heartbeat
 
 if TYPE_CHECKING:
@@ -116,12 +117,13 @@ class Dispatcher:
         if callbacks_too:
             self._callbacks_checked = started
         result = sweep(KINDS, settings=self.settings, max_batches=1, callbacks_too=callbacks_too)
-        with self.app.producer_or_acquire() as producer:
-            send_after_commit(result, producer=producer)
+        sent = self._send(result.messages)
+        if sent == len(result.messages):
+            send_after_commit(Outcome(callbacks=result.callbacks))
         m = self.metrics
         m.passes.inc()
         m.last_pass.set_to_current_time()
-        m.looks.inc(len(result.messages))
+        m.looks.inc(sent)
         m.callbacks.inc(len(result.callbacks))
         for late in result.lateness_s:
             m.lateness.observe(late)
@@ -134,6 +136,24 @@ class Dispatcher:
                 len(result.callbacks),
             )
         return result.full
+
+    def _send(self, messages: list[Message]) -> int:
+        """Send the pass's looks on one producer, up to the first the broker refuses: the broker
+        is away (each further send would wait out kombu's publish retries), so the rest stay
+        marked sent and go again after ``APERTURE_LOST_MESSAGE_AFTER_S``, under their tokens."""
+        from tasks.base import send
+
+        with self.app.producer_or_acquire() as producer:
+            for i, message in enumerate(messages):
+                try:
+                    send(message, producer)
+                except Exception as exc:  # noqa: BLE001  (whatever the broker raised: one line, not a traceback each)
+                    log.error(
+                        "could not send %d of %d looks (%s: %s); they go again after %g s",
+                        len(messages) - i, len(messages), type(exc).__name__, exc, self.settings.lost_message_after_s,
+                    )  # fmt: skip
+                    return i
+        return len(messages)
 
     def run(self) -> None:
         failures = 0
