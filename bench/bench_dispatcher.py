@@ -9,7 +9,8 @@ per second until all are in Redis. Baseline: the same number of messages sent by
 
 ``inflight``: N jobs in flight (default 10,000 and 100,000), created in bulk (rows in
 PostgreSQL, jobs in the simulator, bypassing create_job), their first looks spread evenly over
-a window (``--window``; 10,000 over 180 s and 100,000 over 1,800 s are both about 55 looks a
+a window (``--window``, or long enough that they fall due at ``--load`` (0.6) times the rate the
+worker sustains, measured first; 10,000 over 180 s and 100,000 over 1,800 s are both about 55 looks a
 second), served by one real poll worker (`celery worker -Q aperture.poll -c 2`, prefork) and one
 real dispatcher process. The simulator never finishes a job, and the next look is an hour later, so
 each job is looked at once in the window. Measured over the first ``--measure`` seconds:
@@ -19,7 +20,7 @@ call at the simulator), p50 and p99. Before that, the looks per second the worke
 backlog of due looks drained flat out) is measured and printed, so the window can be chosen below it.
 
     python bench/bench_dispatcher.py burst [--looks 100000] [--dispatchers 1 2]
-    python bench/bench_dispatcher.py inflight [--jobs 10000 100000] [--window 180 1800] [--measure 180]
+    python bench/bench_dispatcher.py inflight [--jobs 10000 100000] [--load 0.6 | --window 180 1800] [--measure 180]
     python bench/bench_dispatcher.py all        # both, at the sizes above
 
 The machine's PostgreSQL is used (a scratch database, dropped after); Redis is a private
@@ -109,9 +110,9 @@ def polled(url: str, since: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]
         ).fetchall()
 
 
-def inflight(sizes: list[int], windows: list[float], measure_s: float, warm: int) -> None:
+def inflight(sizes: list[int], load: float, measure_s: float, warm: int, windows: list[float] | None) -> None:
 
-    for n, window in zip(sizes, windows, strict=True):
+    for k, n in enumerate(sizes):
         with system_env(NEVER, **ONE_LOOK) as env:
             root, url, sim, rds = env["_root"], env["APERTURE_DATABASE_URL"], env["_sim"], env["_redis"]
             worker = start(env, "worker", celery("worker", "-Q", ALL_QUEUES, "-c", "2", "--without-gossip",
@@ -141,7 +142,9 @@ def inflight(sizes: list[int], windows: list[float], measure_s: float, warm: int
                 idle = statistics.median(pss_kb(worker.pid) for _ in range(5) if time.sleep(0.5) is None)
                 redis_idle = rds.client().info("memory")["used_memory"]
 
-                # N in flight, first looks spread over the window, starting in 10 s.
+                # N in flight, first looks spread over a window that makes them fall due at ``load`` times
+                # the rate the worker sustains (or the window given), starting in 10 s.
+                window = windows[k] if windows else n / (load * sustained)
                 t0 = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
                 started = time.perf_counter()
                 fill(url, sim_jobs(sim, n), t0, window / n)
@@ -183,14 +186,17 @@ def main() -> None:
     parser.add_argument("--looks", type=int, default=100_000)
     parser.add_argument("--dispatchers", type=int, nargs="+", default=[1, 2], help="dispatcher processes (burst)")
     parser.add_argument("--jobs", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--window", type=float, nargs="+", default=[180, 1800])
+    parser.add_argument(
+        "--load", type=float, default=0.6, help="looks due a second, as a fraction of what the worker sustains"
+    )
+    parser.add_argument("--window", type=float, nargs="+", default=None, help="seconds, one per size (not --load)")
     parser.add_argument("--measure", type=float, default=180)
     parser.add_argument("--warm", type=int, default=2000, help="looks due at once to warm up and measure the rate")
     args = parser.parse_args()
     if args.part in ("burst", "all"):
         burst(args.looks, args.dispatchers)
     if args.part in ("inflight", "all"):
-        inflight(args.jobs, args.window, args.measure, args.warm)
+        inflight(args.jobs, args.load, args.measure, args.warm, args.window)
 
 
 if __name__ == "__main__":
