@@ -14,11 +14,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
-import uuid
-from urllib.parse import urlsplit
+from pathlib import Path
 
 import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import scratch_database
 
 FILL = """
 INSERT INTO jobs (request_id, state, payload, dialect, asset_count, deadline_at, next_poll_at,
@@ -45,19 +49,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    name = f"aperture_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(args.admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = urlsplit(args.admin_url)._replace(path=f"/{name}").geturl()
-    os.environ["APERTURE_DATABASE_URL"] = url
-    try:
+    with scratch_database(args.admin_url) as url:
+        os.environ["APERTURE_DATABASE_URL"] = url
         run(url, args.jobs, args.runs)
-    finally:
-        from models.db import reset_engine
-
-        reset_engine()
-        with psycopg.connect(args.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def run(url: str, jobs: int, runs: int) -> None:

@@ -47,17 +47,17 @@ FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS ids(vid, g)
 
 
 @contextmanager
-def scratch_database() -> Iterator[str]:
+def scratch_database(admin_url: str = ADMIN_URL) -> Iterator[str]:
     name = f"aperture_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield urlsplit(ADMIN_URL)._replace(path=f"/{name}").geturl()
+        yield urlsplit(admin_url)._replace(path=f"/{name}").geturl()
     finally:
         from models.db import reset_engine
 
         reset_engine()
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

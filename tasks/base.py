@@ -68,15 +68,14 @@ def send(message: Message, producer: Any = None) -> None:
     current_app.send_task(message.task, kwargs=message.kwargs, **options)
 
 
-def send_after_commit(outcome: Outcome, producer: Any = None) -> None:
+def send_after_commit(outcome: Outcome) -> None:
     """The messages first (they point at committed rows), then every callback still owed.
-    ``producer``: one kombu producer for them all (the dispatcher's batches), else one each.
 
     Each send stands alone: one that fails (a broker error, a caller's callback the broker
     refuses) is logged and left to the dispatcher, which re-sends whatever a row still says is
     due or owed; it never stops the sends after it."""
     for message in outcome.messages:
-        _isolated(send, message, producer, what=f"message {message.task}")
+        _isolated(send, message, what=f"message {message.task}")
     for owed in outcome.callbacks:
         _isolated(deliver, owed, send, what=f"callback of {owed.kind.name} {owed.row_id}")
 
