@@ -51,6 +51,8 @@ BENCH_THROUGHPUT_JOBS ?= 5000
 # Reuse: 1,000 URLs tagged then asked for again, and workloads where 30% of assets repeat, with reuse on and
 # off (APERTURE_REUSE_TTL_S=0) side by side (a few minutes).
 BENCH_REUSE_URLS ?= 1000
+# Batching: 1,000 single-asset requests arriving over 60 s, with the default window and with batching off (3 minutes).
+BENCH_BATCHING_REQUESTS ?= 1000
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_sweeper.py --jobs $(BENCH_JOBS) $(BENCH_ARGS)
@@ -61,6 +63,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_dispatcher.py inflight --jobs $(BENCH_INFLIGHT_JOBS)
 	$(BIN)/python bench/bench_throughput.py --jobs $(BENCH_THROUGHPUT_JOBS)
 	$(BIN)/python bench/bench_reuse.py --urls $(BENCH_REUSE_URLS)
+	$(BIN)/python bench/bench_batching.py --requests $(BENCH_BATCHING_REQUESTS)
 	$(BIN)/python bench/bench_tags.py
 
 # Kill -9, broker and database outages, API faults, hostile messages: one row per scenario

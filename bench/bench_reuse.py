@@ -32,8 +32,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import FAST, INSTANT, start, stop, system_env, wait_log
-from cli.processes import ALL_QUEUES, DISPATCHER_READY, celery, dispatcher
+from bench.harness import FAST, INSTANT, system_env, worker_and_dispatcher
 
 CLIENT_TAGS = [{"label": "lifestyle", "description": "Real-life settings"}]
 REPEAT_SHARE = 0.3
@@ -110,21 +109,13 @@ def run_phase(env: dict, name: str, batches: list[list[str]], timeout: float) ->
 
 
 def run_side(env: dict, ttl: str, phases: list[tuple[str, list[list[str]]]], timeout: float) -> list[Phase]:
-    root, url = env["_root"], env["APERTURE_DATABASE_URL"]
+    url = env["APERTURE_DATABASE_URL"]
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
     requests.post(f"{env['VIDMOB_API_BASE_URL']}/_sim/reset", timeout=10).raise_for_status()
     side_env = env | {"APERTURE_REUSE_TTL_S": ttl}
-    argv = celery("worker", "-Q", ALL_QUEUES, "-c", "2", "--without-gossip", "--without-mingle", "-l", "INFO")
-    worker = start(side_env, "worker", argv, root)
-    disp = start(side_env, "dispatcher", dispatcher(root), root)
-    try:
-        wait_log(root, "worker", "ready.")
-        wait_log(root, "dispatcher", DISPATCHER_READY)
+    with worker_and_dispatcher(side_env):
         return [run_phase(side_env, name, batches, timeout) for name, batches in phases]
-    finally:
-        stop(disp)
-        stop(worker)
 
 
 def lookup_plan() -> str:

@@ -33,6 +33,9 @@ FAST = {
     "APERTURE_POLL_JITTER": "0",
     "APERTURE_DISPATCH_INTERVAL_S": "0.05",
     "APERTURE_LOG_FORMAT": "text",
+    # One Vidmob job per request: the engine's cost per job and reuse's create calls are measured
+    # alone (bench/bench_batching.py sets its own window).
+    "APERTURE_BATCH_WINDOW_S": "0",
 }
 
 FILL = """
@@ -139,6 +142,25 @@ def wait_log(root: Path, name: str, needle: str, timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{name} did not log {needle!r}")
         time.sleep(0.2)
+
+
+@contextmanager
+def worker_and_dispatcher(env: dict[str, Any], concurrency: int = 2) -> Iterator[None]:
+    """One worker on every queue (prefork, ``concurrency``) and one dispatcher, ready, for the block."""
+    from cli.processes import ALL_QUEUES, DISPATCHER_READY, celery, dispatcher
+
+    root = env["_root"]
+    pool = ("-c", str(concurrency), "--without-gossip", "--without-mingle", "-l", "INFO")
+    argv = celery("worker", "-Q", ALL_QUEUES, *pool)
+    worker = start(env, "worker", argv, root)
+    disp = start(env, "dispatcher", dispatcher(root), root)
+    try:
+        wait_log(root, "worker", "ready.")
+        wait_log(root, "dispatcher", DISPATCHER_READY)
+        yield
+    finally:
+        stop(disp)
+        stop(worker)
 
 
 def stop(proc: subprocess.Popen) -> None:

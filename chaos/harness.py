@@ -34,6 +34,8 @@ import requests
 from cli.processes import ALL_QUEUES, DISPATCHER_READY, celery, dispatcher
 
 ROOT = Path(__file__).resolve().parent.parent
+# A request in these states has not ended (packed: waiting in a pack for its Vidmob job).
+ACTIVE = ("submitting", "packed", "polling")
 API_KEY = "sk-chaos-canary-5e1f0c-NEVER-LOGGED-93b7"
 
 # The production logic on a fast clock: a job lives for about a second at the simulator.
@@ -284,7 +286,7 @@ class System:
         ended = 0
         while time.monotonic() - started < timeout:
             try:
-                ended = sum(1 for s in self.states(prefix).values() if s not in ("submitting", "polling"))
+                ended = sum(1 for s in self.states(prefix).values() if s not in ACTIVE)
             except psycopg.OperationalError:
                 ended = 0
             if ended >= expected:
@@ -305,7 +307,7 @@ class System:
         """Fill a row from PostgreSQL and the simulator's counts."""
         states = self.states(prefix)
         row.submitted = submitted
-        row.ended = sum(1 for s in states.values() if s not in ("submitting", "polling"))
+        row.ended = sum(1 for s in states.values() if s not in ACTIVE)
         row.lost = submitted - row.never_accepted - len(states)
         (dupes,) = self.pg.query(
             "SELECT count(*) - count(DISTINCT request_id) FROM jobs WHERE request_id LIKE %s", f"{prefix}-%"

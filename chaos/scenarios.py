@@ -10,7 +10,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from chaos.harness import API_KEY, Row, System, system
+from chaos.harness import ACTIVE, API_KEY, Row, System, system
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,7 @@ def redis_flush_and_restart(size: Size) -> Row:
         s.wait_ended("flush", stored_before, size.timeout_s)
         s.wait_ended("flush2", len(second), size.timeout_s)
         row.recover_s = time.monotonic() - started
-        stuck = [
-            (r, st) for r, st in {**s.states("flush"), **s.states("flush2")}.items() if st in ("submitting", "polling")
-        ]
+        stuck = [(r, st) for r, st in {**s.states("flush"), **s.states("flush2")}.items() if st in ACTIVE]
         if stuck:
             row.notes.append(f"not ended: {stuck[:5]}")
         # Requests flushed before any worker stored them were never accepted.

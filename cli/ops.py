@@ -33,7 +33,7 @@ console = Console()
 EXIT_COMPLETE, EXIT_FAILED, EXIT_REJECTED, EXIT_WAIT_TIMEOUT, EXIT_ERROR = 0, 1, 2, 3, 4
 EXIT_FOR_STATE = {"complete": EXIT_COMPLETE, "failed": EXIT_FAILED, "timed_out": EXIT_FAILED, "rejected": EXIT_REJECTED}
 ENDED = set(EXIT_FOR_STATE)
-STATES = ("rejected", "submitting", "polling", "complete", "failed", "timed_out")
+STATES = ("rejected", "submitting", "packed", "polling", "complete", "failed", "timed_out")
 
 
 class OperatorError(click.ClickException):
@@ -245,9 +245,10 @@ def submit(file: Path, wait: bool, request_id: str | None, client_tags: tuple[st
         console.print(f"[yellow]still running after {timeout:g}s[/]: `aperture jobs show {payload['request_id']}`")
         sys.exit(EXIT_WAIT_TIMEOUT)
     with database() as session:
-        from services.queries import find_job
+        from services.queries import find_job, pack_view
 
-        print_job(find_job(session, payload["request_id"]), attempts=None)
+        job = find_job(session, payload["request_id"])
+        print_job(job, attempts=None, pack=pack_view(session, job))
     sys.exit(EXIT_FOR_STATE[state])
 
 
@@ -258,7 +259,7 @@ def wait_for_end(request_id: str, timeout: float) -> str | None:
 
     from models import Job
 
-    stage = {"submitting": 1, "polling": 2}
+    stage = {"submitting": 1, "packed": 1, "polling": 2}
     with Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
@@ -283,6 +284,7 @@ def wait_for_end(request_id: str, timeout: float) -> str | None:
                     return state
                 detail = {
                     "submitting": f"submitting to Vidmob (attempt {max(1, row.submit_attempts)})",
+                    "packed": "waiting in a pack: its Vidmob job will carry this request with others",
                     "polling": f"Vidmob is tagging {row.asset_count} asset(s); {row.poll_count} poll(s) so far",
                 }[state]
                 if row.error:
@@ -354,7 +356,7 @@ def jobs_list(states: tuple[str, ...], older_than: dt.timedelta | None, stuck: b
 @click.option("--json", "as_json", is_flag=True, help="As one JSON object.")
 def jobs_show(ident: str, as_json: bool) -> None:
     """A job by job id or request id: state, error, times, assets with tags, API attempts."""
-    from services.queries import UnknownJob, attempts_of, find_job
+    from services.queries import UnknownJob, attempts_of, find_job, pack_view
 
     with database() as session:
         try:
@@ -362,10 +364,11 @@ def jobs_show(ident: str, as_json: bool) -> None:
         except UnknownJob as exc:
             raise OperatorError(str(exc)) from exc
         attempts = attempts_of(session, job.id)
+        pack = pack_view(session, job)
     if as_json:
-        click.echo(json.dumps(job_detail(job, attempts), indent=2))
+        click.echo(json.dumps(job_detail(job, attempts, pack), indent=2))
         return
-    print_job(job, attempts)
+    print_job(job, attempts, pack)
 
 
 @jobs.command("retry")
@@ -453,11 +456,25 @@ def job_summary(job) -> dict[str, Any]:
     }
 
 
-def job_detail(job, attempts) -> dict[str, Any]:
+def job_detail(job, attempts, pack=None) -> dict[str, Any]:
     from services.tagging.callbacks import provenance
 
     return {
         **job_summary(job),
+        "batch": job.batch,
+        "is_pack": job.is_pack,
+        # Batching: the pack whose Vidmob job served the request (or, for a pack, its members).
+        "pack": None
+        if pack is None
+        else {
+            "job_id": str(pack.pack_id),
+            "state": pack.state,
+            "vidmob_job_id": pack.vidmob_job_id,
+            "submitted_at": pack.submitted_at.isoformat() if pack.submitted_at else None,
+            "requests": pack.members,
+            "assets": pack.assets,
+            **({"request_ids": list(pack.member_request_ids)} if job.is_pack else {}),
+        },
         "reused_from": [{"job_id": job_id, "tagged_at": when.isoformat()} for job_id, when in reused_from(job)],
         "assets": [
             {
@@ -490,7 +507,7 @@ def reused_from(job) -> list[tuple[str, dt.datetime]]:
     return sorted(found, key=lambda source: source[1])
 
 
-def print_job(job, attempts) -> None:
+def print_job(job, attempts, pack=None) -> None:
     now = dt.datetime.now(dt.UTC)
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
@@ -512,6 +529,8 @@ def print_job(job, attempts) -> None:
         ("next look", _when(job.next_poll_at, now) if job.state.is_active else "-"),
         ("deadline", _when(job.deadline_at, now)),
     ]
+    if pack is not None:
+        rows[4:5] = _pack_rows(job, pack, now)
     sources = reused_from(job)
     if sources:
         reused = "; ".join(f"job {job_id} (tagged {_when(when, now)})" for job_id, when in sources)
@@ -542,6 +561,27 @@ def print_job(job, attempts) -> None:
                 (a.error or "")[:100],
             )
         console.print(table)
+
+
+def _pack_rows(job, pack, now: dt.datetime) -> list[tuple[str, str]]:
+    """The "Vidmob job" line of a packed request, or of a pack (services/tagging/packing.py)."""
+    vidmob = f"{pack.vidmob_job_id or '-'} ({job.dialect} dialect)"
+    if job.is_pack:
+        shown = ", ".join(pack.member_request_ids) + (", ..." if pack.members > len(pack.member_request_ids) else "")
+        return [
+            ("Vidmob job", vidmob),
+            ("pack of", f"{pack.members} requests, {pack.assets} distinct assets: {escape(shown) or '-'}"),
+        ]
+    alone = job.state.value != "packed" and job.vidmob_job_id is not None
+    served = f"served by Vidmob job {pack.vidmob_job_id or '(not created yet)'}" if not alone else "sent alone"
+    return [
+        ("Vidmob job", f"{job.vidmob_job_id} ({job.dialect} dialect)" if alone else vidmob),
+        (
+            "batched",
+            f"packed in job {pack.pack_id} ({pack.state}, {pack.members} requests, {pack.assets} assets); "
+            f"{served}; pack submitted {_when(pack.submitted_at, now)}",
+        ),
+    ]
 
 
 def compact_table(title: str, **kwargs: Any) -> Table:

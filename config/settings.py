@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     # set of client tags) was tagged within this many seconds is answered from PostgreSQL, no Vidmob
     # call. 0 turns it off; a request's own `fresh: true` skips it.
     reuse_ttl_s: float = Field(7 * 24 * 3600.0, ge=0)
+    # Batching (services/tagging/packing.py): a request of at most batch_max_request_assets assets
+    # waits up to batch_window_s in a pack with others of the same dialect and client tags, and the
+    # pack goes to Vidmob as ONE job of at most batch_max_assets assets (sooner when full). 0 turns it
+    # off; a request's own `batch: false` skips it.
+    batch_window_s: float = Field(10.0, ge=0)
+    batch_max_assets: int = Field(200, ge=1, le=200)
+    batch_max_request_assets: int = Field(20, ge=1, le=200)
     # Every response is read under these caps (a bigger body fails terminally; a slower one retries).
     http_max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     http_max_response_s: float = Field(120.0, gt=0)

@@ -40,12 +40,16 @@ class JobState(StrEnum):
     COMPLETE = "complete"
     FAILED = "failed"  # Vidmob said FAILED, or a terminal API error
     TIMED_OUT = "timed_out"  # past the job's deadline
+    # Waiting in a pack (services/tagging/packing.py): its assets go to Vidmob in the pack's job,
+    # and the pack's end ends it (or sends it alone). Never looked at by the dispatcher itself.
+    PACKED = "packed"
 
     @property
     def is_active(self) -> bool:
-        return self in (JobState.SUBMITTING, JobState.POLLING)
+        return self in (JobState.SUBMITTING, JobState.POLLING, JobState.PACKED)
 
 
+# The states the engine looks at (the dispatcher's due looks); a packed request is moved by its pack.
 ACTIVE_STATES = (JobState.SUBMITTING.value, JobState.POLLING.value)
 
 
@@ -67,6 +71,15 @@ class Job(Durable, Base):
     # The caller's `fresh: true`: tagged at Vidmob even if its assets' tags could be reused. A column,
     # not read from ``payload``: a large payload is stored truncated (services/durable/storable.py).
     fresh: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # Batching (services/tagging/packing.py, migration 0006). ``batch``: the caller's consent to share
+    # a Vidmob job. A pack is a job row of its own (``is_pack``: no assets, no callback) whose Vidmob
+    # job carries the assets of its members; ``packed_in_job_id`` is a member's pack (kept after the
+    # pack ended, so a member re-sent alone after a failed pack is never packed again), and
+    # ``pack_open_until`` says a pack still takes members (cleared when its submission starts).
+    batch: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    is_pack: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    packed_in_job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    pack_open_until: Mapped[tz_datetime | None]
 
     asset_count: Mapped[int] = mapped_column(Integer)
     deadline_at: Mapped[tz_datetime]
@@ -82,6 +95,9 @@ class Job(Durable, Base):
     __table_args__ = (
         *durable_table_args("jobs", ACTIVE_STATES),
         Index("ix_jobs_collection", "collection", postgresql_where=text("collection IS NOT NULL")),
+        # A pack's members (its end moves them), and the packs still taking members (a handful).
+        Index("ix_jobs_packed_in_job_id", "packed_in_job_id", postgresql_where=text("packed_in_job_id IS NOT NULL")),
+        Index("ix_jobs_open_packs", "dialect", postgresql_where=text("pack_open_until IS NOT NULL")),
     )
 
 

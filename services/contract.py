@@ -147,6 +147,13 @@ class CreateJobRequest(_Strict):
         "client tags (by default such a request is answered from those tags, with no Vidmob call, and its "
         "callback's annotations say `reused`).",
     )
+    batch: bool = Field(
+        True,
+        description="May share one Vidmob job with other requests of the same client tags that arrive within "
+        "the batch window (APERTURE_BATCH_WINDOW_S; only requests of a few assets are packed). The request keeps "
+        "its own job row, tags and callback either way; `false` sends it to Vidmob as a job of its own, "
+        "without waiting for the window.",
+    )
 
 
 def _scoring_channel(value: str) -> str:

@@ -10,7 +10,10 @@ from __future__ import annotations
 from services import scoring, tagging
 from services.durable.kind import DurableKind
 from services.scoring.batching import on_tagging_job_ended
+from services.tagging.packing import on_pack_ended
 
 KINDS: tuple[DurableKind, ...] = (tagging.KIND, scoring.KIND)
 
+# A pack's end ends its members (or sends them alone) first: their own ends then run these hooks too.
+tagging.KIND.ended.connect(on_pack_ended)
 tagging.KIND.ended.connect(on_tagging_job_ended)

@@ -28,7 +28,8 @@ def retry_job(session: Session, job_id: uuid.UUID, *, settings: Settings, now: d
     token = uuid.uuid4()
     moved = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state.in_(RETRYABLE_STATES))
+        # A pack is not retried: its members were sent to Vidmob alone when it failed.
+        .where(Job.id == job_id, Job.state.in_(RETRYABLE_STATES), Job.is_pack.is_(False))
         .values(
             state=JobState.SUBMITTING,
             error=None,

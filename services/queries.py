@@ -27,9 +27,11 @@ def stuck_condition(now: dt.datetime, settings: Settings):
     time after which a message counts as lost (the dispatcher should have re-sent it), or they
     are past their deadline and still not ended."""
     overdue = now - dt.timedelta(seconds=settings.lost_message_after_s)
-    return Job.state.in_(ACTIVE_STATES) & or_(
+    looked_at = Job.state.in_(ACTIVE_STATES) & or_(
         Job.next_poll_at.is_(None), Job.next_poll_at < overdue, Job.deadline_at < now
     )
+    # A request in a pack is moved by its pack's end: past its own deadline, the pack is stuck.
+    return looked_at | ((Job.state == JobState.PACKED.value) & (Job.deadline_at < now))
 
 
 def list_jobs(
@@ -85,6 +87,41 @@ def find_job(session: Session, ident: str) -> Job:
     return job
 
 
+@dataclass(frozen=True)
+class PackView:
+    """Batching (services/tagging/packing.py), as `aperture jobs show` tells it: for a request, the
+    pack whose Vidmob job served (or serves) it; for a pack, its members."""
+
+    pack_id: uuid.UUID
+    state: str
+    vidmob_job_id: str | None
+    submitted_at: dt.datetime | None
+    error: str | None
+    members: int
+    assets: int
+    member_request_ids: tuple[str, ...] = ()  # of a pack: the first ones, oldest first
+
+
+def pack_view(session: Session, job: Job, *, list_members: int = 20) -> PackView | None:
+    """None for a request never packed."""
+    pack_id = job.id if job.is_pack else job.packed_in_job_id
+    if pack_id is None:
+        return None
+    pack = session.execute(
+        select(Job.state, Job.vidmob_job_id, Job.submitted_at, Job.error, Job.asset_count).where(Job.id == pack_id)
+    ).first()
+    if pack is None:  # deleted since
+        return None
+    members = select(Job.request_id).where(Job.packed_in_job_id == pack_id)
+    count = session.execute(select(func.count()).select_from(members.subquery())).scalar_one()
+    firsts = ()
+    if job.is_pack:
+        firsts = tuple(session.execute(members.order_by(Job.created_at).limit(list_members)).scalars())
+    return PackView(
+        pack_id, pack.state, pack.vidmob_job_id, pack.submitted_at, pack.error, count, pack.asset_count, firsts
+    )
+
+
 def attempts_of(session: Session, job_id: uuid.UUID, limit: int = 200) -> list[ApiAttempt]:
     return list(
         session.execute(
@@ -106,7 +143,7 @@ class JobCounts:
 
     @property
     def in_flight(self) -> int:
-        return sum(self.by_state.get(s, 0) for s in ACTIVE_STATES)
+        return sum(self.by_state.get(s, 0) for s in (*ACTIVE_STATES, JobState.PACKED.value))
 
 
 def job_counts(session: Session, *, now: dt.datetime, settings: Settings) -> JobCounts:

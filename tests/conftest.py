@@ -63,6 +63,9 @@ FAST_ENV = {
     "APERTURE_SCORING_BACKLOG_WAIT_S": "0.3",
     "APERTURE_SCORING_ROUND_DEADLINE_S": "120",
     "APERTURE_TAG_BATCH_WINDOW_S": "1.0",
+    # Batching (tests/test_batching.py turns it on for its own worker): off, so a request here is
+    # its own Vidmob job and tests can count calls per request.
+    "APERTURE_BATCH_WINDOW_S": "0",
     # The fleet-wide circuit breaker: opens after 20 failures in a row, probes every second here.
     "APERTURE_CIRCUIT_PROBE_INTERVAL_S": "1",
 }

@@ -124,3 +124,14 @@ def test_the_reuse_benchmark_runs_at_a_smoke_size():
         figures = row[len(phase) + 2 :].split()
         assert figures[0] == str(requests) and figures[3] == str(requests), row  # baseline: one job per request
     assert "the reuse lookup of a 10-asset request (EXPLAIN):" in out
+
+
+def test_the_batching_benchmark_runs_at_a_smoke_size():
+    # both sides send every request and see each one complete; with batching off every request is its
+    # own Vidmob job, with it on 30 requests in 2 s fit one window's pack (or two: a pack opened late)
+    out = run_bench("bench/bench_batching.py", "--requests", "30", "--over", "2", "--window", "3", timeout=240)
+    [row] = [line for line in out.splitlines() if line.startswith("  Vidmob jobs created")]
+    on, off = (int(v.replace(",", "")) for v in row.split()[3:5])
+    assert off == 30 and 1 <= on <= 2, row
+    for figure in ("batching on ", "baseline ", "gained "):
+        assert any(line.strip().startswith(figure.strip()) and "p95" in line for line in out.splitlines()), figure

@@ -30,7 +30,7 @@ from psycopg.types.json import Jsonb
 from tests.conftest import _missing, embedded_server
 
 ADMIN_URL = os.environ.get("APERTURE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-HEAD = "0005"
+HEAD = "0006"
 
 # Differences alembic's compare_metadata may report between the models and `upgrade head`,
 # as "<op> <table>.<object>" (see _describe). Each entry must say why it is accepted.
@@ -348,6 +348,10 @@ CHANGED_BY_0003 = {
     ("jobs", "collection"),  # added by 0004 (NULL on every existing row)
     ("assets", "reused_from_asset_id"),  # added by 0005 (NULL on every existing row)
     ("jobs", "fresh"),  # added by 0005 (false on every existing row)
+    ("jobs", "batch"),  # added by 0006 (true on every existing row)
+    ("jobs", "is_pack"),  # added by 0006 (false on every existing row)
+    ("jobs", "packed_in_job_id"),  # added by 0006 (NULL on every existing row)
+    ("jobs", "pack_open_until"),  # added by 0006 (NULL on every existing row)
 }
 
 

@@ -195,12 +195,14 @@ def test_a_400_and_a_401_are_not_retried(system, break_it, expected):
 
 
 def test_a_lost_poll_message_is_recovered_by_the_sweeper(system):
-    # Given a job being polled while Vidmob takes its time
+    # Given a job whose status check is under way (its message held by the worker) while Vidmob is slow to answer
     sim = system["simulator"]
-    requests.post(f"{sim.url}/_sim/config", json={"pending_s": 2.5, "processing_s": 0.5}, timeout=5)
+    status = {"guide": "/v1/aperture/jobs/{job_id}/status", "media": "/v1/media/aperture/{job_id}"}
+    path = status[system["env"]["VIDMOB_TAGS_DIALECT"]]
+    sim_fault(sim, method="GET", path=path, delay_s=4, times=1)
     request_id = f"lost-{uuid.uuid4()}"
     send(system["env"], "aperture.create_job", request_id=request_id, assets=[{"url": f"{CDN}/lost.mp4"}])
-    wait_for_job(request_id, states={JobState.POLLING})
+    wait_for(lambda: sim_stats(sim)["requests"].get(f"GET {path}", 0) >= 1, what="a status check under way")
     # When every worker dies at once (kill -9) and the broker loses every message
     system["worker"].kill9()
     redis.Redis.from_url(system["env"]["APERTURE_BROKER_URL"]).flushdb()

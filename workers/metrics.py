@@ -7,8 +7,9 @@ Two kinds:
 - Events seen by this worker's processes: Vidmob API requests by endpoint template and status,
   their latency, retryable attempts, rejected payloads, polls per completed job, the time
   from submission to completion, the fleet rate limiter's waits, deferrals and 429 pauses, and the
-  jobs and assets answered by reuse (counted in the transaction that ends them: one whose commit then
-  fails, rare, is counted again when retried).
+  jobs and assets answered by reuse, and requests and assets packed into a shared Vidmob job (both
+  counted in the transaction that decides them: one whose commit then fails, rare, is counted again
+  when retried).
 
 With the prefork pool, tasks run in child processes and the main process serves: the children
 write their values to files in PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode)
@@ -66,6 +67,8 @@ class Metrics:
     ratelimit_pauses: Counter
     reused_jobs: Counter
     reused_assets: Counter
+    packed_requests: Counter
+    packed_assets: Counter
 
 
 _registry = CollectorRegistry(auto_describe=True)  # ours, not the default one Flower serves
@@ -151,6 +154,12 @@ def _create() -> Metrics:
         reused_assets=Counter(
             "aperture_reused_assets", "Assets of those jobs, whose tags were copied from an earlier job.", registry=r
         ),
+        packed_requests=Counter(
+            "aperture_packed_requests",
+            "Tagging requests put in a pack, to share one Vidmob job with others (APERTURE_BATCH_WINDOW_S).",
+            registry=r,
+        ),
+        packed_assets=Counter("aperture_packed_assets", "Assets of those requests.", registry=r),
     )
 
 
@@ -189,6 +198,15 @@ def observe_reuse(assets: int) -> None:
         m.reused_assets.inc(assets)
     except Exception:  # a metric must never fail a task
         log.warning("could not record a reuse metric", exc_info=True)
+
+
+def observe_packing(assets: int) -> None:
+    try:
+        m = metrics()
+        m.packed_requests.inc()
+        m.packed_assets.inc(assets)
+    except Exception:  # a metric must never fail a task
+        log.warning("could not record a batching metric", exc_info=True)
 
 
 def observe_create_job_result(result: Any) -> None:

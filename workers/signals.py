@@ -21,7 +21,7 @@ from config.tasks import CREATE_JOB, FLUSH_TAGGING, POLL_JOB
 from models.db import get_engine
 from services import log_context
 from services.durable import attempts
-from services.tagging import reuse
+from services.tagging import packing, reuse
 from workers import metrics
 
 if metrics.observe_api_attempt not in attempts.ATTEMPT_OBSERVERS:
@@ -30,6 +30,8 @@ if metrics.observe_limiter_event not in ratelimit.OBSERVERS:
     ratelimit.OBSERVERS.append(metrics.observe_limiter_event)
 if metrics.observe_reuse not in reuse.OBSERVERS:
     reuse.OBSERVERS.append(metrics.observe_reuse)
+if metrics.observe_packing not in packing.JOIN_OBSERVERS:
+    packing.JOIN_OBSERVERS.append(metrics.observe_packing)
 
 # When each running task began, by task id: completion metrics count a job only for the
 # task that completed it (services/queries.completion_since).

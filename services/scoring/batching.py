@@ -83,6 +83,9 @@ def _tag_group(session: Session, group: list[Any], *, settings: Settings, now: d
         "request_id": f"{TAGGING_REQUEST_PREFIX}{uuid.uuid4()}",
         # Vidmob said the media is not tagged: it must tag them, whatever tags PostgreSQL holds.
         "fresh": True,
+        # Already one job for every media waiting, and Vidmob must know each one by its media id,
+        # which a pack would rename (services/tagging/packing.py).
+        "batch": False,
     }
     # An ordinary tagging job: the engine submits and polls it like any other.
     accepted = intake.accept(session, TAGGING_INTAKE, payload, task_id="flush", settings=settings, now=now)

@@ -7,13 +7,14 @@ import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from clients.tags import AssetAnnotation
-from models import Asset, Tag
+from models import Asset, Job, JobState, Tag
 from services.durable.storable import clipped
+from services.tagging.packing import PACK_ASSET_ID_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +33,23 @@ def store_annotations(
     is cut to it (and NUL or unpaired surrogates replaced), an asset's tags beyond
     ``MAX_TAGS_PER_ASSET`` are dropped with a warning, and the rows go in batches (SQLAlchemy's
     insertmanyvalues), so no answer can exceed PostgreSQL's 65,535 parameters per statement."""
-    assets = session.execute(select(Asset.id, Asset.url, Asset.external_id).where(Asset.job_id == job_id)).all()
+    # A job's own assets; a pack's are its members' (services/tagging/packing.py), each URL sent once
+    # under the name of its first asset row.
+    members = select(Job.id).where(Job.packed_in_job_id == job_id, Job.state == JobState.PACKED.value)
+    assets = session.execute(
+        select(Asset.id, Asset.job_id, Asset.url, Asset.external_id).where(
+            or_(Asset.job_id == job_id, Asset.job_id.in_(members))
+        )
+    ).all()
     by_url: dict[str, list[int]] = {}
     by_external_id: dict[str, list[int]] = {}
     for a in assets:
         by_url.setdefault(a.url, []).append(a.id)
         if a.external_id:
             by_external_id.setdefault(a.external_id, []).append(a.id)
+    for a in assets:
+        if a.job_id != job_id:  # a member's
+            by_external_id.setdefault(f"{PACK_ASSET_ID_PREFIX}{a.id}", by_url[a.url])
     rows: dict[tuple[int, str, str], dict[str, Any]] = {}
     tagged: set[int] = set()
     for annotation in annotations:

@@ -22,6 +22,7 @@ def _job(request: CreateJobRequest, settings: Settings, now: dt.datetime) -> dic
         "client_tags": [t.model_dump() for t in request.client_tags],
         "collection": request.collection,
         "fresh": request.fresh,
+        "batch": request.batch,
     }
 
 
@@ -45,7 +46,7 @@ INTAKE = Intake(
     kind=KIND,
     contract=CreateJobRequest,
     usage="aperture.create_job takes keyword arguments only"
-    " (assets, client_tags, request_id, collection, callback, fresh)",
+    " (assets, client_tags, request_id, collection, callback, fresh, batch)",
     fields=_job,
     rejected_fields=_rejected,
     on_created=_assets,

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,7 @@ from services.durable import attempts, durations, lifecycle, policy
 from services.durable.lifecycle import Claim
 from services.durable.messages import Outcome
 from services.durable.prediction import Prediction
+from services.tagging import packing
 from services.tagging.annotations import store_annotations
 from services.tagging.kind import KIND
 from services.tagging.policy import Complete, after_status, first_look
@@ -38,7 +39,16 @@ SUBMIT_ENDPOINTS = {"guide": "POST /v1/aperture/jobs", "media": "POST /v1/media/
 
 @dataclass(frozen=True, kw_only=True)
 class SubmitClaim(Claim):
-    COLUMNS = (Job.dialect, Job.submit_attempts.label("attempt"), Job.client_tags, Job.duplicate_risk, Job.fresh)
+    COLUMNS = (
+        Job.dialect,
+        Job.submit_attempts.label("attempt"),
+        Job.client_tags,
+        Job.duplicate_risk,
+        Job.fresh,
+        Job.batch,
+        Job.is_pack,
+        Job.packed_in_job_id,
+    )
     # A worker that died mid-call is taken over once its lease has run out (the intent row
     # makes the possible duplicate visible).
     TAKEOVER_AFTER_LEASE = True
@@ -49,6 +59,9 @@ class SubmitClaim(Claim):
     client_tags: tuple[ClientTag, ...]
     duplicate_risk: bool
     fresh: bool  # the caller's `fresh: true`: never answered by reuse
+    batch: bool  # the caller's consent to share a Vidmob job (services/tagging/packing.py)
+    is_pack: bool  # a pack: its assets are its members'
+    packed_in_job_id: uuid.UUID | None  # set once packed: a request sent alone after its pack failed
 
     @classmethod
     def claim_values(cls, job_id: uuid.UUID) -> dict[str, Any]:
@@ -56,7 +69,12 @@ class SubmitClaim(Claim):
         earlier POST's outcome is unknown (no HTTP answer: the worker died mid-call, a timeout,
         a dropped connection; or a 5xx from a gateway): Vidmob may have created a job for it."""
         unknown_before = exists().where(ApiAttempt.job_id == job_id, attempts.may_have_created_work())
-        return {"submit_attempts": Job.submit_attempts + 1, "duplicate_risk": Job.duplicate_risk | unknown_before}
+        return {
+            "submit_attempts": Job.submit_attempts + 1,
+            "duplicate_risk": Job.duplicate_risk | unknown_before,
+            # A pack whose submission begins takes no more members (services/tagging/packing.py).
+            "pack_open_until": None,
+        }
 
     @classmethod
     def from_row(cls, session: Session, row: Row[Any]) -> SubmitClaim:
@@ -65,12 +83,18 @@ class SubmitClaim(Claim):
             log.warning(
                 "resubmitting job %s after an attempt of unknown outcome: Vidmob may hold a duplicate", row.row_id
             )
-        assets = session.execute(
-            select(Asset.url, Asset.external_id).where(Asset.job_id == row.row_id).order_by(Asset.position)
-        ).all()
+        if row.is_pack:
+            refs = packing.pack_assets(session, row.row_id)
+            # Its members' assets as they are now (an operator may have ended a member meanwhile).
+            session.execute(update(Job).where(Job.id == row.row_id).values(asset_count=len(refs)))
+        else:
+            assets = session.execute(
+                select(Asset.url, Asset.external_id).where(Asset.job_id == row.row_id).order_by(Asset.position)
+            ).all()
+            refs = tuple(AssetRef(url=a.url, id=a.external_id) for a in assets)
         return cls.of(
             row,
-            assets=tuple(AssetRef(url=a.url, id=a.external_id) for a in assets),
+            assets=refs,
             client_tags=tuple(ClientTag(label=t["label"], description=t.get("description")) for t in row.client_tags),
         )
 

@@ -12,7 +12,7 @@ from models import JobState
 from services.durable.attempts import AttemptLog
 from services.durable.messages import Outcome
 from services.durable.steps import Step
-from services.tagging import capacity, reuse
+from services.tagging import capacity, packing, reuse
 from services.tagging.kind import KIND
 from services.tagging.lifecycle import (
     SUBMIT_ENDPOINTS,
@@ -43,6 +43,10 @@ def _hold(session: Session, claim: SubmitClaim, *, settings: Settings, now: dt.d
     reused = reuse.complete_if_reusable(session, claim, settings=settings, now=now, fresh=claim.fresh)
     if reused is not None:
         return reused
+    # Then batching: a small request waits in a pack, which meets the cap when it is sent.
+    packed = packing.join_if_packable(session, claim, settings=settings, now=now)
+    if packed is not None:
+        return packed
     return capacity.hold_if_full(session, claim, settings=settings, now=now)
 
 

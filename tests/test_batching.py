@@ -1,0 +1,249 @@
+"""Batching (issue 9, part 2): small requests that arrive together share one Vidmob job; each caller
+keeps its own job row, tags and callback. End to end: a real worker with batching on (the session's
+worker is paused meanwhile: it runs with batching off), the session's dispatcher, real Postgres and
+Redis, the simulator over HTTP. Given / when / then."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from collections import Counter
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from models import CallbackStatus, Job, JobState
+from models.db import session_scope
+from tests.support import drain, job_by_request_id, send, sim_stats, tags_by_url, wait_for
+
+pytestmark = pytest.mark.slow
+CDN = "https://cdn.example.com/batching"
+LIFESTYLE = {"label": "lifestyle", "description": "Real-life settings"}
+BEACH = {"label": "beach", "description": None}
+WINDOW_S = 2.0
+MAX_ASSETS = 10
+MAX_REQUEST_ASSETS = 3
+
+
+@pytest.fixture(scope="module")
+def batching_worker(app_env, worker, tmp_root):
+    """A worker with batching on, in place of the session's (which has it off)."""
+    from tests.conftest import start_worker
+
+    worker.stop()
+    env = app_env | {
+        "APERTURE_BATCH_WINDOW_S": str(WINDOW_S),
+        "APERTURE_BATCH_MAX_ASSETS": str(MAX_ASSETS),
+        "APERTURE_BATCH_MAX_REQUEST_ASSETS": str(MAX_REQUEST_ASSETS),
+        # A message the killed worker held comes back within seconds (tests below kill it).
+        "APERTURE_VISIBILITY_TIMEOUT_S": "10",
+    }
+    proc = start_worker(env, tmp_root / "batching-worker.log")
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        worker.restart()
+
+
+@pytest.fixture
+def batching(system, batching_worker):
+    return system | {"worker": batching_worker}
+
+
+def request(system, urls: list[str], *, client_tags=(LIFESTYLE,), queue: str | None = None, **extra) -> str:
+    request_id = f"batch-{uuid.uuid4()}"
+    kwargs = {"request_id": request_id, "assets": [{"url": u, "id": f"mine-{i}"} for i, u in enumerate(urls)]}
+    kwargs |= {"client_tags": list(client_tags), **extra}
+    if queue:
+        kwargs["callback"] = {"task": "caller.tagged", "queue": queue}
+    send(system["env"], "aperture.create_job", **kwargs)
+    return request_id
+
+
+def ended(request_ids: list[str], timeout: float = 60) -> list[Job]:
+    def all_ended() -> list[Job] | None:
+        with session_scope() as s:
+            jobs = s.execute(select(Job).where(Job.request_id.in_(request_ids))).scalars().all()
+        done = [j for j in jobs if not j.state.is_active]
+        return sorted(done, key=lambda j: request_ids.index(j.request_id)) if len(done) == len(request_ids) else None
+
+    return wait_for(all_ended, timeout, what=f"{len(request_ids)} requests to end")
+
+
+def pack(pack_id) -> Job:
+    with session_scope() as s:
+        return s.execute(select(Job).where(Job.id == pack_id)).scalar_one()
+
+
+def vidmob_jobs(system) -> dict[str, list[str]]:
+    """Every job the simulator created, with its URLs."""
+    url = system["simulator"].url
+    ids = sim_stats(system["simulator"])["job_polls"]
+    return {job_id: requests.get(f"{url}/_sim/jobs/{job_id}", timeout=5).json()["urls"] for job_id in ids}
+
+
+def urls(name: str, n: int) -> list[str]:
+    run = uuid.uuid4().hex[:8]
+    return [f"{CDN}/{name}-{run}-{i}.mp4" for i in range(n)]
+
+
+def test_small_requests_arriving_together_share_one_vidmob_job_and_each_keeps_its_own_tags_and_callback(
+    batching, aperture
+):
+    # Given 6 callers, each asking for one asset to be tagged with the same client tag, within a second
+    assets = urls("lifestyle-together", 6)
+    queue = f"test.batch.{uuid.uuid4().hex[:6]}"
+    ids = [request(batching, [u], queue=queue) for u in assets]
+
+    # When they end
+    jobs = ended(ids)
+
+    # Then Vidmob got ONE job carrying the 6 assets
+    created = vidmob_jobs(batching)
+    assert len(created) == 1, created
+    assert sorted(next(iter(created.values()))) == sorted(assets)
+    # And every request completed on its own row, with its own asset's tags (the client tag included)
+    assert [j.state for j in jobs] == [JobState.COMPLETE] * 6, [j.error for j in jobs]
+    for job, url in zip(jobs, assets, strict=True):
+        tags = tags_by_url(job.id)
+        assert list(tags) == [url]
+        assert ("client", "lifestyle") in tags[url]
+        assert job.vidmob_job_id is None and job.submit_attempts == 0
+    # And the pack that served them is one row, with the Vidmob job, no callback and no assets of its own
+    [pack_id] = {j.packed_in_job_id for j in jobs}
+    served = pack(pack_id)
+    assert served.is_pack and served.state is JobState.COMPLETE
+    assert served.vidmob_job_id == next(iter(created))
+    assert served.asset_count == 6 and served.callback is None and tags_by_url(pack_id) == {}
+    # And each request waited at most the window (plus a dispatcher pass) for the pack to be sent
+    waited = [(served.submitted_at - j.created_at).total_seconds() for j in jobs]
+    assert max(waited) <= WINDOW_S + 1.5, waited
+
+    # And each caller got its own callback, with the annotations of its own asset only
+    wait_for(
+        lambda: all(job_by_request_id(i).callback_status is CallbackStatus.SENT for i in ids), what="callbacks sent"
+    )
+    callbacks = {m.payload[1]["request_id"]: m.payload[1] for m in drain(batching["env"]["APERTURE_BROKER_URL"], queue)}
+    assert sorted(callbacks) == sorted(ids)
+    for request_id, url in zip(ids, assets, strict=True):
+        [annotation] = callbacks[request_id]["annotations"]
+        assert annotation["url"] == url and annotation["id"] == "mine-0" and annotation["reused"] is False
+        assert callbacks[request_id]["status"] == "complete"
+
+    # And `aperture jobs show` says which Vidmob job served a request, and what a pack carried
+    shown = aperture("jobs", "show", ids[0])
+    assert shown.exit_code == 0, shown.output
+    assert f"served by Vidmob job {served.vidmob_job_id}" in shown.output
+    assert f"packed in job {pack_id} (complete, 6 requests, 6 assets)" in shown.output
+    detail = json.loads(aperture("jobs", "show", ids[0], "--json").output)
+    assert detail["pack"]["vidmob_job_id"] == served.vidmob_job_id and detail["pack"]["requests"] == 6
+    of_pack = json.loads(aperture("jobs", "show", str(pack_id), "--json").output)
+    assert of_pack["is_pack"] and sorted(of_pack["pack"]["request_ids"]) == sorted(ids)
+
+
+def test_only_requests_with_the_same_client_tags_share_a_job_and_large_or_opted_out_requests_go_alone(batching):
+    # Given requests with one client tag, others with two (in either order), one that says batch: false,
+    # and one with more assets than a packed request may have
+    one_tag = [request(batching, [u]) for u in urls("lifestyle-one", 2)]
+    two_tags = [
+        request(batching, [u], client_tags=tags)
+        for u, tags in zip(urls("lifestyle-beach-two", 2), [(LIFESTYLE, BEACH), (BEACH, LIFESTYLE)], strict=True)
+    ]
+    opted_out = request(batching, urls("lifestyle-out", 1), batch=False)
+    large = request(batching, urls("lifestyle-large", MAX_REQUEST_ASSETS + 1))
+
+    # When they end
+    jobs = {j.request_id: j for j in ended([*one_tag, *two_tags, opted_out, large])}
+
+    # Then the two kinds of client tags made two packs, and the other two went alone: 4 Vidmob jobs
+    assert all(j.state is JobState.COMPLETE for j in jobs.values()), {i: j.error for i, j in jobs.items()}
+    assert len(vidmob_jobs(batching)) == 4
+    assert len({jobs[i].packed_in_job_id for i in one_tag}) == 1
+    assert len({jobs[i].packed_in_job_id for i in two_tags}) == 1
+    assert jobs[one_tag[0]].packed_in_job_id != jobs[two_tags[0]].packed_in_job_id
+    for alone in (opted_out, large):
+        assert jobs[alone].packed_in_job_id is None and jobs[alone].vidmob_job_id is not None
+    assert len(tags_by_url(jobs[large].id)) == MAX_REQUEST_ASSETS + 1
+
+
+def test_a_full_pack_is_sent_at_once_and_the_next_request_opens_another(batching):
+    # Given a pack that can carry MAX_ASSETS assets, and MAX_ASSETS + 1 single-asset requests sent at once
+    started = dt.datetime.now(dt.UTC)
+    ids = [request(batching, [u]) for u in urls("lifestyle-full", MAX_ASSETS + 1)]
+
+    # When they end
+    jobs = ended(ids)
+
+    # Then two Vidmob jobs carried them: the full pack of MAX_ASSETS, and one for the last request
+    assert all(j.state is JobState.COMPLETE for j in jobs)
+    sizes = Counter(j.packed_in_job_id for j in jobs)
+    assert sorted(sizes.values()) == [1, MAX_ASSETS]
+    assert sorted(len(u) for u in vidmob_jobs(batching).values()) == [1, MAX_ASSETS]
+    # And the full one did not wait for its window to close
+    [full] = [pack_id for pack_id, n in sizes.items() if n == MAX_ASSETS]
+    last_joined = max(j.created_at for j in jobs if j.packed_in_job_id == full)
+    assert pack(full).submitted_at < max(last_joined, started) + dt.timedelta(seconds=WINDOW_S)
+
+
+def test_a_failed_pack_sends_its_requests_alone_so_one_bad_asset_fails_only_its_own_request(batching):
+    # Given four requests packed together, one of them with an asset Vidmob fails to tag
+    assets = [*urls("lifestyle-good", 3), f"{CDN}/lifestyle-fail-{uuid.uuid4().hex[:8]}.mp4"]
+    ids = [request(batching, [u]) for u in assets]
+
+    # When they end
+    jobs = ended(ids)
+
+    # Then the pack failed, and each request went to Vidmob again alone: 1 + 4 Vidmob jobs
+    [pack_id] = {j.packed_in_job_id for j in jobs}
+    assert pack(pack_id).state is JobState.FAILED
+    created = vidmob_jobs(batching)
+    assert sorted(len(u) for u in created.values()) == [1, 1, 1, 1, 4]
+    # And only the request with the bad asset failed; the others completed with their tags
+    assert [j.state for j in jobs] == [JobState.COMPLETE] * 3 + [JobState.FAILED]
+    for job, url in zip(jobs[:3], assets[:3], strict=True):
+        assert job.vidmob_job_id in created and created[job.vidmob_job_id] == [url]
+        assert tags_by_url(job.id)[url]
+    assert jobs[3].error and "fail" in jobs[3].error.lower()
+    # And the pack is not re-submitted by an operator's retry: its requests were sent alone already
+    from services.operator import retry_job
+
+    with session_scope() as s:
+        assert retry_job(s, pack_id, settings=_settings(), now=dt.datetime.now(dt.UTC)) is None
+
+
+def test_a_worker_killed_while_requests_wait_in_a_pack_loses_none_and_sends_no_asset_twice(batching):
+    # Given 20 single-asset requests arriving over about a second
+    assets = urls("lifestyle-kill", 20)
+    ids = []
+    for u in assets:
+        ids.append(request(batching, [u]))
+        time.sleep(0.05)
+
+    # When the worker is killed (-9) once some of them wait in a pack, and started again
+    def packed() -> int:
+        with session_scope() as s:
+            rows = s.execute(select(Job.state).where(Job.request_id.in_(ids))).scalars().all()
+        return sum(1 for state in rows if state is JobState.PACKED)
+
+    wait_for(lambda: packed() >= 5, what="5 requests packed")
+    batching["worker"].kill9()
+    batching["worker"].restart()
+
+    # Then every request completes with its own asset's tags
+    jobs = ended(ids, timeout=90)
+    assert [j.state for j in jobs] == [JobState.COMPLETE] * 20, [j.error for j in jobs]
+    for job, url in zip(jobs, assets, strict=True):
+        assert ("client", "lifestyle") in tags_by_url(job.id)[url]
+    # And no asset was sent to Vidmob twice
+    sent = Counter(u for job_urls in vidmob_jobs(batching).values() for u in job_urls)
+    assert sorted(sent) == sorted(assets) and set(sent.values()) == {1}, sent
+
+
+def _settings():
+    from config.settings import get_settings
+
+    return get_settings()
