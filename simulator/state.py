@@ -350,6 +350,7 @@ class SimState:
         self.jobs[job.job_id] = job
         self.jobs_by_dialect[job.dialect] += 1
         self.counters["jobs_created"] += 1
+        self.counters["assets_created"] += len(job.urls)
         if not job.failed:
             for url in set(job.urls):
                 bisect.insort(self.tagged_at.setdefault(url, []), job.done_at)
@@ -676,6 +677,7 @@ class SimState:
                 "requests": dict(self.requests),
                 "responses": dict(self.responses),
                 "jobs_created": c["jobs_created"],
+                "assets_created": c["assets_created"],  # assets those jobs carried
                 "jobs_created_by_dialect": {
                     "guide": self.jobs_by_dialect["guide"],
                     "media": self.jobs_by_dialect["media"],

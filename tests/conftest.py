@@ -190,6 +190,7 @@ class Process:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
         self.name, self.log_path = name, log_path
         self._log = open(log_path, "wb")
+        self._started_at = 0  # where this run's log begins
         self._env = {**os.environ, **env}
         self.proc = subprocess.Popen(
             argv,
@@ -204,9 +205,10 @@ class Process:
         return self.log_path.read_text(errors="replace")
 
     def wait_for_log(self, needle: str, timeout: float = 30) -> None:
+        """Until the process, since it was last (re)started, logs ``needle``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if needle in self.log():
+            if needle in self.log_path.read_bytes()[self._started_at :].decode(errors="replace"):
                 return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited early:\n{self.log()[-3000:]}")
@@ -221,6 +223,7 @@ class Process:
     def restart(self) -> None:
         self._log.close()
         self._log = open(self.log_path, "ab")
+        self._started_at = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
             self.proc.args,
             cwd=ROOT,

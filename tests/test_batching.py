@@ -15,7 +15,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from models import CallbackStatus, Job, JobState
+from models import Asset, CallbackStatus, Job, JobState
 from models.db import session_scope
 from tests.support import drain, job_by_request_id, send, sim_stats, tags_by_url, wait_for
 
@@ -40,6 +40,7 @@ def batching_worker(app_env, worker, tmp_root):
         "APERTURE_BATCH_MAX_REQUEST_ASSETS": str(MAX_REQUEST_ASSETS),
         # A message the killed worker held comes back within seconds (tests below kill it).
         "APERTURE_VISIBILITY_TIMEOUT_S": "10",
+        "APERTURE_METRICS_PORT": "0",
     }
     proc = start_worker(env, tmp_root / "batching-worker.log")
     try:
@@ -47,6 +48,7 @@ def batching_worker(app_env, worker, tmp_root):
     finally:
         proc.stop()
         worker.restart()
+        worker.wait_for_log("ready.", timeout=60)
 
 
 @pytest.fixture
@@ -232,6 +234,7 @@ def test_a_worker_killed_while_requests_wait_in_a_pack_loses_none_and_sends_no_a
     wait_for(lambda: packed() >= 5, what="5 requests packed")
     batching["worker"].kill9()
     batching["worker"].restart()
+    batching["worker"].wait_for_log("ready.", timeout=60)
 
     # Then every request completes with its own asset's tags
     jobs = ended(ids, timeout=90)
@@ -247,3 +250,24 @@ def _settings():
     from config.settings import get_settings
 
     return get_settings()
+
+
+def test_a_request_partly_answered_by_reuse_sends_only_the_rest_in_a_pack(batching):
+    # Given an asset tagged earlier with the same client tag
+    known, new, other = urls("lifestyle-partly", 3)
+    [first] = ended([request(batching, [known])])
+    before = set(vidmob_jobs(batching))
+    # When one request carries it and a new asset, and another request a second new asset
+    ids = [request(batching, [known, new]), request(batching, [other])]
+    jobs = ended(ids)
+    # Then ONE more Vidmob job carries the two new assets only
+    created = {k: v for k, v in vidmob_jobs(batching).items() if k not in before}
+    assert [sorted(u) for u in created.values()] == [sorted([new, other])]
+    assert [j.state for j in jobs] == [JobState.COMPLETE] * 2 and len({j.packed_in_job_id for j in jobs}) == 1
+    # And the known asset carries the earlier tags, marked reused; the new ones carry Vidmob's
+    with session_scope() as s:
+        rows = s.execute(select(Asset.url, Asset.reused_from_asset_id).where(Asset.job_id == jobs[0].id)).all()
+        source = s.execute(select(Asset.id).where(Asset.job_id == first.id)).scalar_one()
+    assert dict(rows) == {known: source, new: None}
+    assert tags_by_url(jobs[0].id)[known] == tags_by_url(first.id)[known]
+    assert ("client", "lifestyle") in tags_by_url(jobs[0].id)[new]

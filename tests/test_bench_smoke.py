@@ -118,11 +118,14 @@ def test_the_reuse_benchmark_runs_at_a_smoke_size():
     # both sides run every phase, each job completes, and every phase prints its figure, baseline
     # and ratio; with reuse off every request is a Vidmob job
     out = run_bench("bench/bench_reuse.py", "--urls", "20", timeout=240)
-    assert "Vidmob jobs created: reuse on, baseline (APERTURE_REUSE_TTL_S=0), ratio" in out
+    assert "Vidmob jobs created, and the assets they carried: reuse on, baseline (APERTURE_REUSE_TTL_S=0)" in out
     for phase, requests in (("first", 20), ("again", 20), ("30% repeat", 20), ("30% repeat, 10 per request", 2)):
         [row] = [line for line in out.splitlines() if line.startswith(f"  {phase}  ")]
         figures = row[len(phase) + 2 :].split()
-        assert figures[0] == str(requests) and figures[3] == str(requests), row  # baseline: one job per request
+        # baseline: one job per request, carrying every asset
+        assert figures[0] == str(requests) and figures[3] == str(requests) and figures[6] == "20", row
+    [again] = [line for line in out.splitlines() if line.startswith("  again  ")]
+    assert again.split()[3] == "0" and again.split()[6] == "0", again  # reuse on: nothing sent again
     assert "the reuse lookup of a 10-asset request (EXPLAIN):" in out
 
 

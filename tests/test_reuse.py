@@ -148,20 +148,30 @@ def test_tags_older_than_the_ttl_are_not_reused(system):
     assert created(system) == 2
 
 
-def test_a_request_with_one_unknown_asset_goes_to_vidmob_whole(system):
+def test_a_request_with_one_unknown_asset_sends_only_that_one_to_vidmob(system):
     # Given one asset tagged before
-    known, unknown = (f"{CDN}/{uuid.uuid4().hex[:8]}-{i}.mp4" for i in range(2))
-    create(system, [known])
+    known, unknown = (f"{CDN}/lifestyle-{uuid.uuid4().hex[:8]}-{i}.mp4" for i in range(2))
+    first = create(system, [known], client_tags=[LIFESTYLE])
     # When a request carries it and an asset never seen
-    job = create(system, [known, unknown])
-    # Then one Vidmob job tags both (no partial reuse)
+    queue = f"test.reuse.{uuid.uuid4().hex[:6]}"
+    job = create(system, [known, unknown], client_tags=[LIFESTYLE], queue=queue)
+    # Then one Vidmob job tags the unknown one only, and the known one's tags are reused
     assert job.state is JobState.COMPLETE and job.vidmob_job_id and job.asset_count == 2
     assert created(system) == 2
     record = requests.get(f"{system['simulator'].url}/_sim/jobs/{job.vidmob_job_id}", timeout=5).json()
-    assert record["urls"] == [known, unknown]
+    assert record["urls"] == [unknown]
     with session_scope() as s:
-        reused = s.execute(select(Asset.reused_from_asset_id).where(Asset.job_id == job.id)).scalars().all()
-    assert reused == [None, None]
+        [source] = s.execute(select(Asset.id).where(Asset.job_id == first.id)).scalars().all()
+        reused = s.execute(
+            select(Asset.reused_from_asset_id).where(Asset.job_id == job.id).order_by(Asset.position)
+        ).scalars()
+        assert list(reused) == [source, None]
+    tags = tags_by_url(job.id)
+    assert tags[known] == tags_by_url(first.id)[known] and ("client", "lifestyle") in tags[unknown]
+    # And its callback says, per asset, which tags were reused
+    annotations = callback_kwargs(system, queue)["annotations"]
+    assert [(a["url"], a["reused"]) for a in annotations] == [(known, True), (unknown, False)]
+    assert annotations[0]["reused_from_job_id"] == str(first.id)
 
 
 def test_reused_tags_are_reused_again_counted_from_vidmobs_tagging(system):

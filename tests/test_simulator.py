@@ -300,18 +300,19 @@ def test_faults_can_be_listed_and_cleared(api: Api) -> None:
 
 
 def test_stats_count_jobs_per_dialect_requests_and_polls_and_reset_clears_them(api: Api) -> None:
-    job_id = api.create_guide_job([f"{CDN}/a.mp4"])
+    job_id = api.create_guide_job([f"{CDN}/a.mp4", f"{CDN}/a2.mp4"])
     api.post("/v1/media/aperture", {"creatives": [{"id": "c", "url": f"{CDN}/b.mp4"}], "clientTags": {}})
     for _ in range(3):
         api.get(f"/v1/aperture/jobs/{job_id}/status")
     stats = api.stats()
     assert stats["jobs_created"] == 2 and stats["jobs_created_by_dialect"] == {"guide": 1, "media": 1}
+    assert stats["assets_created"] == 3
     assert stats["job_polls"][job_id] == 3 and stats["status_polls"] == 3
     assert stats["requests"]["POST /v1/media/aperture"] == 1
     record = api.control("GET", f"/_sim/jobs/{job_id}")
-    assert record["dialect"] == "guide" and record["urls"] == [f"{CDN}/a.mp4"] and record["polls"] == 3
+    assert record["dialect"] == "guide" and record["urls"] == [f"{CDN}/a.mp4", f"{CDN}/a2.mp4"] and record["polls"] == 3
     api.control("POST", "/_sim/reset")
-    assert api.stats()["jobs_created"] == 0
+    assert api.stats()["jobs_created"] == 0 and api.stats()["assets_created"] == 0
     _error(api.get(f"/v1/aperture/jobs/{job_id}/status"), 404, "NOTFOUNDEXCEPTION")
 
 

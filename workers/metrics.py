@@ -152,7 +152,9 @@ def _create() -> Metrics:
             registry=r,
         ),
         reused_assets=Counter(
-            "aperture_reused_assets", "Assets of those jobs, whose tags were copied from an earlier job.", registry=r
+            "aperture_reused_assets",
+            "Assets whose tags were copied from an earlier job (of those jobs, and of jobs that sent only the rest).",
+            registry=r,
         ),
         packed_requests=Counter(
             "aperture_packed_requests",
@@ -191,10 +193,11 @@ def observe_limiter_event(event: LimiterEvent) -> None:
         log.warning("could not record a rate limiter metric", exc_info=True)
 
 
-def observe_reuse(assets: int) -> None:
+def observe_reuse(assets: int, whole: bool) -> None:
     try:
         m = metrics()
-        m.reused_jobs.inc()
+        if whole:
+            m.reused_jobs.inc()
         m.reused_assets.inc(assets)
     except Exception:  # a metric must never fail a task
         log.warning("could not record a reuse metric", exc_info=True)

@@ -47,7 +47,8 @@ class Step(Generic[C]):
     ``hold(session, claim, settings=, now=)``, checked in the claim's transaction before any
     of that, may keep the row waiting instead (e.g. a cap on work open at Vidmob) or answer it
     without a call (tagging's reuse of earlier tags ends it): it returns the Outcome of
-    rescheduling or ending it, or None to go ahead."""
+    rescheduling or ending it, None to go ahead, or a new claim to go ahead with (the same row,
+    asking for less: tagging's partial reuse)."""
 
     kind: DurableKind
     state: str
@@ -56,7 +57,7 @@ class Step(Generic[C]):
     record: Callable[..., Outcome]
     time_out: Callable[[Session, C, dt.datetime], Outcome] | None = None
     intent: Callable[[C], tuple[str, str]] | None = None
-    hold: Callable[..., Outcome | None] | None = None
+    hold: Callable[..., Outcome | C | None] | None = None
 
     def claim(
         self, session: Session, row_id: uuid.UUID, token: uuid.UUID | None, *, settings: Settings, now: dt.datetime
@@ -102,8 +103,10 @@ def _begin(
         return step.time_out(session, held, now)
     if step.hold is not None:
         held_back = step.hold(session, held, settings=settings, now=now)
-        if held_back is not None:
+        if isinstance(held_back, Outcome):
             return held_back
+        if held_back is not None:  # the claim, narrowed (tagging's partial reuse: fewer assets to send)
+            held = held_back
     intent_id = None
     if step.intent is not None:
         method, endpoint = step.intent(held)

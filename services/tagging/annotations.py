@@ -38,7 +38,8 @@ def store_annotations(
     members = select(Job.id).where(Job.packed_in_job_id == job_id, Job.state == JobState.PACKED.value)
     assets = session.execute(
         select(Asset.id, Asset.job_id, Asset.url, Asset.external_id).where(
-            or_(Asset.job_id == job_id, Asset.job_id.in_(members))
+            or_(Asset.job_id == job_id, Asset.job_id.in_(members)),
+            Asset.reused_from_asset_id.is_(None),  # answered by reuse: never written on by Vidmob's answer
         )
     ).all()
     by_url: dict[str, list[int]] = {}

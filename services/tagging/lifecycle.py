@@ -88,8 +88,11 @@ class SubmitClaim(Claim):
             # Its members' assets as they are now (an operator may have ended a member meanwhile).
             session.execute(update(Job).where(Job.id == row.row_id).values(asset_count=len(refs)))
         else:
+            # An asset answered by reuse (services/tagging/reuse.py) is never sent.
             assets = session.execute(
-                select(Asset.url, Asset.external_id).where(Asset.job_id == row.row_id).order_by(Asset.position)
+                select(Asset.url, Asset.external_id)
+                .where(Asset.job_id == row.row_id, Asset.reused_from_asset_id.is_(None))
+                .order_by(Asset.position)
             ).all()
             refs = tuple(AssetRef(url=a.url, id=a.external_id) for a in assets)
         return cls.of(

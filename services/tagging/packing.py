@@ -180,7 +180,11 @@ def pack_assets(session: Session, pack_id: uuid.UUID) -> tuple[AssetRef, ...]:
     rows = session.execute(
         select(func.min(Asset.id).label("first"), Asset.url)
         .join(Job, Job.id == Asset.job_id)
-        .where(Job.packed_in_job_id == pack_id, Job.state == JobState.PACKED.value)
+        .where(
+            Job.packed_in_job_id == pack_id,
+            Job.state == JobState.PACKED.value,
+            Asset.reused_from_asset_id.is_(None),  # answered by reuse already
+        )
         .group_by(Asset.url)
         .order_by(func.min(Asset.id))
     ).all()

@@ -1,20 +1,24 @@
-"""Reuse (issue 9, part 3): a request whose every asset was tagged recently, with the same client
-tags, is answered from PostgreSQL, with no Vidmob call.
+"""Reuse (issue 9, part 3): an asset tagged recently, with the same client tags, is answered from
+PostgreSQL, with no Vidmob call.
 
 An asset is reusable when its URL has a tagging (an asset row with ``tagged_at``, of a COMPLETE job)
 made within ``APERTURE_REUSE_TTL_S``, in the same dialect, by a job that asked for exactly the same
-set of client tags (labels and descriptions, in any order): the latest such tagging is copied. Only
-a request whose every asset is reusable is answered this way; one unknown asset sends the whole
-request to Vidmob as before (reusing part of a request is a possible follow-up: it would need a
-Vidmob job for the rest and a job that ends from two sources).
+set of client tags (labels and descriptions, in any order): the latest such tagging is copied.
+A request whose every asset is reusable is answered entirely: no Vidmob job at all. A request with
+some reusable assets has those answered and only the others sent to Vidmob (partial reuse): the
+submit step goes on with a claim narrowed to them (to a pack, the open-jobs cap and Vidmob), and the
+job ends when Vidmob's job for the rest does. Its callback says, per asset, which tags were reused.
 
-It is decided in the submit step's claim transaction (``steps.SUBMIT``'s hold, before the open-jobs
-cap and the intent row): one query over the request's URLs, on the library's "latest tagging of a
-URL" index. The copy is the request's own: its assets get the source's tags (client tags included),
-``tagged_at`` of the source (when the tags were made, so the TTL counts from Vidmob's tagging however
-often they are reused) and ``reused_from_asset_id`` (the original, never a copy). Then the job ends
-COMPLETE through the engine's ``lifecycle.end``, like a poll that found it done: its callback is
-owed, the kind's end listeners run, and the library's triggers move each URL's counts to it.
+It is decided in the submit step's claim transaction (``steps.SUBMIT``'s hold, before batching, the
+open-jobs cap and the intent row): one query over the request's URLs not reused yet, on the library's
+"latest tagging of a URL" index. The copy is the request's own: its assets get the source's tags
+(client tags included), ``tagged_at`` of the source (when the tags were made, so the TTL counts from
+Vidmob's tagging however often they are reused) and ``reused_from_asset_id`` (the original, never a
+copy). A request answered entirely then ends COMPLETE through the engine's ``lifecycle.end``, like a
+poll that found it done: its callback is owed, the kind's end listeners run, and the library's
+triggers move each URL's counts to it. A reused asset is never sent to Vidmob afterwards, by a later
+submission attempt of its job or by a pack (services/tagging/lifecycle.py, packing.py), and Vidmob's
+answer for the rest never writes on it (services/tagging/annotations.py).
 
 A caller's ``fresh: true`` skips reuse (``jobs.fresh``), and so do the scoring loop's tagging jobs
 (services/scoring/batching.py): Vidmob must hold the tags to score the media.
@@ -22,14 +26,17 @@ A caller's ``fresh: true`` skips reuse (``jobs.fresh``), and so do the scoring l
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import BigInteger, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from clients.tags import AssetRef
 from config import Settings
 from models import Job, JobState
 from services.durable import lifecycle
@@ -38,16 +45,16 @@ from services.tagging.kind import KIND
 
 log = logging.getLogger(__name__)
 
-# Called with the number of assets of each job answered by reuse (the worker counts them:
-# workers/metrics.py), in the transaction that ends the job.
-OBSERVERS: list[Callable[[int], None]] = []
+# Called with the number of assets reused for a job and whether that answered the whole job (the
+# worker counts them: workers/metrics.py), in the transaction that reuses them.
+OBSERVERS: list[Callable[[int, bool], None]] = []
 
-# For each asset of the job, the latest tagging of its URL it may copy (NULLs: none). The lateral
+# For each asset of the job not reused yet, the latest tagging of its URL it may copy (NULLs: none). The lateral
 # probe is an index range scan of ix_assets_url_tagged_at_id (url = ..., tagged_at >= since),
 # newest first, stopping at the first tagging whose job matches (a primary-key probe each).
 SOURCES = text(
     """
-SELECT a.id AS asset_id, src.id AS source_id
+SELECT a.id AS asset_id, a.url, a.external_id, src.id AS source_id
 FROM jobs me
 JOIN assets a ON a.job_id = me.id
 LEFT JOIN LATERAL (
@@ -60,7 +67,7 @@ LEFT JOIN LATERAL (
     ORDER BY s.tagged_at DESC, s.id DESC
     LIMIT 1
 ) AS src ON true
-WHERE me.id = :job_id
+WHERE me.id = :job_id AND a.reused_from_asset_id IS NULL
 ORDER BY a.position
 """
 )
@@ -87,30 +94,28 @@ WHERE a.id = m.asset_id AND a.tagged_at IS NULL
 ).bindparams(bindparam("asset_ids", type_=ARRAY(BigInteger)), bindparam("source_ids", type_=ARRAY(BigInteger)))
 
 
-def sources(session: Session, job_id: object, *, settings: Settings, now: dt.datetime) -> dict[int, int] | None:
-    """Asset id -> the asset whose tags it may copy, for every asset of the job; None when one of
-    them has none (or reuse is off)."""
-    if settings.reuse_ttl_s <= 0:
+def complete_or_narrow(
+    session: Session, claim: Any, *, settings: Settings, now: dt.datetime, fresh: bool
+) -> Outcome | Any | None:
+    """The submit step's first hold: the job completed from earlier tags (every asset reusable), the
+    claim narrowed to the assets that still need Vidmob (some reusable: those are answered now), or
+    None (none reusable, reuse off, or the caller asked for ``fresh``)."""
+    if fresh or settings.reuse_ttl_s <= 0:
         return None
     since = now - dt.timedelta(seconds=settings.reuse_ttl_s)
-    rows = session.execute(SOURCES, {"job_id": job_id, "since": since}).all()
-    if not rows or any(r.source_id is None for r in rows):
-        return None
-    return {r.asset_id: r.source_id for r in rows}
-
-
-def complete_if_reusable(
-    session: Session, claim: lifecycle.Claim, *, settings: Settings, now: dt.datetime, fresh: bool
-) -> Outcome | None:
-    """The submit step's first hold: the job completed from earlier tags, or None to go on to Vidmob."""
-    if fresh:
-        return None
-    found = sources(session, claim.row_id, settings=settings, now=now)
-    if found is None:
+    rows = session.execute(SOURCES, {"job_id": claim.row_id, "since": since}).all()
+    found = {r.asset_id: r.source_id for r in rows if r.source_id is not None}
+    if not found:
         return None
     pairs = {"asset_ids": list(found), "source_ids": list(found.values())}
     session.execute(COPY_TAGS, pairs)
     session.execute(MARK_REUSED, pairs)
+    rest = tuple(AssetRef(url=r.url, id=r.external_id) for r in rows if r.source_id is None)
+    if rest:
+        log.info("job %s: the tags of %d assets were reused, %d go to Vidmob", claim.row_id, len(found), len(rest))
+        for observe in OBSERVERS:
+            observe(len(found), False)
+        return dataclasses.replace(claim, assets=rest)
     # Answered, not tried: the claim's count of submission attempts is given back.
     outcome = lifecycle.end(
         session, KIND, claim, JobState.COMPLETE.value, now,
@@ -119,5 +124,5 @@ def complete_if_reusable(
     if not outcome.stale:
         log.info("job %s: the tags of its %d assets were reused, no Vidmob call", claim.row_id, len(found))
         for observe in OBSERVERS:
-            observe(len(found))
+            observe(len(found), True)
     return outcome

@@ -38,16 +38,21 @@ def _intent(claim: SubmitClaim) -> tuple[str, str]:
     return "POST", SUBMIT_ENDPOINTS.get(claim.dialect, "?")
 
 
-def _hold(session: Session, claim: SubmitClaim, *, settings: Settings, now: dt.datetime) -> Outcome | None:
-    # Reuse first: a request answered from earlier tags needs no slot at Vidmob.
-    reused = reuse.complete_if_reusable(session, claim, settings=settings, now=now, fresh=claim.fresh)
-    if reused is not None:
+def _hold(
+    session: Session, claim: SubmitClaim, *, settings: Settings, now: dt.datetime
+) -> Outcome | SubmitClaim | None:
+    # Reuse first: a request answered from earlier tags needs no slot at Vidmob, and one partly
+    # answered goes on with the assets left (the narrowed claim is the one sent, if nothing holds it).
+    reused = reuse.complete_or_narrow(session, claim, settings=settings, now=now, fresh=claim.fresh)
+    if isinstance(reused, Outcome):
         return reused
+    narrowed = reused
+    claim = narrowed or claim
     # Then batching: a small request waits in a pack, which meets the cap when it is sent.
     packed = packing.join_if_packable(session, claim, settings=settings, now=now)
     if packed is not None:
         return packed
-    return capacity.hold_if_full(session, claim, settings=settings, now=now)
+    return capacity.hold_if_full(session, claim, settings=settings, now=now) or narrowed
 
 
 SUBMIT = Step(
