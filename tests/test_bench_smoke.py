@@ -99,10 +99,11 @@ def test_the_dispatcher_benchmarks_run_at_a_smoke_size():
 @pytest.mark.slow
 def test_the_throughput_benchmark_runs_at_a_smoke_size():
     out = run_bench(
-        "bench/bench_throughput.py", "--jobs", "60", "--noops", "200", "--pools", "prefork:2,threads:4", timeout=240
-    )
+        "bench/bench_throughput.py", "--jobs", "60", "--noops", "200", "--pools", "prefork:2,threads:4",
+        "--batching", "1", timeout=240,
+    )  # fmt: skip
     assert "baseline: Celery no-op tasks" in out
-    for pool in ("prefork -c 2", "threads -c 4"):
+    for pool in ("prefork -c 2", "threads -c 4", "prefork, batching on (1 s window) -c 2"):
         [row] = [line for line in out.splitlines() if f"pipeline, {pool}" in line]
         assert "(60 complete;" in row, row
 

@@ -11,7 +11,7 @@ import uuid
 import pytest
 import requests
 from click.testing import CliRunner
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import selectinload
 
 from clients.scoring import ScoreAction
@@ -386,3 +386,56 @@ def test_scoring_task_names_and_queues_are_pinned(app_env):
     for name, queue in expected.items():
         assert name in app.tasks, name
         assert routes[name]["queue"] == queue, name
+
+
+def test_two_copies_of_a_status_look_both_ask_vidmob_but_only_the_first_records(scoring):
+    # Given a media being scored, its next look parked far ahead (so only the copies below run it)
+    env = scoring["env"]
+    request_id = score(env, f"{CDN}/copies.mp4")
+    wait_for_media(request_id, states={ScoringState.POLLING})
+
+    def park() -> tuple | None:
+        with session_scope() as s:
+            return s.execute(
+                update(ScoredMedia)
+                .where(
+                    ScoredMedia.request_id == request_id,
+                    ScoredMedia.state == ScoringState.POLLING,
+                    ScoredMedia.poll_dispatched.is_(False),  # no message of its token in flight
+                )
+                .values(next_poll_at=func.now() + dt.timedelta(hours=1))
+                .returning(ScoredMedia.id, ScoredMedia.poll_token, ScoredMedia.round_count)
+            ).first()
+
+    media_id, token, round_number = wait_for(park, what="the media parked between two looks")
+    with session_scope() as s:
+        polls_before = s.execute(
+            select(ScoringRound.poll_count).where(
+                ScoringRound.scored_media_id == media_id, ScoringRound.number == round_number
+            )
+        ).scalar_one()
+
+    # When two copies of its look run at once (a redelivery, a re-sent look)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from services.durable.steps import run
+    from services.scoring.steps import POLL
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(lambda _: run(POLL, media_id, token, task_name="test.copy"), range(2)))
+
+    # Then both asked Vidmob (a status read is safe twice), and exactly one recorded the answer
+    assert sorted(o.stale for o in outcomes) == [False, True]
+    with session_scope() as s:
+        polls_after = s.execute(
+            select(ScoringRound.poll_count).where(
+                ScoringRound.scored_media_id == media_id, ScoringRound.number == round_number
+            )
+        ).scalar_one()
+        calls = s.execute(
+            select(func.count())
+            .select_from(ApiAttempt)
+            .where(ApiAttempt.scored_media_id == media_id, ApiAttempt.task_name == "test.copy")
+        ).scalar_one()
+    assert polls_after == polls_before + 1
+    assert calls >= 2

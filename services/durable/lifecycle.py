@@ -135,6 +135,21 @@ def read(
     ).first()
 
 
+def hold_read(session: Session, kind: DurableKind, claim: Claim, *, state: str) -> bool:
+    """For a record after an optimistic read that writes more than the row (child rows, counters)
+    before its compare-and-set: lock the row while it still holds the read's token, so a second
+    copy of the message waits, then finds the token changed and records nothing. False: stale."""
+    model = kind.model
+    return (
+        session.execute(
+            select(model.id)
+            .where(model.id == claim.row_id, model.poll_token == claim.token, model.state == state)
+            .with_for_update()
+        ).first()
+        is not None
+    )
+
+
 def look_message(kind: DurableKind, task: str, row_id: uuid.UUID, token: uuid.UUID, countdown: float) -> Message:
     return Message(task, {kind.id_kwarg: str(row_id), "token": str(token)}, countdown=countdown)
 

@@ -83,6 +83,8 @@ class SubmitClaim(Claim):
 @dataclass(frozen=True, kw_only=True)
 class PollClaim(Claim):
     COLUMNS = (ScoredMedia.media_id, ScoredMedia.channels, ScoredMedia.round_count, ScoredMedia.rescore_count)
+    # Status and scores are GETs: read, call, then record under the row's lock (``record_poll``).
+    OPTIMISTIC = True
 
     round_id: int
     lookup_id: str  # Vidmob's uniqueId, or the caller's media id after a 409
@@ -171,7 +173,10 @@ def time_out(session: Session, claim: PollClaim, now: dt.datetime) -> Outcome:
 def record_poll(
     session: Session, claim: PollClaim, answer: Polled | ApiError, *, settings: Settings, now: dt.datetime
 ) -> Outcome:
-    """Act on a status (and, when COMPLETE, the scores fetched with it)."""
+    """Act on a status (and, when COMPLETE, the scores fetched with it). The claim was a read: the
+    row is locked first, so of two copies of a message only the first writes the round."""
+    if not lifecycle.hold_read(session, KIND, claim, state=ScoringState.POLLING.value):
+        return Outcome(stale=True)
     if isinstance(answer, ApiError):
         failures = attempts.consecutive_failures(session, KIND, claim.row_id, method="GET")
         decision = after_poll_error(answer, failures=failures, settings=settings)
