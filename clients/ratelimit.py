@@ -3,7 +3,7 @@
 Celery's ``rate_limit`` is per worker instance (celery#5732): four pods at R each send 4R. Here every
 request first takes a slot in its family's moving window (the ``limits`` package: a Redis list of
 timestamps per family, checked and appended by one Lua script, so at most R requests enter any
-1-second window fleet-wide, with a margin for the time a request takes to arrive: ``_StampedLater``).
+1-second window fleet-wide, with a margin for the time a request takes to arrive: ``_WiderWindow``).
 A request that finds the window full waits for the oldest slot to expire; if the wait (summed over
 its tries) would pass ``max_wait_s``, it is not sent: it raises ``FleetRateLimitedError`` (retryable,
 recorded as ``not_sent``) and the caller's policy looks at the row again later, so a backlog waits in
@@ -86,25 +86,51 @@ def _notify(event: LimiterEvent) -> None:
             log.warning("rate limiter observer failed", exc_info=True)
 
 
-class _StampedLater(RedisStorage):
-    """``limits``' Redis storage, except that a slot taken at t is stamped t + ``margin_s``.
+# ``limits``' acquire_moving_window.lua, with the window's length (seconds, a float: the item's
+# expiry plus the margin) apart from the key's time to live (whole seconds, as EXPIRE takes them).
+_ACQUIRE = """
+local timestamp = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[4])
+local entry = redis.call('lindex', KEYS[1], limit - 1)
+if entry and tonumber(entry) >= timestamp - window then
+    return false
+end
+redis.call('lpush', KEYS[1], timestamp)
+redis.call('ltrim', KEYS[1], 0, limit - 1)
+redis.call('expire', KEYS[1], ttl)
+return true
+"""
+
+
+class _WiderWindow(RedisStorage):
+    """``limits``' Redis storage for a moving window ``margin_s`` longer than the item's.
 
     Vidmob counts requests when they arrive, not when we took their slot; in between lie a
-    connection, a TLS handshake, a busy CPU. Two requests a window apart at the limiter can
-    arrive less than a window apart if the first was slower on its way: a limit of exactly R at
-    the limiter is R + 1 at the other end now and then. Stamping each slot a little later keeps
-    every 1-second window at the receiver at most R while the spread of those delays stays under
-    ``margin_s``, for that much of the rate (100 ms: R / 1.1, 91% of R, when work is waiting;
-    docs/benchmarks.md measured spreads of up to 100 ms on a busy 2-CPU machine, where 50 ms let
-    R + 1 through). Same Lua script, same keys."""
+    connection, a TLS handshake, a busy CPU. Two requests a window apart at the limiter arrive
+    less than a window apart whenever the first was slower on its way (a few milliseconds will
+    do): a window of exactly 1 s at the limiter is R + 1 in some second at the other end. A slot
+    here is held ``margin_s`` longer than a second, so every 1-second window at the receiver holds
+    at most R while the spread of those delays stays under the margin, at the cost of that much
+    rate: R / (1 + margin_s) when work is waiting. Keys and entries are ``limits``' own; the window
+    start it reports is moved by the margin, so that a waiter wakes when the slot is free."""
 
     def __init__(self, *args: Any, margin_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._margin_s = margin_s
+        self._acquire = self.get_connection().register_script(_ACQUIRE)
 
     def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
-        stamp = time.time() + self._margin_s
-        return bool(self.lua_acquire_moving_window([self.prefixed_key(key)], [stamp, limit, expiry, amount]))
+        if amount != 1:  # not used here: every request takes one slot
+            raise ValueError("one slot at a time")
+        window = expiry + self._margin_s
+        ttl = int(window) + 1
+        return bool(self._acquire([self.prefixed_key(key)], [time.time(), limit, window, ttl]))
+
+    def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        start, count = super().get_moving_window(key, limit, expiry + self._margin_s)  # type: ignore[arg-type]
+        return (start + self._margin_s, count) if count else (start, count)
 
 
 class FleetRateLimiter:
@@ -122,13 +148,13 @@ class FleetRateLimiter:
         per_second: int,
         max_wait_s: float,
         prefix: str = "aperture:ratelimit",
-        margin_s: float = 0.1,
+        margin_s: float = 0.05,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._redis = client
         self._item = RateLimitItemPerSecond(per_second, 1) if per_second > 0 else None
         self._limiter = MovingWindowRateLimiter(
-            _StampedLater("redis://", connection_pool=client.connection_pool, key_prefix=prefix, margin_s=margin_s)
+            _WiderWindow("redis://", connection_pool=client.connection_pool, key_prefix=prefix, margin_s=margin_s)
         )
         self._max_wait_s = max(0.0, max_wait_s)
         self._prefix = prefix

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # than half the soft time limit), else its row is looked at again later.
     rate_limit_per_s: int = Field(0, ge=0)
     rate_limit_max_wait_s: float = Field(5.0, ge=0)
+    # How much longer than a second each slot is held, for the spread of the delays between taking a
+    # slot and Vidmob counting the request: at most R in any second at Vidmob while that spread stays
+    # under it, at most R / (1 + margin) per second sent.
+    rate_limit_margin_s: float = Field(0.05, ge=0, le=0.5)
     # Vidmob tagging jobs open at once (being created or polled), 0 for no cap: a job beyond it waits
     # in PostgreSQL (submitting, parked) and is looked at again after the poll interval.
     max_open_jobs: int = Field(0, ge=0)

@@ -49,7 +49,9 @@ def _fleet_gates() -> tuple[CircuitBreaker | None, FleetRateLimiter | None]:
             )
         # A worker never waits for a slot past half its soft time limit, whatever the setting says.
         max_wait = min(settings.rate_limit_max_wait_s, settings.task_soft_time_limit_s / 2)
-        limiter = FleetRateLimiter(client, per_second=settings.rate_limit_per_s, max_wait_s=max_wait)
+        limiter = FleetRateLimiter(
+            client, per_second=settings.rate_limit_per_s, max_wait_s=max_wait, margin_s=settings.rate_limit_margin_s
+        )
         _gates, _gates_pid = (breaker, limiter), os.getpid()
     return _gates
 

@@ -374,3 +374,19 @@ def test_the_open_jobs_count_and_cap_are_in_the_metrics(capped):
     # then they show 3 jobs open of a cap of 3
     assert families["aperture_jobs_open"].samples[0].value == 3
     assert families["aperture_jobs_open_cap"].samples[0].value == 3
+
+
+def test_a_slot_is_held_its_second_plus_the_margin(fleet_redis):
+    # given a limit of 3 requests/s with a margin of 0.3 s, and its 3 slots taken now
+    limiter = FleetRateLimiter(fleet_redis, per_second=3, max_wait_s=0, margin_s=0.3)
+    taken = time.time()
+    for _ in range(3):
+        limiter.before_request("GET /v1/aperture/jobs/{job_id}/status")
+    # when a second has passed: the slots are still held, and the wait ahead is the margin's
+    time.sleep(max(0.0, taken + 1.05 - time.time()))
+    with pytest.raises(FleetRateLimitedError) as refused:
+        limiter.before_request("GET /v1/aperture/jobs/{job_id}/status")
+    assert 0.1 < refused.value.retry_after <= 0.3
+    # then once the margin has passed too, a slot is free
+    time.sleep(max(0.0, taken + 1.35 - time.time()))
+    limiter.before_request("GET /v1/aperture/jobs/{job_id}/status")

@@ -121,7 +121,8 @@ def activity(session: Session, scope: Scope | None = None) -> Activity:
     created = func.date_trunc(unit, Job.created_at, "UTC").label("start")
     job_rows = session.execute(
         select(created, Job.state, func.count())
-        .where(*_job_scope(scope))
+        # Requests: a pack (services/tagging/packing.py) is the Vidmob job several of them shared.
+        .where(*_job_scope(scope), Job.is_pack.is_(False))
         .group_by(created, Job.state)
         .order_by(created, Job.state)
     ).all()
