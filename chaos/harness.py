@@ -257,14 +257,15 @@ class System:
 
     # --- driving it ---------------------------------------------------------------------------
 
-    def submit(self, prefix: str, n: int, **kwargs: Any) -> list[str]:
+    def submit(self, prefix: str, n: int, *, only: list[int] | None = None, **kwargs: Any) -> list[str]:
+        """Send ``n`` requests ``prefix-0`` ... (or again, with the same request ids, the ``only`` ones)."""
         from celery import Celery
 
         app = Celery(broker=self.redis.url)
         app.conf.task_serializer = "json"
         ids = []
         try:
-            for i in range(n):
+            for i in range(n) if only is None else only:
                 request_id = f"{prefix}-{i}"
                 app.send_task(
                     "aperture.create_job",
@@ -276,6 +277,25 @@ class System:
         finally:
             app.close()
         return ids
+
+    def settled(self, prefix: str, timeout: float) -> float:
+        """Wait until every stored request of ``prefix`` ended and the broker holds no message (none
+        queued, none unacked: a killed worker's are handed back after the visibility timeout).
+        Returns the seconds waited."""
+        started = time.monotonic()
+        client = self.redis.client()
+        calm = 0
+        while time.monotonic() - started < timeout:
+            try:
+                busy = any(s in ACTIVE for s in self.states(prefix).values())
+                queued = sum(client.llen(q) for q in ALL_QUEUES.split(",")) + client.hlen("unacked")
+            except (psycopg.OperationalError, redis.RedisError):
+                busy, queued = True, 1
+            calm = calm + 1 if not busy and not queued else 0
+            if calm >= 3:
+                break
+            time.sleep(1.0)
+        return time.monotonic() - started
 
     def states(self, prefix: str) -> dict[str, str]:
         rows = self.pg.query("SELECT request_id, state FROM jobs WHERE request_id LIKE %s", f"{prefix}-%")
