@@ -96,13 +96,17 @@ def pipeline_rate(
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         # The requests only (a pack is a row too, when batching is on).
-        mine = f"request_id LIKE '{run}-%'"
+        mine = (f"{run}-%",)
         with psycopg.connect(url, autocommit=True) as conn:
             while True:
-                done = conn.execute(f"SELECT count(*) FROM jobs WHERE {mine} AND state = 'complete'").fetchone()[0]  # noqa: S608
+                done = conn.execute(
+                    "SELECT count(*) FROM jobs WHERE request_id LIKE %s AND state = 'complete'", mine
+                ).fetchone()[0]
                 if done >= n:
                     break
-                ended = conn.execute(f"SELECT count(*) FROM jobs WHERE {mine} AND ended_at IS NOT NULL").fetchone()[0]  # noqa: S608
+                ended = conn.execute(
+                    "SELECT count(*) FROM jobs WHERE request_id LIKE %s AND ended_at IS NOT NULL", mine
+                ).fetchone()[0]
                 if ended >= n:
                     break
                 time.sleep(0.2)

@@ -174,31 +174,28 @@ def _open_pack(
     return pack_id
 
 
+def waiting_in(pack_id: uuid.UUID) -> tuple[Any, ...]:
+    """Where-conditions of the requests still waiting on a pack (an operator may have ended one
+    meanwhile): what it sends, what its answer is written on, what its end moves."""
+    return (Job.packed_in_job_id == pack_id, Job.state == JobState.PACKED.value)
+
+
 def pack_assets(session: Session, pack_id: uuid.UUID) -> tuple[AssetRef, ...]:
     """What the pack sends to Vidmob: each URL of its members' assets once, in the order they joined,
     named after its first asset row."""
     rows = session.execute(
         select(func.min(Asset.id).label("first"), Asset.url)
         .join(Job, Job.id == Asset.job_id)
-        .where(
-            Job.packed_in_job_id == pack_id,
-            Job.state == JobState.PACKED.value,
-            Asset.reused_from_asset_id.is_(None),  # answered by reuse already
-        )
+        .where(*waiting_in(pack_id), Asset.reused_from_asset_id.is_(None))  # not answered by reuse already
         .group_by(Asset.url)
         .order_by(func.min(Asset.id))
     ).all()
     return tuple(AssetRef(url=r.url, id=f"{PACK_ASSET_ID_PREFIX}{r.first}") for r in rows)
 
 
-def live_members(pack_id: uuid.UUID) -> Any:
-    """The rows still waiting on the pack (an operator may have ended one meanwhile)."""
-    return select(Job.id).where(Job.packed_in_job_id == pack_id, Job.state == JobState.PACKED.value)
-
-
 def on_pack_ended(session: Session, job_id: uuid.UUID, state: JobState, now: dt.datetime) -> Outcome:
     """The tagging kind's end hook: what a pack's end means for its members (none: not a pack)."""
-    waiting = (Job.packed_in_job_id == job_id, Job.state == JobState.PACKED.value)
+    waiting = waiting_in(job_id)
     if state is JobState.COMPLETE:
         ended = session.execute(
             update(Job)
