@@ -138,13 +138,17 @@ def read(
 def hold_read(session: Session, kind: DurableKind, claim: Claim, *, state: str) -> bool:
     """For a record after an optimistic read that writes more than the row (child rows, counters)
     before its compare-and-set: lock the row while it still holds the read's token, so a second
-    copy of the message waits, then finds the token changed and records nothing. False: stale."""
+    copy of the message waits, then finds the token changed and records nothing. False: stale.
+
+    FOR NO KEY UPDATE, the lock an UPDATE of the row takes: the attempt rows this transaction has
+    already inserted hold a KEY SHARE lock on it (their foreign key), and so do the other copy's;
+    FOR UPDATE would wait on that one while it waits on ours (a deadlock)."""
     model = kind.model
     return (
         session.execute(
             select(model.id)
             .where(model.id == claim.row_id, model.poll_token == claim.token, model.state == state)
-            .with_for_update()
+            .with_for_update(key_share=True)
         ).first()
         is not None
     )
