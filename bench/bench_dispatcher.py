@@ -83,7 +83,7 @@ def burst(looks: int, dispatchers: list[int]) -> None:
                 for i in range(k):
                     wait_log(root, f"dispatcher{i}", "dispatcher: ready")
                 with psycopg.connect(url, autocommit=True) as conn:
-                    conn.execute("UPDATE jobs SET next_poll_at = now() - interval '1 hour', poll_dispatched = false")
+                    conn.execute("UPDATE jobs SET next_poll_at = now() - interval '1 hour', dispatched_at = NULL")
                 started = time.perf_counter()
                 while client.llen("aperture.poll") < looks:
                     time.sleep(0.05)

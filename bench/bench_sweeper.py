@@ -26,13 +26,13 @@ from bench.harness import scratch_database
 
 FILL = """
 INSERT INTO jobs (request_id, state, payload, dialect, asset_count, deadline_at, next_poll_at,
-                  poll_token, poll_dispatched, created_at, ended_at)
+                  poll_token, dispatched_at, created_at, ended_at)
 SELECT 'bench-' || g,
        CASE WHEN g %% 50 = 0 THEN (CASE WHEN g %% 100 = 0 THEN 'polling' ELSE 'submitting' END)
             ELSE (CASE WHEN g %% 7 = 0 THEN 'failed' ELSE 'complete' END) END,
        '{}'::jsonb, 'guide', 1, now() + interval '1 day',
        CASE WHEN g %% 50 = 0 THEN now() + ((g %% 3600) - 60) * interval '1 second' END,
-       gen_random_uuid(), (g %% 100 = 0),
+       gen_random_uuid(), CASE WHEN g %% 100 = 0 THEN now() - (g %% 3600) * interval '1 second' END,
        now() - (g %% 86400) * interval '1 second',
        CASE WHEN g %% 50 <> 0 THEN now() END
 FROM generate_series(1, %(n)s) AS g

@@ -40,11 +40,11 @@ FAST = {
 
 FILL = """
 INSERT INTO jobs (request_id, state, payload, dialect, asset_count, vidmob_job_id, deadline_at, next_poll_at,
-                  poll_token, poll_dispatched, submitted_at)
+                  poll_token, submitted_at)
 SELECT 'bench-' || g, 'polling', '{"assets": [{"url": "https://cdn.example.com/bench.mp4"}]}'::jsonb, 'guide', 1,
        ids.vid, now() + interval '1 day',
        %(start)s::timestamptz + (g - 1) * %(spacing)s * interval '1 second',
-       gen_random_uuid(), false, now()
+       gen_random_uuid(), now()
 FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS ids(vid, g)
 """
 

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.ops import add_cell, compact_table, console, database, shorten
-from services.library.model import AssetQuery, LibraryAsset, Scope, TagMatch
+from services.library.records import AssetQuery, LibraryAsset, Scope, TagMatch
 
 TAG_HELP = 'CATEGORY:LABEL, e.g. "brand:logo visible"; "client:" is any client tag, ":LABEL" the label in any category'
 

@@ -245,7 +245,7 @@ def submit(file: Path, wait: bool, request_id: str | None, client_tags: tuple[st
         console.print(f"[yellow]still running after {timeout:g}s[/]: `aperture jobs show {payload['request_id']}`")
         sys.exit(EXIT_WAIT_TIMEOUT)
     with database() as session:
-        from services.queries import find_job, pack_view
+        from services.tagging.reads import find_job, pack_view
 
         job = find_job(session, payload["request_id"])
         print_job(job, attempts=None, pack=pack_view(session, job))
@@ -317,7 +317,7 @@ def jobs() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per job instead of a table.")
 def jobs_list(states: tuple[str, ...], older_than: dt.timedelta | None, stuck: bool, limit: int, as_json: bool) -> None:
     """Jobs, newest first."""
-    from services.queries import list_jobs
+    from services.tagging.reads import list_jobs
 
     now = dt.datetime.now(dt.UTC)
     with database() as session:
@@ -356,7 +356,7 @@ def jobs_list(states: tuple[str, ...], older_than: dt.timedelta | None, stuck: b
 @click.option("--json", "as_json", is_flag=True, help="As one JSON object.")
 def jobs_show(ident: str, as_json: bool) -> None:
     """A job by job id or request id: state, error, times, assets with tags, API attempts."""
-    from services.queries import UnknownJob, attempts_of, find_job, pack_view
+    from services.tagging.reads import UnknownJob, attempts_of, find_job, pack_view
 
     with database() as session:
         try:
@@ -376,8 +376,8 @@ def jobs_show(ident: str, as_json: bool) -> None:
 def jobs_retry(ident: str) -> None:
     """Re-submit a job that ended failed or timed out (by job id or request id)."""
     from config.tasks import queue_of
-    from services.operator import RETRYABLE_STATES, retry_job
-    from services.queries import UnknownJob, find_job
+    from services.tagging.operator_retry import RETRYABLE_STATES, retry_job
+    from services.tagging.reads import UnknownJob, find_job
 
     settings = _settings()
     require_broker()

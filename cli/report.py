@@ -16,7 +16,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from services.library.model import CLIENT_CATEGORY, Scope, TagRef
+from services.library.records import CLIENT_CATEGORY, Scope, TagRef
 from services.library.report import Report, gather_report
 
 PER_CATEGORY = 8  # bars per category in "Tag frequency by category"

@@ -24,7 +24,7 @@ from clients.errors import (
     UnauthorizedError,
     UnsupportedRequestError,
 )
-from clients.http import Attempt, Outcome, VidmobHttp, parse_retry_after
+from clients.http import Attempt, AttemptOutcome, VidmobHttp, parse_retry_after
 from clients.scoring import (
     CHANNEL_ALIASES,
     CHANNELS,
@@ -62,6 +62,7 @@ __all__ = [
     "AssetAnnotation",
     "AssetRef",
     "Attempt",
+    "AttemptOutcome",
     "BadRequestError",
     "ChannelSummary",
     "CircuitOpenError",
@@ -74,7 +75,6 @@ __all__ = [
     "MediaScoringStatus",
     "MediaTagsClient",
     "NotFoundError",
-    "Outcome",
     "RateLimitedError",
     "RedirectError",
     "ResponseShapeError",

@@ -46,7 +46,7 @@ from clients.errors import (
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Outcome = Literal["ok", "retryable", "terminal", "not_sent"]
+AttemptOutcome = Literal["ok", "retryable", "terminal", "not_sent"]
 
 USER_AGENT = "aperture-workers/0.1 (vidmob-client; python-requests)"
 REDACTED = "[REDACTED]"
@@ -75,7 +75,7 @@ class Attempt:
     endpoint: str
     status_code: int | None
     latency_ms: float
-    outcome: Outcome
+    outcome: AttemptOutcome
     error: str | None = None
     retry_after: float | None = None
 
@@ -449,7 +449,7 @@ class VidmobHttp:
         logger.debug("vidmob %s status=%s latency_ms=%.1f", endpoint, status, latency_ms)
         if self._on_attempt is None:
             return
-        outcome: Outcome = "ok" if error is None else ("retryable" if error.retryable else "terminal")
+        outcome: AttemptOutcome = "ok" if error is None else ("retryable" if error.retryable else "terminal")
         if not sent:
             outcome = "not_sent"
         self._on_attempt(

@@ -20,7 +20,7 @@ If Redis does not answer, the limiter stands aside (fails open) like the circuit
 broker outage must not stop calls that PostgreSQL already decided to make.
 
 Plugs into ``VidmobHttp`` as ``before_request`` and ``on_attempt``, after the circuit breaker
-(services/vidmob.py), so a call the breaker refuses never takes a slot.
+(services/gateway.py), so a call the breaker refuses never takes a slot.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -100,10 +100,7 @@ class Settings(BaseSettings):
 
     # --- The dispatcher (workers/dispatcher.py): a pass every interval, and at once again while
     # passes come back full; a pass takes due looks in batches of sweep_batch_size per kind.
-    # APERTURE_SWEEP_INTERVAL_S, beat's period before the dispatcher, is read as the same knob.
-    dispatch_interval_s: float = Field(
-        1.0, gt=0, validation_alias=AliasChoices("APERTURE_DISPATCH_INTERVAL_S", "APERTURE_SWEEP_INTERVAL_S")
-    )
+    dispatch_interval_s: float = Field(1.0, gt=0)
     sweep_batch_size: int = Field(500, ge=1)
     # The dispatcher's own Prometheus metrics (0 turns them off), beside the workers' port.
     dispatcher_metrics_port: int = 9809
@@ -121,7 +118,7 @@ class Settings(BaseSettings):
     max_rescores: int = Field(3, ge=0)
     max_tag_attempts: int = Field(3, ge=1)
 
-    # --- What a message may hold (workers/messages.py): a larger or deeper one is stored as
+    # --- What a message may hold (workers/bounded_json.py): a larger or deeper one is stored as
     # rejected with the reason, before it can reach (and crash) the prefork pool.
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
     max_message_depth: int = Field(32, ge=8, le=200)

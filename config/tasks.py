@@ -43,7 +43,6 @@ SUBMIT_SCORING = TaskSpec("aperture.submit_scoring", QueueName.SUBMIT)
 RESCORE = TaskSpec("aperture.rescore", QueueName.SUBMIT)
 POLL_SCORING = TaskSpec("aperture.poll_scoring", QueueName.POLL)
 FLUSH_TAGGING = TaskSpec("aperture.flush_tagging", QueueName.SUBMIT)
-SEND_SCORE_CALLBACK = TaskSpec("aperture.send_score_callback", QueueName.MAINTENANCE)
 # One dispatcher pass on demand (the dispatcher process runs them continuously).
 SWEEP = TaskSpec("aperture.sweep", QueueName.MAINTENANCE)
 
@@ -56,7 +55,6 @@ ALL_TASKS: tuple[TaskSpec, ...] = (
     RESCORE,
     POLL_SCORING,
     FLUSH_TAGGING,
-    SEND_SCORE_CALLBACK,
     SWEEP,
 )
 PUBLIC_TASKS = tuple(t for t in ALL_TASKS if t.public)

@@ -1,8 +1,19 @@
 from models.base import Base
 from models.durable import Durable
-from models.jobs import ACTIVE_STATES, ApiAttempt, Asset, CallbackStatus, Job, JobState, Tag
+from models.jobs import (
+    ACTIVE_JOB_STATES,
+    LOOKED_AT_JOB_STATES,
+    ApiAttempt,
+    Asset,
+    CallbackStatus,
+    Job,
+    JobState,
+    Tag,
+    members_of_pack,
+)
 from models.scoring import (
     ACTIVE_SCORING_STATES,
+    LOOKED_AT_SCORING_STATES,
     RoundStatus,
     ScoredMedia,
     ScoredMediaTaggingJob,
@@ -13,8 +24,10 @@ from models.scoring import (
 )
 
 __all__ = [
+    "ACTIVE_JOB_STATES",
     "ACTIVE_SCORING_STATES",
-    "ACTIVE_STATES",
+    "LOOKED_AT_JOB_STATES",
+    "LOOKED_AT_SCORING_STATES",
     "ApiAttempt",
     "Asset",
     "Base",
@@ -30,4 +43,5 @@ __all__ = [
     "ScoringRound",
     "ScoringState",
     "Tag",
+    "members_of_pack",
 ]

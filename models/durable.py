@@ -9,11 +9,12 @@ domains (services/tagging/, services/scoring/) only decide what each answer mean
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Boolean, CheckConstraint, Enum, Index, Integer, String, Text, text
+from sqlalchemy import CheckConstraint, Enum, Index, Integer, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -43,6 +44,10 @@ class Durable:
     (an enum of its own), its domain columns and ``durable_table_args(...)``."""
 
     id: Mapped[uuid_pk]
+    if TYPE_CHECKING:
+        # Declared by each model: its state (an enum of its own), and when its work is given up.
+        state: Mapped[StrEnum]
+        deadline_at: Mapped[dt.datetime | None]
     # The caller's idempotency key; when they give none, the Celery task id of the message,
     # so a redelivered message still finds its row.
     request_id: Mapped[str] = mapped_column(String(255), unique=True)
@@ -60,27 +65,46 @@ class Durable:
     # callback, with its own task id, so a caller that drops repeated ids still gets it.
     generation: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
-    # --- Scheduling: a look is parked for the dispatcher, or (APERTURE_MAX_COUNTDOWN_S > 0) a countdown message.
+    # --- The engine's columns (services/durable/lifecycle.py is the only writer), one meaning each:
+    # When the row must next be looked at: the dispatcher sends a look once it is due (NULL: the
+    # engine does not look at the row: it ended, or something else moves it, such as its pack).
     next_poll_at: Mapped[tz_datetime | None]
-    # Changes on every hand-off; a message carrying an old token is a no-op.
+    # The one message allowed to act on the row; changes on every hand-off, so a message carrying an
+    # old token is a no-op.
     poll_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
-    # True while a message carrying poll_token is believed to be in the broker.
-    poll_dispatched: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # When the message carrying poll_token was sent (NULL: none is out; the look is parked until due).
+    # A message not run lost_message_after_s after it was sent and due is presumed lost: sent again.
+    dispatched_at: Mapped[tz_datetime | None]
+    # While a worker holds the row (a claim), until when: past it the holder is presumed dead and
+    # the row is looked at again.
+    leased_until: Mapped[tz_datetime | None]
 
     ended_at: Mapped[tz_datetime | None]
     created_at: Mapped[created_at]
     updated_at: Mapped[updated_at]
 
 
-def durable_table_args(table: str, swept_states: tuple[str, ...]) -> tuple[Index | CheckConstraint, ...]:
+def durable_table_args(table: str, looked_at: tuple[str, ...]) -> tuple[Index | CheckConstraint, ...]:
     """The engine's indexes, on the rows their queries can match only, so they stay small
-    however many millions of ended rows the table holds; and the callback's shape."""
-    states = ", ".join(f"'{s}'" for s in swept_states)
+    however many millions of ended rows the table holds; and the callback's shape.
+
+    ``looked_at``: the states whose next look ``next_poll_at`` drives (the dispatcher's)."""
+    states = ", ".join(f"'{s}'" for s in looked_at)
     return (
         # A JSON null would read as "a callback is owed" (migration 0003).
         CheckConstraint("callback IS NULL OR jsonb_typeof(callback) = 'object'", name="callback_object"),
-        # The dispatcher's due looks (services/durable/sweeper.py).
-        Index(f"ix_{table}_due", "next_poll_at", postgresql_where=text(f"state IN ({states})")),
+        # The dispatcher's parked looks, by when they are due (services/durable/sweeper.py).
+        Index(
+            f"ix_{table}_due",
+            "next_poll_at",
+            postgresql_where=text(f"state IN ({states}) AND dispatched_at IS NULL"),
+        ),
+        # The dispatcher's looks sent and not run yet: the lost ones are the oldest.
+        Index(
+            f"ix_{table}_dispatched",
+            "dispatched_at",
+            postgresql_where=text(f"state IN ({states}) AND dispatched_at IS NOT NULL"),
+        ),
         # The dispatcher's owed callbacks.
         Index(f"ix_{table}_callback_owed", "ended_at", postgresql_where=text("callback_status = 'pending'")),
         Index(f"ix_{table}_state_created_at", "state", "created_at"),

@@ -11,7 +11,18 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ColumnElement,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -19,7 +30,8 @@ from models.base import Base, bigint_pk, created_at, tz_datetime
 from models.durable import CallbackStatus, Durable, durable_table_args, enum_column
 
 __all__ = [
-    "ACTIVE_STATES",
+    "ACTIVE_JOB_STATES",
+    "LOOKED_AT_JOB_STATES",
     "ApiAttempt",
     "Asset",
     "CallbackStatus",
@@ -30,6 +42,7 @@ __all__ = [
     "LibraryTagCount",
     "Tag",
     "enum_column",
+    "members_of_pack",
 ]
 
 
@@ -46,11 +59,14 @@ class JobState(StrEnum):
 
     @property
     def is_active(self) -> bool:
-        return self in (JobState.SUBMITTING, JobState.POLLING, JobState.PACKED)
+        return self in ACTIVE_JOB_STATES
 
 
-# The states the engine looks at (the dispatcher's due looks); a packed request is moved by its pack.
-ACTIVE_STATES = (JobState.SUBMITTING.value, JobState.POLLING.value)
+# Active: not ended, work still to do. Every other state is final.
+ACTIVE_JOB_STATES = frozenset({JobState.SUBMITTING, JobState.POLLING, JobState.PACKED})
+# The active states whose next look the dispatcher sends when ``next_poll_at`` is due; a packed request
+# is moved by its pack's end instead.
+LOOKED_AT_JOB_STATES = (JobState.SUBMITTING, JobState.POLLING)
 
 
 class Job(Durable, Base):
@@ -93,12 +109,18 @@ class Job(Durable, Base):
     )
 
     __table_args__ = (
-        *durable_table_args("jobs", ACTIVE_STATES),
+        *durable_table_args("jobs", LOOKED_AT_JOB_STATES),
         Index("ix_jobs_collection", "collection", postgresql_where=text("collection IS NOT NULL")),
         # A pack's members (its end moves them), and the packs still taking members (a handful).
         Index("ix_jobs_packed_in_job_id", "packed_in_job_id", postgresql_where=text("packed_in_job_id IS NOT NULL")),
         Index("ix_jobs_open_packs", "dialect", postgresql_where=text("pack_open_until IS NOT NULL")),
     )
+
+
+def members_of_pack(pack_id: uuid.UUID) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """Where-conditions of the requests still waiting on a pack (an operator may have ended one
+    meanwhile): what the pack sends, what its answer is written on, what its end moves."""
+    return (Job.packed_in_job_id == pack_id, Job.state == JobState.PACKED)
 
 
 class Asset(Base):

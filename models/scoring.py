@@ -46,15 +46,17 @@ class ScoringState(StrEnum):
     TIMED_OUT = "timed_out"  # a round did not finish before its deadline
 
     @property
-    def is_final(self) -> bool:
-        return self not in ACTIVE_SCORING_STATES
+    def is_active(self) -> bool:
+        return self in ACTIVE_SCORING_STATES
 
 
+# Active: not ended, work still to do. Every other state is final.
 ACTIVE_SCORING_STATES = frozenset(
     {ScoringState.SUBMITTING, ScoringState.POLLING, ScoringState.AWAITING_TAGS, ScoringState.TAGGING}
 )
-# The states whose next look is driven by next_poll_at (TAGGING is driven by its tagging job).
-SWEPT_SCORING_STATES = ("submitting", "polling", "awaiting_tags")
+# The active states whose next look the dispatcher sends when ``next_poll_at`` is due; a media in
+# TAGGING is moved by its tagging job's end instead.
+LOOKED_AT_SCORING_STATES = (ScoringState.SUBMITTING, ScoringState.POLLING, ScoringState.AWAITING_TAGS)
 
 
 class RoundStatus(StrEnum):
@@ -96,7 +98,7 @@ class ScoredMedia(Durable, Base):
     )
 
     __table_args__ = (
-        *durable_table_args("scored_media", SWEPT_SCORING_STATES),
+        *durable_table_args("scored_media", LOOKED_AT_SCORING_STATES),
         # The batcher's query: what waits for tagging, oldest first.
         Index("ix_scored_media_awaiting_tags", "flagged_at", postgresql_where=text("state = 'awaiting_tags'")),
         # The tagging hook's query: which media wait on the job that just ended.

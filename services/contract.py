@@ -18,7 +18,7 @@ from clients.scoring import normalize_channel
 from config.tasks import CREATE_JOB, SCORE_MEDIA
 
 # Set by the worker in place of a message's arguments it refused to decode (too large, nested too
-# deeply: workers/messages.py); the value is the reason, stored on the rejected row.
+# deeply: workers/bounded_json.py); the value is the reason, stored on the rejected row.
 REFUSED_FIELD = "__aperture_refused__"
 
 MAX_ASSETS = 200

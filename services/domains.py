@@ -1,19 +1,27 @@
-"""The kinds of durable row this system runs, and how they listen to each other: wired here, once.
+"""The kinds of durable row this system runs, and how they listen to each other.
 
-Tagging knows nothing of scoring (no import cycle): the scoring loop learns that a tagging
-job ended through the tagging kind's end hook, inside the transaction that ended it. Every
-process that runs tasks imports this module (tasks/base.py), and so does the dispatcher.
+Tagging knows nothing of scoring (no import cycle): the scoring loop learns that a tagging job
+ended through the tagging kind's end hook, inside the transaction that ended it. ``wire()`` connects
+the hooks; every process that runs steps calls it once at start (the Celery app factory,
+workers/application.create_app, which the dispatcher and Flower use too; the tests' in-process tier).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from services import scoring, tagging
 from services.durable.kind import DurableKind
-from services.scoring.batching import on_tagging_job_ended
+from services.scoring.tag_batches import on_tagging_job_ended
 from services.tagging.packing import on_pack_ended
 
-KINDS: tuple[DurableKind, ...] = (tagging.KIND, scoring.KIND)
+KINDS: tuple[DurableKind[Any, Any], ...] = (tagging.KIND, scoring.KIND)
 
-# A pack's end ends its members (or sends them alone) first: their own ends then run these hooks too.
-tagging.KIND.ended.connect(on_pack_ended)
-tagging.KIND.ended.connect(on_tagging_job_ended)
+
+def wire() -> tuple[DurableKind[Any, Any], ...]:
+    """Connect the kinds' end hooks (idempotent: a hook is connected once however often this runs),
+    and return the kinds."""
+    # A pack's end ends its members (or sends them alone) first: their own ends then run these hooks too.
+    tagging.KIND.ended.connect(on_pack_ended)
+    tagging.KIND.ended.connect(on_tagging_job_ended)
+    return KINDS

@@ -16,7 +16,6 @@ from celery import current_app, shared_task
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-import services.domains  # noqa: F401  (wires the kinds' end hooks in every process that runs tasks)
 from config.tasks import TaskSpec
 from services.durable import steps
 from services.durable.callbacks import deliver
@@ -87,7 +86,9 @@ def _isolated(fn: Callable[..., Any], *args: Any, what: str) -> None:
         log.exception("could not send the %s; the dispatcher will retry it", what)
 
 
-def accept_and_submit(task: Any, spec: Intake, submit: Step[Any], args: tuple[Any, ...], payload: dict) -> dict:
+def accept_and_submit(
+    task: Any, spec: Intake[Any], submit: Step[Any, Any], args: tuple[Any, ...], payload: dict[str, Any]
+) -> dict[str, Any]:
     """The body of a public task: store the request (or its rejection), submit it, send what
     that owes. Returns the row's id (``job_id`` or ``scoring_id``), its state, and whether
     this message created it."""
@@ -101,7 +102,7 @@ def accept_and_submit(task: Any, spec: Intake, submit: Step[Any], args: tuple[An
     return {spec.kind.id_kwarg: str(accepted.row_id), "state": state.value, "created": accepted.created}
 
 
-def run_step(task: Any, step: Step[Any], row_id: object, token: object) -> None:
+def run_step(task: Any, step: Step[Any, Any], row_id: object, token: object) -> None:
     """The body of an internal task: one step for the row the message names, if it holds
     the row's token (the claim decides), then send what it owes."""
     ids = parse_ids(**{step.kind.id_kwarg: row_id, "token": token})

@@ -1,17 +1,14 @@
-"""Scoring tasks: score, submit a round, rescore, poll, batch media for tagging, send the
-caller's callback. Each docstring says why running it twice is safe."""
+"""Scoring tasks: score, submit a round, rescore, poll, put media waiting for tags into a tagging
+job. Each docstring says why running it twice is safe."""
 
 from __future__ import annotations
 
 from config import get_settings
 from config import tasks as spec
 from models.db import session_scope
-from services import scoring
-from services.durable.callbacks import deliver
-from services.durable.messages import OwedCallback
 from services.durable.schedule import utcnow
-from services.scoring import batching, intake, steps
-from tasks.base import accept_and_submit, aperture_task, parse_ids, run_step, send, send_after_commit
+from services.scoring import intake, steps, tag_batches
+from tasks.base import accept_and_submit, aperture_task, run_step, send_after_commit
 
 
 @aperture_task(spec.SCORE_MEDIA)
@@ -29,7 +26,8 @@ def score_media(self, *args, **payload) -> dict:
 
 @aperture_task(spec.SUBMIT_SCORING)
 def submit_scoring(self, scoring_id: str, token: str) -> None:
-    """Submit a media's pending round again (after a transient error, or a lost message).
+    """Submit a media's first round again (after a transient error, or a lost message). Later
+    rounds are rescores: the engine sends ``aperture.rescore`` for them (services/scoring/kind.py).
 
     Safe twice: only the holder of the row's current token may submit; a second submission
     of the same id + version is a 409, recorded as submitted.
@@ -40,7 +38,9 @@ def submit_scoring(self, scoring_id: str, token: str) -> None:
 @aperture_task(spec.RESCORE)
 def rescore(self, scoring_id: str, token: str) -> None:
     """Submit a rescore round (a new version of the media), chained after its tagging job
-    completed or after a NO_DATA code that asks for a rescore.
+    completed or after a NO_DATA code that asks for a rescore, and again after a transient error
+    or a lost message. The same step as ``aperture.submit_scoring``, under its own name so that
+    Flower and the task metrics count the loop's rescores apart from first submissions.
 
     Safe twice: the same token check as aperture.submit_scoring.
     """
@@ -67,22 +67,8 @@ def flush_tagging(self, scoring_id: str | None = None, token: str | None = None)
     the same transaction that creates their job; a repeat finds none.
     """
     with session_scope() as session:
-        outcome = batching.flush_tagging(session, settings=get_settings(), now=utcnow())
+        outcome = tag_batches.flush_tagging(session, settings=get_settings(), now=utcnow())
     send_after_commit(outcome)
 
 
-@aperture_task(spec.SEND_SCORE_CALLBACK)
-def send_score_callback(self, scoring_id: str) -> None:
-    """Send the caller's callback owed for a scored media. Callbacks are delivered after the
-    commit that owes them (and by the dispatcher); this task serves messages sent by earlier
-    versions, which asked for the delivery in a message of its own.
-
-    Safe twice: sent only while owed (pending), with the stable task id
-    ``aperture-score-callback-<scoring_id>``, then marked sent.
-    """
-    ids = parse_ids(scoring_id=scoring_id)
-    if ids:
-        deliver(OwedCallback(scoring.KIND, ids[0]), send)
-
-
-__all__ = ["flush_tagging", "poll_scoring", "rescore", "score_media", "send_score_callback", "submit_scoring"]
+__all__ = ["flush_tagging", "poll_scoring", "rescore", "score_media", "submit_scoring"]

@@ -211,7 +211,7 @@ def test_a_failed_pack_sends_its_requests_alone_so_one_bad_asset_fails_only_its_
         assert tags_by_url(job.id)[url]
     assert jobs[3].error and "fail" in jobs[3].error.lower()
     # And the pack is not re-submitted by an operator's retry: its requests were sent alone already
-    from services.operator import retry_job
+    from services.tagging.operator_retry import retry_job
 
     with session_scope() as s:
         assert retry_job(s, pack_id, settings=_settings(), now=dt.datetime.now(dt.UTC)) is None

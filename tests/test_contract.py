@@ -28,7 +28,6 @@ def test_task_names_and_queues_are_pinned(app_env):
         "aperture.poll_scoring",
         "aperture.submit_scoring",
         "aperture.flush_tagging",
-        "aperture.send_score_callback",
     }
     assert registered == public | internal | scoring_internal
     routes = app.conf.task_routes

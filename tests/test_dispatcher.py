@@ -14,41 +14,25 @@ import uuid
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import insert, select, update
+from sqlalchemy import update
 
 from config import Settings, get_settings
 from models import Job, JobState
 from models.db import get_engine, session_scope
-from services.durable.lifecycle import claim
+from services.durable.claims import claim
 from services.durable.schedule import schedule, utcnow
 from services.durable.sweeper import due_looks
 from services.tagging import KIND
+from tests import factories
 from tests.support import send, wait_for, wait_for_job
 
 CDN = "https://cdn.example.com/dispatcher"
 
 
-def polling_jobs(n: int, *, due_at: dt.datetime, dispatched: bool) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """``n`` jobs polling Vidmob, each with its token, due at ``due_at``; (id, token) each."""
-    rows = [
-        {
-            "request_id": f"dispatch-{uuid.uuid4()}",
-            "state": JobState.POLLING,
-            "vidmob_job_id": f"vm-{uuid.uuid4().hex[:12]}",
-            "dialect": "guide",
-            "asset_count": 1,
-            "payload": {"assets": [{"url": f"{CDN}/a.mp4"}]},
-            "next_poll_at": due_at,
-            "poll_token": uuid.uuid4(),
-            "poll_dispatched": dispatched,
-            "deadline_at": due_at + dt.timedelta(days=1),
-        }
-        for _ in range(n)
-    ]
-    with session_scope() as s:
-        s.execute(insert(Job), rows)
-        ids = s.execute(select(Job.id, Job.poll_token).where(Job.request_id.in_([r["request_id"] for r in rows])))
-        return [(r.id, r.poll_token) for r in ids]
+def polling_jobs(n: int, *, due_at: dt.datetime, sent_at: dt.datetime | None) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """``n`` jobs polling Vidmob, each with its token, due at ``due_at``, their look sent at ``sent_at``
+    (None: parked); (id, token) each."""
+    return [(m.id, m.token) for m in factories.jobs(n, due_at=due_at, sent_at=sent_at)]
 
 
 # Far enough ahead that a dispatcher running for other tests (it reads the real clock) never
@@ -70,7 +54,7 @@ def test_a_look_resent_after_the_lost_horizon_keeps_its_token_so_the_late_messag
     # (older than the lost-message horizon)
     sent_at = utcnow() + LATER
     then = sent_at + dt.timedelta(seconds=settings.lost_message_after_s * 10)
-    ((job_id, token),) = polling_jobs(1, due_at=sent_at, dispatched=True)
+    ((job_id, token),) = polling_jobs(1, due_at=sent_at, sent_at=sent_at)
 
     # When the dispatcher presumes it lost and sends it again, twice over (two horizons pass)
     sent = []
@@ -80,7 +64,7 @@ def test_a_look_resent_after_the_lost_horizon_keeps_its_token_so_the_late_messag
         sent.extend(due.messages)
         assert due.lost == 1
         with session_scope() as s:
-            s.execute(update(Job).where(Job.id == job_id).values(next_poll_at=sent_at))
+            s.execute(update(Job).where(Job.id == job_id).values(dispatched_at=sent_at))
 
     # Then every copy carries the row's token, which never changed
     assert [m.kwargs["token"] for m in sent] == [str(token), str(token)]
@@ -96,7 +80,7 @@ def test_two_dispatchers_at_once_send_every_due_look_exactly_once(quiet_db):
     settings: Settings = quiet_db
     # Given 1,000 parked looks due
     then = utcnow() + LATER
-    jobs = polling_jobs(1000, due_at=then - dt.timedelta(seconds=1), dispatched=False)
+    jobs = polling_jobs(1000, due_at=then - dt.timedelta(seconds=1), sent_at=None)
     # When two dispatchers take batches of 600 at the same moment (neither has committed)
     first, second = session_scope(), session_scope()
     a, b = first.__enter__(), second.__enter__()

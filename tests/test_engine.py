@@ -21,7 +21,7 @@ from tests.support import drain, job_by_request_id, send, sim_fault, wait_for, w
 
 ROOT = Path(__file__).resolve().parent.parent
 CDN = "https://cdn.example.com/engine"
-FINAL_MEDIA = {s for s in ScoringState if s.is_final}
+FINAL_MEDIA = {s for s in ScoringState if not s.is_active}
 
 
 def media_by_request_id(request_id: str) -> ScoredMedia | None:
@@ -317,6 +317,46 @@ def test_task_names_are_written_in_one_place(app_env):
                 if isinstance(node, ast.Constant) and isinstance(node.value, str) and name.match(node.value):
                     spelled.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value}")
     assert spelled == []
+
+
+# The engine's columns: services/durable/claims.py and lifecycle.py are their only writers.
+ENGINE_COLUMNS = {"next_poll_at", "poll_token", "dispatched_at", "leased_until", "poll_dispatched"}
+_SQL_WRITE = re.compile(r"(?is)\b(?:set|insert\s+into)\b.*\b(" + "|".join(ENGINE_COLUMNS) + r")\b")
+
+
+def engine_column_writes(path: Path) -> list[str]:
+    """Where ``path`` writes an engine column: a keyword argument (``.values(next_poll_at=...)``,
+    ``Job(poll_token=...)``), a dictionary key, an attribute assignment, or SQL text that sets one."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
+        if isinstance(node, ast.keyword) and node.arg:
+            names = [node.arg]
+        elif isinstance(node, ast.Dict):
+            names = [k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+        elif isinstance(node, ast.Assign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names = [t.attr for t in targets if isinstance(t, ast.Attribute)]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and (m := _SQL_WRITE.search(node.value)):
+            names = [m.group(1)]
+        found += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n in ENGINE_COLUMNS]
+    return found
+
+
+def test_only_the_engine_writes_a_rows_schedule_token_lease_or_dispatch():
+    # Every change of a durable row's state, token, schedule or lease goes through
+    # services/durable/ (packs, tag batches and the operator's retry included).
+    writes = []
+    for folder in ("services", "tasks", "workers", "cli", "clients", "config", "models"):
+        for path in (ROOT / folder).rglob("*.py"):
+            relative = path.relative_to(ROOT)
+            if relative.parts[:2] == ("services", "durable") or relative.parts[:2] == ("models", "migrations"):
+                continue
+            writes += engine_column_writes(path)
+    assert writes == []
+    # and the check finds what it looks for
+    assert engine_column_writes(ROOT / "services" / "durable" / "lifecycle.py")
+    assert engine_column_writes(ROOT / "tests" / "factories.py")
 
 
 def test_no_module_in_services_is_longer_than_one_reader_holds_in_mind():

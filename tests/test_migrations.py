@@ -30,7 +30,7 @@ from psycopg.types.json import Jsonb
 from tests.conftest import _missing, embedded_server
 
 ADMIN_URL = os.environ.get("APERTURE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-HEAD = "0006"
+HEAD = "0007"
 
 # Differences alembic's compare_metadata may report between the models and `upgrade head`,
 # as "<op> <table>.<object>" (see _describe). Each entry must say why it is accepted.
@@ -352,6 +352,14 @@ CHANGED_BY_0003 = {
     ("jobs", "is_pack"),  # added by 0006 (false on every existing row)
     ("jobs", "packed_in_job_id"),  # added by 0006 (NULL on every existing row)
     ("jobs", "pack_open_until"),  # added by 0006 (NULL on every existing row)
+    # 0007: poll_dispatched goes, dispatched_at and leased_until come (NULL on these rows, none of
+    # which is dispatched: test_upgrade_0006_to_head_gives_each_engine_column_one_meaning checks it).
+    ("jobs", "poll_dispatched"),
+    ("jobs", "dispatched_at"),
+    ("jobs", "leased_until"),
+    ("scored_media", "poll_dispatched"),
+    ("scored_media", "dispatched_at"),
+    ("scored_media", "leased_until"),
 }
 
 
@@ -472,6 +480,60 @@ def test_upgrade_0002_to_head_keeps_every_row_and_repairs_callbacks(empty_db: st
         conn.execute("DELETE FROM scored_media WHERE id = %s", (ids["media_cb"],))
         left = conn.execute("SELECT count(*) FROM api_attempts WHERE scored_media_id IS NOT NULL").fetchone()[0]
         assert left == 0
+
+
+def test_upgrade_0006_to_head_gives_each_engine_column_one_meaning(empty_db: str) -> None:
+    """0007 on rows as 0006's code left them: a look the dispatcher sent keeps its lost-message horizon
+    (``dispatched_at`` = the time of the send, which 0006 kept in ``next_poll_at``), a parked look and a
+    lease keep their due time, an ended row has none of it; every row is kept."""
+    from models.migrate import upgrade
+
+    upgrade("0006")
+    sent_at, due_at = "now() - interval '30 seconds'", "now() + interval '5 minutes'"
+    with psycopg.connect(empty_db) as conn:
+
+        def job(key: str, state: str, next_poll_at: str | None, dispatched: bool) -> uuid.UUID:
+            return conn.execute(
+                "INSERT INTO jobs (request_id, state, payload, dialect, asset_count, deadline_at, next_poll_at,"  # noqa: S608
+                f" poll_token, poll_dispatched) VALUES (%s, %s, '{{}}'::jsonb, 'guide', 1, now() + interval '1 day',"
+                f" {next_poll_at or 'NULL'}, gen_random_uuid(), %s) RETURNING id",
+                (f"req-0006-{key}", state, dispatched),
+            ).fetchone()[0]
+
+        ids = {
+            "sent": job("sent", "polling", sent_at, True),
+            "parked": job("parked", "polling", due_at, False),
+            "leased": job("leased", "submitting", due_at, False),
+            "ended": job("ended", "complete", None, False),
+        }
+        media = conn.execute(
+            "INSERT INTO scored_media (request_id, state, media_id, url, payload, next_poll_at, poll_token,"  # noqa: S608
+            f" poll_dispatched) VALUES ('req-0006-media', 'awaiting_tags', 'm', 'https://cdn.example/m.mp4',"
+            f" '{{}}'::jsonb, {sent_at}, gen_random_uuid(), true) RETURNING id"
+        ).fetchone()[0]
+        conn.commit()
+        before = {r[0]: r[1:] for r in conn.execute("SELECT id, next_poll_at, poll_token, state FROM jobs").fetchall()}
+
+    upgrade("head")
+    with psycopg.connect(empty_db) as conn:
+        after = {
+            r[0]: r[1:]
+            for r in conn.execute("SELECT id, next_poll_at, poll_token, state, dispatched_at, leased_until FROM jobs")
+        }
+        assert set(after) == set(before)
+        for row_id, (next_poll_at, token, state) in before.items():
+            assert after[row_id][:3] == (next_poll_at, token, state)  # due time, token and state kept
+        assert after[ids["sent"]][3] == before[ids["sent"]][0]  # sent then: the lost horizon counts from it
+        assert [after[ids[k]][3] for k in ("parked", "leased", "ended")] == [None, None, None]
+        assert all(after[i][4] is None for i in after)  # no lease is invented: a lease is due when it ends
+        media_row = conn.execute(
+            "SELECT next_poll_at = dispatched_at FROM scored_media WHERE id = %s", (media,)
+        ).fetchone()
+        assert media_row == (True,)
+        columns = {
+            r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'jobs'")
+        }
+        assert "poll_dispatched" not in columns and {"dispatched_at", "leased_until"} <= columns
 
 
 # --- 3. Reversible -------------------------------------------------------------------------

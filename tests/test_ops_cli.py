@@ -147,7 +147,7 @@ def test_stuck_jobs_are_the_active_ones_nobody_looks_after(app_env):
     from config import get_settings
     from models import Job, JobState
     from models.db import session_scope
-    from services.queries import list_jobs
+    from services.tagging.reads import list_jobs
 
     settings = get_settings()
     now = dt.datetime.now(dt.UTC)

@@ -33,7 +33,7 @@ def clear_faults(sim) -> None:
 def test_a_create_call_answered_504_completes_and_is_flagged_as_a_possible_duplicate(system, aperture):
     from config import get_settings
     from models.db import session_scope
-    from services.queries import job_counts
+    from services.tagging.reads import job_counts
 
     # given a gateway that answers 504 to the first create call (it may have forwarded it)
     fault_all(system["simulator"], CREATE_PATHS, method="POST", status=504, times=1)

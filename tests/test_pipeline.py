@@ -113,7 +113,7 @@ def test_a_poll_message_delivered_twice_is_recorded_once(system):
                 deadline_at=now + dt.timedelta(hours=1),
                 next_poll_at=now + dt.timedelta(hours=1),
                 poll_token=token,
-                poll_dispatched=True,
+                dispatched_at=now,
             )
             .returning(Job.id)
         ).scalar_one()

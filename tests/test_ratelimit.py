@@ -28,12 +28,12 @@ from tests.conftest import API_KEY
 ROOT = Path(__file__).resolve().parent.parent
 STATUS = "GET /v1/aperture/jobs/{job_id}/status"
 
-# A process of the fleet: polls one simulator job n times through services.vidmob (the wiring
+# A process of the fleet: polls one simulator job n times through services.gateway (the wiring
 # every worker uses), starting at a given wall-clock moment, and prints what it saw.
 CALLER = """
 import sys, time
 from clients.errors import ApiError
-from services.vidmob import tags_client
+from services.gateway import tags_client
 
 job_id, calls, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 client = tags_client("guide")
@@ -342,7 +342,7 @@ def test_jobs_beyond_the_open_jobs_cap_wait_in_postgres_and_go_when_others_finis
     assert len(polling) == 3 and len(waiting) == 3
     assert sim_stats(simulator)["jobs_created"] == 3
     for job in waiting:
-        assert job.poll_dispatched is False and job.next_poll_at is not None and job.submit_attempts == 0
+        assert job.dispatched_at is None and job.next_poll_at is not None and job.submit_attempts == 0
         assert job.error == "waiting for a free slot: 3 Vidmob jobs open (APERTURE_MAX_OPEN_JOBS=3)"
     held = [o for o, (row_id, _) in zip(outcomes, rows, strict=True) if jobs[row_id].state == JobState.SUBMITTING]
     assert [o.messages for o in held] == [[], [], []]

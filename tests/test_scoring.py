@@ -27,14 +27,14 @@ from models import (
     ScoringState,
 )
 from models.db import get_engine, session_scope
-from services.scoring.batching import TAGGING_REQUEST_PREFIX
 from services.scoring.policy import decide, rescore_version
+from services.scoring.tag_batches import TAGGING_REQUEST_PREFIX
 from tests.conftest import API_KEY
 from tests.support import drain, send, sim_stats, tags_by_url, wait_for, wait_for_job
 
 pytestmark = pytest.mark.slow
 CDN = "https://cdn.example.com/scoring"
-FINAL = {s for s in ScoringState if s.is_final}
+FINAL = {s for s in ScoringState if not s.is_active}
 TAG_DEPENDENT = {"Brand Name or Logo Early", "Human Early", "Audio Present"}  # simulator/scoring.py
 
 
@@ -343,7 +343,7 @@ def test_a_parked_scoring_poll_is_sent_by_the_sweeper(scoring):
             .values(
                 request_id=request_id, state=ScoringState.POLLING, media_id="parked", url=url, payload={},
                 round_count=1, deadline_at=now + dt.timedelta(hours=1), next_poll_at=now - dt.timedelta(seconds=1),
-                poll_token=uuid.uuid4(), poll_dispatched=False,
+                poll_token=uuid.uuid4(),
             )
             .returning(ScoredMedia.id)
         ).scalar_one()  # fmt: skip
@@ -381,7 +381,6 @@ def test_scoring_task_names_and_queues_are_pinned(app_env):
         "aperture.rescore": "aperture.submit",
         "aperture.flush_tagging": "aperture.submit",
         "aperture.poll_scoring": "aperture.poll",
-        "aperture.send_score_callback": "aperture.maintenance",
     }
     for name, queue in expected.items():
         assert name in app.tasks, name
@@ -401,7 +400,7 @@ def test_two_copies_of_a_status_look_both_ask_vidmob_but_only_the_first_records(
                 .where(
                     ScoredMedia.request_id == request_id,
                     ScoredMedia.state == ScoringState.POLLING,
-                    ScoredMedia.poll_dispatched.is_(False),  # no message of its token in flight
+                    ScoredMedia.dispatched_at.is_(None),  # no message of its token in flight
                 )
                 .values(next_poll_at=func.now() + dt.timedelta(hours=1))
                 .returning(ScoredMedia.id, ScoredMedia.poll_token, ScoredMedia.round_count)

@@ -10,7 +10,9 @@ from pydantic import ValidationError
 from config import get_settings
 from config.celery import celery_config
 from config.settings import describe_invalid
-from workers import messages
+from services import domains
+from workers import bounded_json, signals
+from workers import logging as worker_logging
 from workers.health import install_heartbeat
 
 
@@ -20,9 +22,6 @@ class ConfigurationError(SystemExit):
 
     def __init__(self, message: str) -> None:
         super().__init__(f"aperture: {message}")
-
-
-BrokerNotConfigured = ConfigurationError  # the name earlier versions raised
 
 
 def _loopback(url: str) -> bool:
@@ -42,11 +41,17 @@ def create_app() -> Celery:
             "`aperture up`/`aperture demo`, which start an embedded Redis and set it for their processes."
         )
     # Before anything is decoded: bodies too large or too deep are refused with a reason.
-    messages.install(settings.max_message_bytes, settings.max_message_depth)
+    bounded_json.install(settings.max_message_bytes, settings.max_message_depth)
     app = Celery("aperture")
     app.config_from_object(celery_config(settings, settings.broker_url))
-    app.autodiscover_tasks(["tasks"], related_name=None, force=True)
     app.steps["worker"].add(RequireApiKey)
+    # Liveness for pods: a file touched while the worker's loop runs, not a broker round-trip.
+    install_heartbeat(app)
+    # Everything else a process of the system needs wired, explicitly, before any task runs: the
+    # kinds' end hooks, the worker's signal hooks and metrics observers, JSON logs.
+    domains.wire()
+    signals.connect()
+    worker_logging.install()
     return app
 
 
@@ -64,12 +69,6 @@ class RequireApiKey(bootsteps.Step):
 
 
 app = create_app()
-# Liveness for pods: a file touched while the worker's loop runs, not a broker round-trip.
-install_heartbeat(app)
 
-# Registering the tasks and the worker hooks needs `app` to exist first.
+# The tasks register themselves on the app that exists now (Celery's shared_task): imported after it.
 import tasks  # noqa: E402,F401
-
-# JSON log lines: importing workers.logging hooks Celery's setup_logging.
-import workers.logging  # noqa: E402
-import workers.signals  # noqa: E402,F401

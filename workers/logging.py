@@ -9,8 +9,8 @@ fields from ``extra=`` on the call, else from ``bind()``: a context variable tha
 The Vidmob API key is removed from every record that reaches our handler, whatever logged it:
 the HTTP client never logs it, and this is the last line of defence if something else does.
 
-Installed through Celery's ``setup_logging`` signal, so ``celery -A workers worker`` uses it (the
-dispatcher calls ``configure`` itself);
+Installed by ``install()`` through Celery's ``setup_logging`` signal, so ``celery -A workers worker``
+uses it (the dispatcher calls ``configure`` itself);
 APERTURE_LOG_FORMAT=text gives one human-readable line per event instead.
 """
 
@@ -173,7 +173,11 @@ def configure(loglevel: int | str | None = None, logfile: str | None = None, fmt
     logging.getLogger("urllib3.connectionpool").setLevel(max(root.level, logging.INFO))
 
 
-@setup_logging.connect
-def _celery_setup_logging(loglevel=None, logfile=None, **_: object) -> None:
-    # Connecting this signal tells Celery to leave logging to us.
+def _celery_setup_logging(loglevel: int | str | None = None, logfile: str | None = None, **_: object) -> None:
     configure(loglevel, logfile)
+
+
+def install() -> None:
+    """Make ``celery -A workers ...`` log through ``configure`` (called by the app factory): a receiver
+    of Celery's ``setup_logging`` tells Celery to leave logging to us."""
+    setup_logging.connect(_celery_setup_logging, weak=False, dispatch_uid="aperture-setup-logging")

@@ -228,7 +228,7 @@ def observe_completion(job_id: object, task_started: dt.datetime) -> None:
         import uuid
 
         from models.db import session_scope
-        from services.queries import completion_since
+        from services.tagging.reads import completion_since
 
         with session_scope() as session:
             done = completion_since(session, uuid.UUID(str(job_id)), task_started)
@@ -304,7 +304,7 @@ def _job_counts():
 
     from config import get_settings
     from models.db import session_scope
-    from services.queries import job_counts
+    from services.tagging.reads import job_counts
 
     with session_scope() as session:
         # A scrape must not hang on a locked or overloaded database.

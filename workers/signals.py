@@ -1,9 +1,14 @@
-"""Worker process hooks: database pool after fork, metrics, log context."""
+"""Worker process hooks: database pool after fork, metrics, log context.
+
+``connect()`` (called once by the app factory, workers/application.create_app) connects them to
+Celery's signals and the services' observers to this process's metrics.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+from typing import Any
 
 from celery.signals import (
     task_postrun,
@@ -24,21 +29,11 @@ from services.durable import attempts
 from services.tagging import packing, reuse
 from workers import metrics
 
-if metrics.observe_api_attempt not in attempts.ATTEMPT_OBSERVERS:
-    attempts.ATTEMPT_OBSERVERS.append(metrics.observe_api_attempt)
-if metrics.observe_limiter_event not in ratelimit.OBSERVERS:
-    ratelimit.OBSERVERS.append(metrics.observe_limiter_event)
-if metrics.observe_reuse not in reuse.OBSERVERS:
-    reuse.OBSERVERS.append(metrics.observe_reuse)
-if metrics.observe_packing not in packing.JOIN_OBSERVERS:
-    packing.JOIN_OBSERVERS.append(metrics.observe_packing)
-
 # When each running task began, by task id: completion metrics count a job only for the
 # task that completed it (services/queries.completion_since).
 _started: dict[str, dt.datetime] = {}
 
 
-@worker_init.connect
 def _serve_metrics(**_: object) -> None:
     # The main process, before the pool forks: children inherit the metrics directory.
     settings = get_settings()
@@ -47,12 +42,10 @@ def _serve_metrics(**_: object) -> None:
         metrics.serve(settings.metrics_port, settings.metrics_bind)
 
 
-@worker_shutdown.connect
 def _metrics_cleanup(**_: object) -> None:
     metrics.cleanup()
 
 
-@worker_process_init.connect
 def _fresh_pool_after_fork(**_: object) -> None:
     # Never use a connection pool across fork (SQLAlchemy pooling docs): drop the
     # inherited one without closing the parent's sockets, and start a new one.
@@ -60,12 +53,10 @@ def _fresh_pool_after_fork(**_: object) -> None:
     log_context.clear()
 
 
-@worker_process_shutdown.connect
 def _pool_process_exited(pid: int | None = None, **_: object) -> None:
     metrics.process_exited(pid or os.getpid())
 
 
-@task_prerun.connect
 def _task_started(task_id: str | None = None, task=None, args=(), kwargs=None, **_: object) -> None:
     log_context.clear()
     kwargs = kwargs or {}
@@ -88,7 +79,6 @@ def _task_started(task_id: str | None = None, task=None, args=(), kwargs=None, *
         _started[task_id] = dt.datetime.now(dt.UTC)
 
 
-@task_success.connect
 def _task_succeeded(sender=None, result=None, **_: object) -> None:
     name = getattr(sender, "name", None)
     if name == CREATE_JOB.name:
@@ -101,8 +91,32 @@ def _task_succeeded(sender=None, result=None, **_: object) -> None:
             metrics.observe_completion(job_id, started)
 
 
-@task_postrun.connect
 def _task_ended(task_id: str | None = None, **_: object) -> None:
     if task_id:
         _started.pop(task_id, None)
     log_context.clear()
+
+
+def _observe(observers: list[Any], observer: Any) -> None:
+    if observer not in observers:
+        observers.append(observer)
+
+
+def connect() -> None:
+    """Connect the hooks above to Celery's signals, and the services' observers to this process's
+    metrics. Idempotent: each is connected once however often this runs."""
+    _observe(attempts.ATTEMPT_OBSERVERS, metrics.observe_api_attempt)
+    _observe(ratelimit.OBSERVERS, metrics.observe_limiter_event)
+    _observe(reuse.OBSERVERS, metrics.observe_reuse)
+    _observe(packing.JOIN_OBSERVERS, metrics.observe_packing)
+    # weak=False: the receivers are module functions, kept anyway; dispatch_uid makes a repeat a no-op.
+    for signal, receiver in (
+        (worker_init, _serve_metrics),
+        (worker_shutdown, _metrics_cleanup),
+        (worker_process_init, _fresh_pool_after_fork),
+        (worker_process_shutdown, _pool_process_exited),
+        (task_prerun, _task_started),
+        (task_success, _task_succeeded),
+        (task_postrun, _task_ended),
+    ):
+        signal.connect(receiver, weak=False, dispatch_uid=f"aperture-{receiver.__name__}")

@@ -12,7 +12,8 @@ import datetime as dt
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
@@ -22,8 +23,8 @@ from sqlalchemy.orm import Session
 from config import Settings
 from models import CallbackStatus
 from services.contract import REFUSED_FIELD, describe_errors, parse_callback
-from services.durable.kind import DurableKind
-from services.durable.schedule import lease_until
+from services.durable.claims import AnyKind
+from services.durable.lifecycle import accepted_values
 from services.durable.storable import MAX_STORED_PAYLOAD_CHARS, pg_safe, storable
 
 REJECTED = "rejected"
@@ -33,7 +34,7 @@ SUBMITTING = "submitting"  # the first state of every kind: stored, not (knowing
 @dataclass(frozen=True)
 class Accepted:
     row_id: uuid.UUID
-    state: Any
+    state: StrEnum
     created: bool
     error: str | None = None
     token: uuid.UUID | None = None  # held by the message that created the row
@@ -48,25 +49,28 @@ def request_id_for(payload: dict[str, Any], task_id: str) -> str:
     return f"celery-task:{task_id}"
 
 
+R = TypeVar("R", bound=BaseModel)
+
+
 @dataclass(frozen=True)
-class Intake:
+class Intake(Generic[R]):
     """How a public task's request becomes a row of ``kind``: validated by ``contract``;
     ``fields(request, settings, now)`` are the row's domain columns,
     ``rejected_fields(payload, settings, now)`` those of a rejected one,
     ``on_created(session, row_id, request)`` writes its children in the same transaction.
     ``usage`` is the reason given for positional arguments."""
 
-    kind: DurableKind
-    contract: type[BaseModel]
+    kind: AnyKind
+    contract: type[R]
     usage: str
-    fields: Callable[[Any, Settings, dt.datetime], dict[str, Any]]
+    fields: Callable[[R, Settings, dt.datetime], dict[str, Any]]
     rejected_fields: Callable[[dict[str, Any], Settings, dt.datetime], dict[str, Any]]
-    on_created: Callable[[Session, uuid.UUID, Any], None]
+    on_created: Callable[[Session, uuid.UUID, R], None]
 
 
 def accept(
     session: Session,
-    spec: Intake,
+    spec: Intake[R],
     payload: dict[str, Any],
     *,
     task_id: str,
@@ -83,7 +87,7 @@ def accept(
         return existing
 
     error: str | None = None
-    request: Any = None
+    request: R | None = None
     refused = payload.get(REFUSED_FIELD)
     if isinstance(refused, str):
         # The worker refused to decode the message as sent (too large, too deep): its reason.
@@ -110,14 +114,7 @@ def accept(
             "callback_status": CallbackStatus.PENDING if callback else CallbackStatus.NONE,
         }
     else:
-        values |= spec.fields(request, settings, now) | {
-            "state": SUBMITTING,
-            # The message being processed now is the row's live message: if this worker dies
-            # before it is done, the dispatcher sends a look again once the lease has passed.
-            "next_poll_at": lease_until(now, settings),
-            "poll_token": uuid.uuid4(),
-            "poll_dispatched": False,
-        }
+        values |= spec.fields(request, settings, now) | {"state": SUBMITTING} | accepted_values(now, settings)
     values = {name: pg_safe(value) for name, value in values.items()}
     model = kind.model
     # ON CONFLICT: a concurrent delivery with the same request_id waits for ours, then inserts nothing.
@@ -130,12 +127,18 @@ def accept(
         return found
     if request is not None:
         spec.on_created(session, row_id, request)
-    state = kind.model.state.type.enum_class(values["state"])  # type: ignore[attr-defined]
-    return Accepted(row_id, state, created=True, error=error, token=values.get("poll_token"))
+    return Accepted(row_id, kind.states(values["state"]), created=True, error=error, token=values.get("poll_token"))
 
 
 def accept_unstorable(
-    session: Session, spec: Intake, payload: dict[str, Any], reason: str, *, task_id: str, settings: Settings, now
+    session: Session,
+    spec: Intake[Any],
+    payload: dict[str, Any],
+    reason: str,
+    *,
+    task_id: str,
+    settings: Settings,
+    now: dt.datetime,
 ) -> Accepted:
     """The last resort when ``accept`` could not store a request (PostgreSQL refused something
     pg_safe did not foresee): a rejected row with the reason and a printable copy of the payload,
@@ -163,11 +166,10 @@ def accept_unstorable(
         found = _find(session, kind, request_id)
         assert found is not None
         return found
-    state = kind.model.state.type.enum_class(REJECTED)  # type: ignore[attr-defined]
-    return Accepted(row_id, state, created=True, error=values["error"])
+    return Accepted(row_id, kind.states(REJECTED), created=True, error=values["error"])
 
 
-def _find(session: Session, kind: DurableKind, request_id: str) -> Accepted | None:
+def _find(session: Session, kind: AnyKind, request_id: str) -> Accepted | None:
     model = kind.model
     row = session.execute(select(model.id, model.state, model.error).where(model.request_id == request_id)).first()
     if row is None:

@@ -39,6 +39,7 @@ class Outcome:
     messages: list[Message] = field(default_factory=list)
     callbacks: list[OwedCallback] = field(default_factory=list)
     stale: bool = False  # the token did not match: someone else owns the row now
+    moved: list[uuid.UUID] = field(default_factory=list)  # the rows a bulk transition (end_where, wake_where) moved
 
     def extend(self, other: Outcome) -> Outcome:
         self.messages.extend(other.messages)

@@ -99,17 +99,19 @@ def backoff(attempt: int, settings: Settings, retry_after: float | None = None) 
     return delay
 
 
-def schedule(now: dt.datetime, delay_s: float, settings: Settings) -> NextLook:
+def schedule(now: dt.datetime, delay_s: float, settings: Settings, *, park: bool = False) -> NextLook:
+    """The next look, ``delay_s`` from ``now``, under a new token: a countdown message when the wait is
+    at most ``max_countdown_s`` (and ``park`` does not ask for PostgreSQL whatever the wait), else parked."""
     return NextLook(
         at=now + dt.timedelta(seconds=delay_s),
         token=uuid.uuid4(),
-        dispatched=delay_s <= settings.max_countdown_s,
+        dispatched=not park and delay_s <= settings.max_countdown_s,
         delay_s=delay_s,
     )
 
 
 def lease_until(now: dt.datetime, settings: Settings) -> dt.datetime:
-    """While a worker holds a row, the row says "look again after this": the hard time
-    limit kills the task before then, so a crashed holder is recovered by the dispatcher
-    and a live one is never second-guessed."""
+    """How long a worker holds a row it claimed (``leased_until``): the hard time limit kills the
+    task before then, so a crashed holder is recovered by the dispatcher once it has passed, and a
+    live one is never second-guessed."""
     return now + dt.timedelta(seconds=settings.task_time_limit_s + 5)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from enum import StrEnum
+from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
@@ -22,50 +22,85 @@ from clients.http import ApiError
 from config import Settings, get_settings
 from models.db import session_scope
 from services import log_context
-from services.durable import attempts, intake, lifecycle
-from services.durable.kind import DurableKind
-from services.durable.lifecycle import Claim
+from services.durable import attempts, claims, intake
+from services.durable.claims import AnyKind, Claim
 from services.durable.messages import Outcome, OwedCallback
 from services.durable.schedule import utcnow
 
 log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound=Claim)
+A = TypeVar("A")
+C_contra = TypeVar("C_contra", bound=Claim, contravariant=True)
+A_co = TypeVar("A_co", covariant=True)
+A_contra = TypeVar("A_contra", contravariant=True)
+
+
+class Call(Protocol[C_contra, A_co]):
+    """The HTTP calls of a step, with no transaction open; every attempt goes to ``log``. Vidmob's
+    answer, or raises ApiError (an answer too: ``Record`` gets it)."""
+
+    def __call__(self, claim: C_contra, log: attempts.AttemptLog, /) -> A_co: ...
+
+
+class Record(Protocol[C_contra, A_contra]):
+    """Stores what the call answered (or the ApiError it raised) in a new transaction, and decides
+    what follows: the Outcome to send after commit."""
+
+    def __call__(
+        self, session: Session, claim: C_contra, answer: A_contra | ApiError, /, *, settings: Settings, now: dt.datetime
+    ) -> Outcome: ...
+
+
+class Hold(Protocol[C]):
+    """Checked in the claim's transaction before the call: the Outcome of keeping the row waiting
+    (a cap on work open at Vidmob) or of answering it without a call (tagging's reuse ends it), None
+    to go ahead, or a new claim to go ahead with (the same row, asking for less: partial reuse)."""
+
+    def __call__(
+        self, session: Session, claim: C, /, *, settings: Settings, now: dt.datetime
+    ) -> Outcome | C | None: ...
+
+
+class TimeOut(Protocol[C_contra]):
+    """Ends the row instead of calling, when its deadline has passed."""
+
+    def __call__(self, session: Session, claim: C_contra, now: dt.datetime, /) -> Outcome: ...
+
+
+class Intent(Protocol[C_contra]):
+    """(method, endpoint) of a non-idempotent call: stored as an attempt of unknown outcome and
+    committed before the call, so a worker that dies during it leaves the possible duplicate visible."""
+
+    def __call__(self, claim: C_contra, /) -> tuple[str, str]: ...
 
 
 @dataclass(frozen=True)
-class Step(Generic[C]):
-    """One step of a kind, declared by its domain.
+class Step(Generic[C, A]):
+    """One step of a kind, declared by its domain: claim, call, record.
 
     The claim is the engine's: the row must be in ``state`` and hold the message's token;
     ``claim_type`` (a ``Claim``) says what else claiming sets and reads back, whether the row
-    may be taken over after a lease ran out, and builds itself from the row. Then ``time_out(session,
-    claim, now)`` ends the row instead of calling when its deadline has passed; ``intent(claim)``
-    -> (method, endpoint) stores an attempt of unknown outcome, committed before a
-    non-idempotent call; ``call(claim, attempt_log)`` makes the HTTP calls (an ApiError is an
-    answer too); ``record(session, claim, answer, settings=, now=)`` stores the answer.
-    ``hold(session, claim, settings=, now=)``, checked in the claim's transaction before any
-    of that, may keep the row waiting instead (e.g. a cap on work open at Vidmob) or answer it
-    without a call (tagging's reuse of earlier tags ends it): it returns the Outcome of
-    rescheduling or ending it, None to go ahead, or a new claim to go ahead with (the same row,
-    asking for less: tagging's partial reuse)."""
+    may be taken over after a lease ran out, and builds itself from the row. Then, in order:
+    ``time_out``, ``hold`` and ``intent`` in the claim's transaction, ``call`` with none open,
+    ``record`` in a new one (each hook's protocol above says what it does)."""
 
-    kind: DurableKind
-    state: str
+    kind: AnyKind
+    state: StrEnum
     claim_type: type[C]
-    call: Callable[[C, attempts.AttemptLog], Any]
-    record: Callable[..., Outcome]
-    time_out: Callable[[Session, C, dt.datetime], Outcome] | None = None
-    intent: Callable[[C], tuple[str, str]] | None = None
-    hold: Callable[..., Outcome | C | None] | None = None
+    call: Call[C, A]
+    record: Record[C, A]
+    time_out: TimeOut[C] | None = None
+    intent: Intent[C] | None = None
+    hold: Hold[C] | None = None
 
     def claim(
         self, session: Session, row_id: uuid.UUID, token: uuid.UUID | None, *, settings: Settings, now: dt.datetime
     ) -> C | None:
         if self.claim_type.OPTIMISTIC:
-            row = lifecycle.read(session, self.kind, row_id, token, state=self.state, returning=self.claim_type.COLUMNS)
+            row = claims.read(session, self.kind, row_id, token, state=self.state, returning=self.claim_type.COLUMNS)
             return None if row is None else self.claim_type.from_row(session, row)
-        row = lifecycle.claim(
+        row = claims.claim(
             session,
             self.kind,
             row_id,
@@ -81,16 +116,22 @@ class Step(Generic[C]):
 
 
 @dataclass(frozen=True)
-class _Held:
+class _Held(Generic[C]):
     """A claimed row about to be called for, and its intent attempt (if the step records one)."""
 
-    claim: Any
+    claim: C
     intent_id: int | None
 
 
 def _begin(
-    step: Step[Any], session: Session, row_id: uuid.UUID, token: uuid.UUID | None, *, settings: Settings, task_name: str
-) -> _Held | Outcome:
+    step: Step[C, A],
+    session: Session,
+    row_id: uuid.UUID,
+    token: uuid.UUID | None,
+    *,
+    settings: Settings,
+    task_name: str,
+) -> _Held[C] | Outcome:
     """In the caller's transaction: claim, then what needs no call (stale, past the deadline,
     held back); else the intent row and the claim for the call."""
     kind = step.kind
@@ -114,11 +155,13 @@ def _begin(
     return _Held(held, intent_id)
 
 
-def _call_and_record(step: Step[Any], row_id: uuid.UUID, held: _Held, *, settings: Settings, task_name: str) -> Outcome:
+def _call_and_record(
+    step: Step[C, A], row_id: uuid.UUID, held: _Held[C], *, settings: Settings, task_name: str
+) -> Outcome:
     """The remote call, with no transaction open, then its record in a new one."""
     kind = step.kind
     log = attempts.AttemptLog()
-    answer: Any
+    answer: A | ApiError
     try:
         answer = step.call(held.claim, log)
     except ApiError as exc:
@@ -141,7 +184,7 @@ def _call_and_record(step: Step[Any], row_id: uuid.UUID, held: _Held, *, setting
     raise AssertionError("unreachable")
 
 
-def run(step: Step[Any], row_id: uuid.UUID, token: uuid.UUID | None, *, task_name: str) -> Outcome:
+def run(step: Step[C, A], row_id: uuid.UUID, token: uuid.UUID | None, *, task_name: str) -> Outcome:
     """Claim (None: stale or duplicate, nothing to do), call, record."""
     settings = get_settings()
     with session_scope() as session:
@@ -152,8 +195,8 @@ def run(step: Step[Any], row_id: uuid.UUID, token: uuid.UUID | None, *, task_nam
 
 
 def accept_then_submit(
-    spec: intake.Intake,
-    submit: Step[Any],
+    spec: intake.Intake[Any],
+    submit: Step[C, A],
     payload: dict[str, Any],
     *,
     task_id: str,
@@ -166,7 +209,7 @@ def accept_then_submit(
     then submit it. A redelivered message finds its row: it submits only if the first
     delivery's lease ran out (the claim decides). A rejected request's callback is owed at once."""
     settings = settings or get_settings()
-    begun: _Held | Outcome | None = None
+    begun: _Held[C] | Outcome | None = None
     try:
         with session_scope() as session:
             accepted = intake.accept(

@@ -2,9 +2,10 @@
 a pass turns the looks that are due into messages, for every kind of durable row.
 
 A pass sends a message for (a) parked looks that are now due (every wait is parked unless
-``max_countdown_s`` lets short ones ride on a countdown message), and (b) looks whose message
-should have run ``lost_message_after_s`` ago but did not (lost to kill -9, a Redis flush or
-restart). Each is sent with the row's **current token**: if the first message was only late
+``max_countdown_s`` lets short ones ride on a countdown message; a row a worker holds is left to it
+until its lease passes), and (b) looks whose message was sent and due ``lost_message_after_s`` ago
+but never ran (lost to kill -9, a Redis flush or restart). Each is sent with the row's **current
+token**: if the first message was only late
 (queued behind a backlog), both copies carry the same token, the first to run claims the row
 and the other is a no-op. (A fresh token would make the late original stale, and behind a
 backlog older than the lost-message horizon every sweep would re-token every queued look
@@ -21,13 +22,13 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import literal, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from config import Settings
 from models.db import session_scope
 from services.durable import callbacks
-from services.durable.kind import DurableKind
+from services.durable.claims import AnyKind
 from services.durable.lifecycle import look_message
 from services.durable.messages import Message, Outcome
 from services.durable.schedule import utcnow
@@ -39,36 +40,58 @@ class Due:
 
     messages: list[Message] = field(default_factory=list)
     lateness_s: list[float] = field(default_factory=list)
+    parked: int = 0  # looks parked until due: sent for the first time
     lost: int = 0  # looks sent before whose message never ran: sent again
 
 
-def due_looks(session: Session, kind: DurableKind, *, settings: Settings, now: dt.datetime, limit: int) -> Due:
-    """Claim up to ``limit`` due looks of ``kind`` in one statement, each under its current token."""
+def due_looks(session: Session, kind: AnyKind, *, settings: Settings, now: dt.datetime, limit: int) -> Due:
+    """Claim up to ``limit`` parked looks of ``kind`` that are due, and up to ``limit`` looks sent
+    ``lost_message_after_s`` ago (and due as long) that never ran, in one statement, each under its
+    current token; mark each sent now."""
     model = kind.model
     lost_before = now - dt.timedelta(seconds=settings.lost_message_after_s)
-    due = (
-        select(model.id, model.next_poll_at, model.poll_dispatched.label("dispatched"))
+    looked_at = model.state.in_(list(kind.look_tasks))
+    # Parked and due, and no live lease: a row a worker holds is its worker's until the lease passes.
+    parked = (
+        select(model.id, model.next_poll_at, literal(False).label("lost"))
         .where(
-            model.state.in_(list(kind.look_tasks)),
+            looked_at,
+            model.dispatched_at.is_(None),
             model.next_poll_at <= now,
-            or_(model.poll_dispatched.is_(False), model.next_poll_at <= lost_before),
+            or_(model.leased_until.is_(None), model.leased_until <= now),
         )
         .order_by(model.next_poll_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
-        .cte("due")
+        .cte("parked")
     )
-    # Due "now": if this message is lost too, a pass after lost_message_after_s sends it again.
+    lost = (
+        select(model.id, model.next_poll_at, literal(True).label("lost"))
+        .where(looked_at, model.dispatched_at <= lost_before, model.next_poll_at <= lost_before)
+        .order_by(model.dispatched_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("lost")
+    )
+    due = union_all(select(parked), select(lost)).cte("due")
     rows = session.execute(
         update(model)
         .where(model.id == due.c.id)
-        .values(poll_dispatched=True, next_poll_at=now)
-        .returning(model.id, model.state, model.poll_token, due.c.next_poll_at.label("was_due"), due.c.dispatched)
+        .values(dispatched_at=now)
+        .returning(
+            model.id,
+            model.state,
+            model.poll_token,
+            *kind.route_columns,
+            due.c.next_poll_at.label("was_due"),
+            due.c.lost,
+        )
     ).all()
     return Due(
-        messages=[look_message(kind, kind.look_tasks[r.state], r.id, r.poll_token, 0.0) for r in rows],
+        messages=[look_message(kind, kind.look_task(r.state, r), r.id, r.poll_token, 0.0) for r in rows],
         lateness_s=[(now - r.was_due).total_seconds() for r in rows],
-        lost=sum(1 for r in rows if r.dispatched),
+        parked=sum(1 for r in rows if not r.lost),
+        lost=sum(1 for r in rows if r.lost),
     )
 
 
@@ -81,9 +104,7 @@ class Pass(Outcome):
     full: bool = False  # a kind's last batch was full: more looks are due than the pass took
 
 
-def sweep(
-    kinds: Iterable[DurableKind], *, settings: Settings, max_batches: int = 10, callbacks_too: bool = True
-) -> Pass:
+def sweep(kinds: Iterable[AnyKind], *, settings: Settings, max_batches: int = 10, callbacks_too: bool = True) -> Pass:
     """Bounded: at most ``max_batches`` transactions of ``sweep_batch_size`` looks per kind,
     and (``callbacks_too``) one of overdue callbacks."""
     result = Pass()
@@ -95,7 +116,7 @@ def sweep(
             result.messages.extend(batch.messages)
             result.lateness_s.extend(batch.lateness_s)
             result.lost += batch.lost
-            if len(batch.messages) < size:
+            if batch.parked < size and batch.lost < size:
                 break
         else:
             result.full = True

@@ -18,7 +18,7 @@ from services.library.counts import (
     tag_frequency,
     tag_pairs,
 )
-from services.library.model import (
+from services.library.records import (
     CLIENT_CATEGORY,
     AssetQuery,
     ClientTagCoverage,

@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, Select, desc, func, literal, select
 from sqlalchemy.orm import Session
 
 from models import ApiAttempt, Asset, Job
-from services.library.model import Scope
+from services.library.records import Scope
 
 # Bucket sizes, smallest first, with the longest span each suits (about 2 to 200 buckets).
 UNITS = (

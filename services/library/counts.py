@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from models import Job
 from models.jobs import LibraryCollectionSize, LibraryCountsState, LibraryTagCount
-from services.library.model import (
+from services.library.records import (
     CLIENT_CATEGORY,
     ClientTagCoverage,
     CollectionSize,

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from services.library.activity import Activity, CallsPerJob, activity, calls_per_job
 from services.library.counts import client_tag_coverage, counts_are_exact, list_collections, tag_frequency, tag_pairs
-from services.library.model import ClientTagCoverage, CollectionSize, Frequency, Scope, TagMatch, TagPair, TagRef
+from services.library.records import ClientTagCoverage, CollectionSize, Frequency, Scope, TagMatch, TagPair, TagRef
 
 HEATMAP_TAGS = 12  # the co-occurrence heatmap is of the subset's most frequent tags
 

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.orm import Session
 
 from models import Asset, Job, Tag
-from services.library.model import AssetQuery, LibraryAsset, Tagging, TagRef
+from services.library.records import AssetQuery, LibraryAsset, Tagging, TagRef
 from services.library.views import in_scope, library_assets, tag_is, tag_is_any, tags_table
 
 la = library_assets

@@ -13,7 +13,7 @@ from sqlalchemy import BigInteger, Boolean, ColumnElement, DateTime, String, Tex
 from sqlalchemy.dialects.postgresql import UUID
 
 from models import Tag
-from services.library.model import Scope, TagMatch
+from services.library.records import Scope, TagMatch
 
 library_assets = table(
     "library_assets",

@@ -25,8 +25,8 @@ from clients.http import ApiError
 from clients.scoring import MediaScoringStatus, Scores
 from config import Settings, tasks
 from models import RoundStatus, ScoredMedia, ScoringRound, ScoringState
-from services.durable import attempts, durations, lifecycle
-from services.durable.lifecycle import Claim
+from services.durable import attempts, claims, durations, lifecycle
+from services.durable.claims import Claim
 from services.durable.messages import Outcome
 from services.durable.policy import FAILED, TIMED_OUT, End, LookAgain, after_poll_error, after_submit_error
 from services.durable.prediction import Prediction
@@ -59,6 +59,7 @@ class SubmitClaim(Claim):
     TAKEOVER_AFTER_LEASE = True
 
     round_id: int
+    round_count: int  # the round's number: 1, or a rescore's (services/scoring/kind.py routes it)
     attempt: int
     media_id: str  # the caller's id: Vidmob's media id
     url: str
@@ -87,6 +88,7 @@ class PollClaim(Claim):
     OPTIMISTIC = True
 
     round_id: int
+    round_count: int
     lookup_id: str  # Vidmob's uniqueId, or the caller's media id after a 409
     channels: tuple[str, ...]
     rescore_count: int
@@ -139,7 +141,7 @@ def record_submission(
             _update_round(session, claim.round_id, error=decision.error)
         return _apply(session, claim, decision, state=ScoringState.SUBMITTING, settings=settings, now=now)
     outcome = lifecycle.reschedule(
-        session, KIND, claim, state=ScoringState.SUBMITTING.value, to_state=ScoringState.POLLING.value,
+        session, KIND, claim, state=ScoringState.SUBMITTING, to_state=ScoringState.POLLING,
         delay_s=policy.first_look(_predict(session, settings, now), settings=settings), settings=settings, now=now,
     )  # fmt: skip
     if outcome.stale:
@@ -164,7 +166,7 @@ def record_submission(
 
 def time_out(session: Session, claim: PollClaim, now: dt.datetime) -> Outcome:
     error = "Vidmob did not score the media before the round's deadline"
-    outcome = lifecycle.end(session, KIND, claim, TIMED_OUT, now, error=error)
+    outcome = lifecycle.end(session, KIND, claim, ScoringState.TIMED_OUT, now, error=error)
     if not outcome.stale:
         _update_round(session, claim.round_id, status=RoundStatus.TIMED_OUT, error=error)
     return outcome
@@ -175,7 +177,7 @@ def record_poll(
 ) -> Outcome:
     """Act on a status (and, when COMPLETE, the scores fetched with it). The claim was a read: the
     row is locked first, so of two copies of a message only the first writes the round."""
-    if not lifecycle.hold_read(session, KIND, claim, state=ScoringState.POLLING.value):
+    if not claims.hold_read(session, KIND, claim, state=ScoringState.POLLING):
         return Outcome(stale=True)
     if isinstance(answer, ApiError):
         failures = attempts.consecutive_failures(session, KIND, claim.row_id, method="GET")
@@ -230,7 +232,7 @@ def _record_scores(
     if isinstance(step, policy.FlagForTagging):
         # Wait a short window so that media flagged together go into one tagging job.
         return lifecycle.reschedule(
-            session, KIND, claim, state=ScoringState.POLLING.value, to_state=ScoringState.AWAITING_TAGS.value,
+            session, KIND, claim, state=ScoringState.POLLING, to_state=ScoringState.AWAITING_TAGS,
             delay_s=settings.tag_batch_window_s, settings=settings, now=now, values={"flagged_at": now},
         )  # fmt: skip
     return _rescore_now(session, claim, step.reason, settings=settings, now=now)
@@ -238,7 +240,7 @@ def _record_scores(
 
 def _rescore_now(session: Session, claim: PollClaim, reason: str, *, settings: Settings, now: dt.datetime) -> Outcome:
     outcome = lifecycle.reschedule(
-        session, KIND, claim, state=ScoringState.POLLING.value, to_state=ScoringState.SUBMITTING.value,
+        session, KIND, claim, state=ScoringState.POLLING, to_state=ScoringState.SUBMITTING,
         delay_s=0.0, settings=settings, now=now, values=next_round_values(settings, now), task=tasks.RESCORE.name,
     )  # fmt: skip
     if not outcome.stale:
@@ -297,7 +299,7 @@ def _apply(
 ) -> Outcome:
     """The engine's apply; a round that ends with the media (failed, timed out, unsupported)
     gets that status."""
-    outcome = lifecycle.apply(session, KIND, claim, decision, state=state.value, settings=settings, now=now)
+    outcome = lifecycle.apply(session, KIND, claim, decision, state=state, settings=settings, now=now)
     if isinstance(decision, End) and not outcome.stale:
         round_status = ROUND_STATUS_OF_END.get(decision.state)
         if round_status is not None:

@@ -7,6 +7,7 @@ from clients.scoring import MediaScoringStatus, ScoringClient
 from models import ScoringState
 from services.durable.attempts import AttemptLog
 from services.durable.steps import Step
+from services.gateway import vidmob_http
 from services.scoring.kind import KIND
 from services.scoring.lifecycle import (
     PollClaim,
@@ -17,7 +18,6 @@ from services.scoring.lifecycle import (
     record_submission,
     time_out,
 )
-from services.vidmob import vidmob_http
 
 
 def _submit_media(claim: SubmitClaim, log: AttemptLog) -> Submitted:
@@ -43,5 +43,5 @@ def _status_and_scores(claim: PollClaim, log: AttemptLog) -> Polled:
 
 
 # No intent row: a repeated submission of the same media id + version is a 409, not new work.
-SUBMIT = Step(KIND, ScoringState.SUBMITTING.value, SubmitClaim, _submit_media, record_submission)
-POLL = Step(KIND, ScoringState.POLLING.value, PollClaim, _status_and_scores, record_poll, time_out=time_out)
+SUBMIT = Step(KIND, ScoringState.SUBMITTING, SubmitClaim, _submit_media, record_submission)
+POLL = Step(KIND, ScoringState.POLLING, PollClaim, _status_and_scores, record_poll, time_out=time_out)

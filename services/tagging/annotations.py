@@ -12,9 +12,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from clients.tags import AssetAnnotation
-from models import Asset, Job, Tag
+from models import Asset, Job, Tag, members_of_pack
 from services.durable.storable import clipped
-from services.tagging.packing import PACK_ASSET_ID_PREFIX, waiting_in
+from services.tagging.claims import PACK_ASSET_ID_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def store_annotations(
     insertmanyvalues), so no answer can exceed PostgreSQL's 65,535 parameters per statement."""
     # A job's own assets; a pack's are its members' (services/tagging/packing.py), each URL sent once
     # under the name of its first asset row.
-    members = select(Job.id).where(*waiting_in(job_id))
+    members = select(Job.id).where(*members_of_pack(job_id))
     assets = session.execute(
         select(Asset.id, Asset.job_id, Asset.url, Asset.external_id).where(
             or_(Asset.job_id == job_id, Asset.job_id.in_(members)),

@@ -11,7 +11,6 @@ under one transaction-level advisory lock, so concurrent workers never overshoot
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 import zlib
 
 from sqlalchemy import and_, exists, func, select, text
@@ -21,7 +20,8 @@ from config import Settings
 from models import ApiAttempt, Job, JobState
 from services.durable import lifecycle
 from services.durable.messages import Outcome
-from services.durable.schedule import NextLook, jittered, lease_until
+from services.durable.schedule import jittered, lease_until
+from services.tagging.claims import SubmitClaim
 from services.tagging.kind import KIND
 
 _LOCK_KEY = zlib.crc32(b"aperture.max_open_jobs")
@@ -30,7 +30,7 @@ _LOCK_KEY = zlib.crc32(b"aperture.max_open_jobs")
 def open_jobs(session: Session, *, settings: Settings, now: dt.datetime) -> int:
     """Jobs Vidmob holds or is being asked to create. Counted from the partial and
     (state, created_at) indexes over active rows: cheap however many jobs have ended."""
-    polling = select(func.count()).select_from(Job).where(Job.state == JobState.POLLING.value)
+    polling = select(func.count()).select_from(Job).where(Job.state == JobState.POLLING)
     # An intent older than a lease belongs to a worker that died mid-call: its row is taken over
     # (and counted again) by the next claim.
     live_since = now - (lease_until(now, settings) - now)
@@ -38,7 +38,7 @@ def open_jobs(session: Session, *, settings: Settings, now: dt.datetime) -> int:
         select(func.count())
         .select_from(Job)
         .where(
-            Job.state == JobState.SUBMITTING.value,
+            Job.state == JobState.SUBMITTING,
             exists().where(
                 and_(ApiAttempt.job_id == Job.id, ApiAttempt.outcome == "unknown", ApiAttempt.attempted_at > live_since)
             ),
@@ -47,7 +47,7 @@ def open_jobs(session: Session, *, settings: Settings, now: dt.datetime) -> int:
     return session.execute(select(polling.scalar_subquery() + creating.scalar_subquery())).scalar_one()
 
 
-def hold_if_full(session: Session, claim: lifecycle.Claim, *, settings: Settings, now: dt.datetime) -> Outcome | None:
+def hold_if_full(session: Session, claim: SubmitClaim, *, settings: Settings, now: dt.datetime) -> Outcome | None:
     """The submit step's check, in its claim's transaction: None to go ahead (the intent row
     written next in this transaction counts the job as open), else the row parked until the
     next look. The lock is held until that transaction commits."""
@@ -58,15 +58,11 @@ def hold_if_full(session: Session, claim: lifecycle.Claim, *, settings: Settings
     count = open_jobs(session, settings=settings, now=now)
     if count < cap:
         return None
-    delay = jittered(settings.poll_interval_s, settings)
-    # Parked whatever APERTURE_MAX_COUNTDOWN_S says: work beyond the cap waits in PostgreSQL, and
-    # the dispatcher sends its look when due.
-    nxt = NextLook(at=now + dt.timedelta(seconds=delay), token=uuid.uuid4(), dispatched=False, delay_s=delay)
     reason = f"waiting for a free slot: {count} Vidmob jobs open (APERTURE_MAX_OPEN_JOBS={cap})"
-    # Held back, not tried: the claim's count of submission attempts is given back.
-    values = {"error": reason, "submit_attempts": Job.submit_attempts - 1}
-    if not lifecycle.move(
-        session, KIND, claim.row_id, claim.token, state=JobState.SUBMITTING.value, nxt=nxt, values=values
-    ):
-        return Outcome(stale=True)
-    return Outcome(state=JobState.SUBMITTING)
+    # Held back, not tried: the claim's count of submission attempts is given back. Parked whatever
+    # APERTURE_MAX_COUNTDOWN_S says: work beyond the cap waits in PostgreSQL, and the dispatcher sends
+    # its look when due.
+    return lifecycle.reschedule(
+        session, KIND, claim, state=JobState.SUBMITTING, delay_s=jittered(settings.poll_interval_s, settings),
+        settings=settings, now=now, values={"error": reason, "submit_attempts": Job.submit_attempts - 1}, park=True,
+    )  # fmt: skip

@@ -11,107 +11,25 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import uuid
-from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import exists, select, update
-from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from clients.http import ApiError
-from clients.tags import AssetRef, ClientTag, TagsJobStatus
+from clients.tags import TagsJobStatus
 from config import Settings
-from models import ApiAttempt, Asset, Job, JobState
+from models import Job, JobState
 from services.durable import attempts, durations, lifecycle, policy
-from services.durable.lifecycle import Claim
+from services.durable.claims import Claim
 from services.durable.messages import Outcome
 from services.durable.prediction import Prediction
-from services.tagging import packing
 from services.tagging.annotations import store_annotations
+from services.tagging.claims import PollClaim, SubmitClaim
 from services.tagging.kind import KIND
 from services.tagging.policy import Complete, after_status, first_look
 
 log = logging.getLogger(__name__)
 
 SUBMIT_ENDPOINTS = {"guide": "POST /v1/aperture/jobs", "media": "POST /v1/media/aperture"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class SubmitClaim(Claim):
-    COLUMNS = (
-        Job.dialect,
-        Job.submit_attempts.label("attempt"),
-        Job.client_tags,
-        Job.duplicate_risk,
-        Job.fresh,
-        Job.batch,
-        Job.is_pack,
-        Job.packed_in_job_id,
-    )
-    # A worker that died mid-call is taken over once its lease has run out (the intent row
-    # makes the possible duplicate visible).
-    TAKEOVER_AFTER_LEASE = True
-
-    dialect: str
-    attempt: int
-    assets: tuple[AssetRef, ...]
-    client_tags: tuple[ClientTag, ...]
-    duplicate_risk: bool
-    fresh: bool  # the caller's `fresh: true`: never answered by reuse
-    batch: bool  # the caller's consent to share a Vidmob job (services/tagging/packing.py)
-    is_pack: bool  # a pack: its assets are its members'
-    packed_in_job_id: uuid.UUID | None  # set once packed: a request sent alone after its pack failed
-
-    @classmethod
-    def claim_values(cls, job_id: uuid.UUID) -> dict[str, Any]:
-        """What claiming a submission records: one more attempt, and the duplicate risk when an
-        earlier POST's outcome is unknown (no HTTP answer: the worker died mid-call, a timeout,
-        a dropped connection; or a 5xx from a gateway): Vidmob may have created a job for it."""
-        unknown_before = exists().where(ApiAttempt.job_id == job_id, attempts.may_have_created_work())
-        return {
-            "submit_attempts": Job.submit_attempts + 1,
-            "duplicate_risk": Job.duplicate_risk | unknown_before,
-            # A pack whose submission begins takes no more members (services/tagging/packing.py).
-            "pack_open_until": None,
-        }
-
-    @classmethod
-    def from_row(cls, session: Session, row: Row[Any]) -> SubmitClaim:
-        """The job's assets and client tags, as Vidmob will get them."""
-        if row.duplicate_risk:
-            log.warning(
-                "resubmitting job %s after an attempt of unknown outcome: Vidmob may hold a duplicate", row.row_id
-            )
-        if row.is_pack:
-            refs = packing.pack_assets(session, row.row_id)
-            # Its members' assets as they are now (an operator may have ended a member meanwhile).
-            session.execute(update(Job).where(Job.id == row.row_id).values(asset_count=len(refs)))
-        else:
-            # An asset answered by reuse (services/tagging/reuse.py) is never sent.
-            assets = session.execute(
-                select(Asset.url, Asset.external_id)
-                .where(Asset.job_id == row.row_id, Asset.reused_from_asset_id.is_(None))
-                .order_by(Asset.position)
-            ).all()
-            refs = tuple(AssetRef(url=a.url, id=a.external_id) for a in assets)
-        return cls.of(
-            row,
-            assets=refs,
-            client_tags=tuple(ClientTag(label=t["label"], description=t.get("description")) for t in row.client_tags),
-        )
-
-
-@dataclass(frozen=True, kw_only=True)
-class PollClaim(Claim):
-    COLUMNS = (Job.dialect, Job.vidmob_job_id, Job.poll_count, Job.asset_count, Job.submitted_at)
-    OPTIMISTIC = True  # a status GET: read, call, then record with a compare-and-set
-
-    dialect: str
-    vidmob_job_id: str
-    poll_count: int
-    asset_count: int
-    submitted_at: dt.datetime | None
 
 
 # --- submit ------------------------------------------------------------------------
@@ -132,12 +50,10 @@ def record_submission(
             unknown_outcomes=attempts.count_unknown_posts(session, KIND, claim.row_id),
             max_unknown_outcomes=settings.submit_max_retries,
         )
-        return lifecycle.apply(
-            session, KIND, claim, decision, state=JobState.SUBMITTING.value, settings=settings, now=now
-        )
+        return lifecycle.apply(session, KIND, claim, decision, state=JobState.SUBMITTING, settings=settings, now=now)
     prediction = _predict(session, claim.dialect, len(claim.assets), settings=settings, now=now)
     outcome = lifecycle.reschedule(
-        session, KIND, claim, state=JobState.SUBMITTING.value, to_state=JobState.POLLING.value,
+        session, KIND, claim, state=JobState.SUBMITTING, to_state=JobState.POLLING,
         delay_s=first_look(prediction, settings=settings), settings=settings, now=now,
         values={"vidmob_job_id": answer, "submitted_at": now},
     )  # fmt: skip
@@ -157,7 +73,7 @@ def _predict(session: Session, dialect: str, assets: int, *, settings: Settings,
 
 def time_out(session: Session, claim: Claim, now: dt.datetime) -> Outcome:
     return lifecycle.end(
-        session, KIND, claim, JobState.TIMED_OUT.value, now, error="Vidmob did not finish the job before its deadline"
+        session, KIND, claim, JobState.TIMED_OUT, now, error="Vidmob did not finish the job before its deadline"
     )
 
 
@@ -177,7 +93,7 @@ def record_poll(
     polled = {"poll_count": Job.poll_count + 1}
     if isinstance(decision, Complete):
         store_annotations(session, claim.row_id, decision.annotations, now)
-        return lifecycle.end(session, KIND, claim, JobState.COMPLETE.value, now, values=polled | {"completed_at": now})
+        return lifecycle.end(session, KIND, claim, JobState.COMPLETE, now, values=polled | {"completed_at": now})
     return lifecycle.apply(
-        session, KIND, claim, decision, state=JobState.POLLING.value, settings=settings, now=now, values=polled
+        session, KIND, claim, decision, state=JobState.POLLING, settings=settings, now=now, values=polled
     )

@@ -1,4 +1,4 @@
-"""Batching (issue 9, part 2): small requests that arrive close together share one Vidmob job.
+"""Batching: small requests that arrive close together share one Vidmob job, a *pack*.
 
 The guide says to batch assets into one job rather than create one job per asset. A request of at
 most ``APERTURE_BATCH_MAX_REQUEST_ASSETS`` assets, whose caller did not say ``batch: false``, is not
@@ -42,23 +42,20 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from clients.tags import AssetRef
-from config import Settings
-from models import Asset, CallbackStatus, Job, JobState
+from config import Settings, get_settings
+from models import Job, JobState, members_of_pack
 from services.durable import lifecycle
 from services.durable.messages import Outcome
 from services.durable.storable import pg_safe
+from services.tagging.claims import SubmitClaim
 from services.tagging.kind import KIND
 
 log = logging.getLogger(__name__)
 
 PACK_REQUEST_PREFIX = "aperture-pack:"
-# A packed asset's id at Vidmob (the media dialect's creative id): callers' own ids may collide
-# between the requests of one pack, so a pack names each URL after its first asset row.
-PACK_ASSET_ID_PREFIX = "aperture-asset-"
 
 # Called with the number of assets of each request that joins a pack, in the transaction that packs
 # it (the worker counts them: workers/metrics.py).
@@ -71,7 +68,7 @@ def _lock_key(dialect: str, client_tags: list[dict[str, Any]]) -> int:
     return zlib.crc32(f"aperture.pack:{dialect}:{canonical}".encode())
 
 
-def packable(claim: Any, settings: Settings) -> bool:
+def packable(claim: SubmitClaim, settings: Settings) -> bool:
     """Whether the request held by this submit claim may wait in a pack."""
     return (
         settings.batch_window_s > 0
@@ -82,9 +79,9 @@ def packable(claim: Any, settings: Settings) -> bool:
     )
 
 
-def join_if_packable(session: Session, claim: Any, *, settings: Settings, now: dt.datetime) -> Outcome | None:
+def join_if_packable(session: Session, claim: SubmitClaim, *, settings: Settings, now: dt.datetime) -> Outcome | None:
     """The submit step's hold: the request joins the oldest open pack of its kind with room for its
-    assets (or opens one) and waits in state ``packed``; None to go on alone."""
+    assets (or opens one) and waits on it in state ``packed``; None to go on alone."""
     if not packable(claim, settings):
         return None
     assets = len(claim.assets)
@@ -95,7 +92,7 @@ def join_if_packable(session: Session, claim: Any, *, settings: Settings, now: d
         .where(
             Job.pack_open_until.is_not(None),
             Job.is_pack,
-            Job.state == JobState.SUBMITTING.value,
+            Job.state == JobState.SUBMITTING,
             Job.dialect == claim.dialect,
             Job.client_tags.contains(tags),
             Job.client_tags.contained_by(tags),
@@ -105,123 +102,81 @@ def join_if_packable(session: Session, claim: Any, *, settings: Settings, now: d
         .limit(1)
         .scalar_subquery()
     )
-    full = Job.asset_count + assets >= settings.batch_max_assets
     joined = session.execute(
         update(Job)
         # Re-checked under the pack's row lock: a pack whose submission began meanwhile is closed.
         .where(Job.id == room, Job.pack_open_until.is_not(None))
-        .values(
-            asset_count=Job.asset_count + assets,
-            deadline_at=func.least(Job.deadline_at, claim.deadline_at),
-            # Full: sent at the dispatcher's next pass rather than when the window closes.
-            next_poll_at=case((full, now), else_=Job.next_poll_at),
-        )
+        .values(asset_count=Job.asset_count + assets, deadline_at=func.least(Job.deadline_at, claim.deadline_at))
         .returning(Job.id, Job.asset_count)
     ).first()
     if joined is not None:
         pack_id, opened = joined.id, False
+        if joined.asset_count >= settings.batch_max_assets:
+            # Full: sent at the dispatcher's next pass rather than when the window closes.
+            lifecycle.due_by(session, KIND, pack_id, now)
     else:
         pack_id, opened = _open_pack(session, claim, tags, assets, settings=settings, now=now), True
-    moved = session.execute(
-        update(Job)
-        .where(Job.id == claim.row_id, Job.poll_token == claim.token, Job.state == JobState.SUBMITTING.value)
-        .values(
-            state=JobState.PACKED.value,
-            packed_in_job_id=pack_id,
-            next_poll_at=None,
-            poll_token=None,
-            poll_dispatched=False,
-            error=None,
-            # Packed, not tried: the claim's count of submission attempts is given back.
-            submit_attempts=Job.submit_attempts - 1,
-        )
-        .returning(Job.id)
-    ).first()
-    if moved is None:  # the claim was taken in this same transaction: cannot happen
-        return Outcome(stale=True)
+    # Packed, not tried: the claim's count of submission attempts is given back.
+    values = {"packed_in_job_id": pack_id, "submit_attempts": Job.submit_attempts - 1}
+    outcome = lifecycle.wait_on(
+        session, KIND, claim, state=JobState.SUBMITTING, to_state=JobState.PACKED, values=values
+    )
+    if outcome.stale:  # the claim was taken in this same transaction: cannot happen
+        return outcome
     log.info("job %s: %d assets packed in %s pack %s", claim.row_id, assets, "a new" if opened else "the", pack_id)
     for observe in JOIN_OBSERVERS:
         observe(assets)
-    return Outcome(state=JobState.PACKED)
+    return outcome
 
 
 def _open_pack(
-    session: Session, claim: Any, tags: list[dict[str, Any]], assets: int, *, settings: Settings, now: dt.datetime
+    session: Session,
+    claim: SubmitClaim,
+    tags: list[dict[str, Any]],
+    assets: int,
+    *,
+    settings: Settings,
+    now: dt.datetime,
 ) -> uuid.UUID:
     """A new pack, parked until its window closes (the dispatcher sends its submission then)."""
     pack_id = uuid.uuid4()
     closes = now + dt.timedelta(seconds=settings.batch_window_s)
-    session.execute(
-        insert(Job).values(
-            id=pack_id,
-            request_id=f"{PACK_REQUEST_PREFIX}{pack_id}",
-            state=JobState.SUBMITTING.value,
-            payload={"pack": {"window_s": settings.batch_window_s, "max_assets": settings.batch_max_assets}},
-            callback=None,
-            client_tags=tags,
-            dialect=claim.dialect,
-            asset_count=assets,
-            deadline_at=claim.deadline_at,
-            fresh=True,  # its members were offered reuse already
-            batch=False,
-            is_pack=True,
-            pack_open_until=closes,
-            next_poll_at=now if assets >= settings.batch_max_assets else closes,
-            poll_token=uuid.uuid4(),
-            poll_dispatched=False,
-        )
-    )
-    return pack_id
-
-
-def waiting_in(pack_id: uuid.UUID) -> tuple[Any, ...]:
-    """Where-conditions of the requests still waiting on a pack (an operator may have ended one
-    meanwhile): what it sends, what its answer is written on, what its end moves."""
-    return (Job.packed_in_job_id == pack_id, Job.state == JobState.PACKED.value)
-
-
-def pack_assets(session: Session, pack_id: uuid.UUID) -> tuple[AssetRef, ...]:
-    """What the pack sends to Vidmob: each URL of its members' assets once, in the order they joined,
-    named after its first asset row."""
-    rows = session.execute(
-        select(func.min(Asset.id).label("first"), Asset.url)
-        .join(Job, Job.id == Asset.job_id)
-        .where(*waiting_in(pack_id), Asset.reused_from_asset_id.is_(None))  # not answered by reuse already
-        .group_by(Asset.url)
-        .order_by(func.min(Asset.id))
-    ).all()
-    return tuple(AssetRef(url=r.url, id=f"{PACK_ASSET_ID_PREFIX}{r.first}") for r in rows)
+    values = {
+        "id": pack_id,
+        "request_id": f"{PACK_REQUEST_PREFIX}{pack_id}",
+        "state": JobState.SUBMITTING,
+        "payload": {"pack": {"window_s": settings.batch_window_s, "max_assets": settings.batch_max_assets}},
+        "callback": None,
+        "client_tags": tags,
+        "dialect": claim.dialect,
+        "asset_count": assets,
+        "deadline_at": claim.deadline_at,
+        "fresh": True,  # its members were offered reuse already
+        "batch": False,
+        "is_pack": True,
+        "pack_open_until": closes,
+    }
+    return lifecycle.create_parked(session, KIND, values, due_at=now if assets >= settings.batch_max_assets else closes)
 
 
 def on_pack_ended(session: Session, job_id: uuid.UUID, state: JobState, now: dt.datetime) -> Outcome:
     """The tagging kind's end hook: what a pack's end means for its members (none: not a pack)."""
-    waiting = waiting_in(job_id)
+    waiting = members_of_pack(job_id)
     if state is JobState.COMPLETE:
-        ended = session.execute(
-            update(Job)
-            .where(*waiting)
-            .values(**lifecycle.ending_values(KIND, state.value, now, None), completed_at=now)
-            .returning(Job.id, Job.callback_status)
-        ).all()
-        if not ended:
-            return Outcome()
-        log.info("pack %s complete: %d requests complete", job_id, len(ended))
-        owing = [r.id for r in ended if r.callback_status == CallbackStatus.PENDING.value]
-        return lifecycle.ended_rows(session, KIND, [r.id for r in ended], state.value, now, owing=owing)
-    error = session.execute(select(Job.error).where(Job.id == job_id)).scalar_one_or_none()
-    resent = session.execute(
-        update(Job)
-        .where(*waiting)
-        .values(
-            state=JobState.SUBMITTING.value,
-            # Parked, due now: the dispatcher sends each one's submission at its next pass.
-            next_poll_at=now,
-            poll_token=func.gen_random_uuid(),
-            poll_dispatched=False,
-            error=pg_safe(f"its pack {job_id} ended {state.value} ({error}): sent to Vidmob alone"),
+        outcome = lifecycle.end_where(
+            session, KIND, *waiting, state=JobState.COMPLETE, now=now, error=None, values={"completed_at": now}
         )
-        .returning(Job.id)
-    ).all()
-    if resent:
-        log.warning("pack %s ended %s: its %d requests are sent to Vidmob alone", job_id, state.value, len(resent))
-    return Outcome()
+        if outcome.moved:
+            log.info("pack %s complete: %d requests complete", job_id, len(outcome.moved))
+        return outcome
+    error = session.execute(select(Job.error).where(Job.id == job_id)).scalar_one_or_none()
+    # Parked, due now: the dispatcher sends each one's submission at its next pass.
+    resent = lifecycle.wake_where(
+        session, KIND, *waiting, to_state=JobState.SUBMITTING, delay_s=0.0, settings=get_settings(), now=now,
+        values={"error": pg_safe(f"its pack {job_id} ended {state.value} ({error}): sent to Vidmob alone")}, park=True,
+    )  # fmt: skip
+    if resent.moved:
+        log.warning(
+            "pack %s ended %s: its %d requests are sent to Vidmob alone", job_id, state.value, len(resent.moved)
+        )
+    return resent

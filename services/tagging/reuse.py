@@ -1,5 +1,5 @@
-"""Reuse (issue 9, part 3): an asset tagged recently, with the same client tags, is answered from
-PostgreSQL, with no Vidmob call.
+"""Reuse: an asset tagged recently, with the same client tags, is answered from PostgreSQL, with no
+Vidmob call.
 
 An asset is reusable when its URL has a tagging (an asset row with ``tagged_at``, of a COMPLETE job)
 made within ``APERTURE_REUSE_TTL_S``, in the same dialect, by a job that asked for exactly the same
@@ -9,7 +9,7 @@ some reusable assets has those answered and only the others sent to Vidmob (part
 submit step goes on with a claim narrowed to them (to a pack, the open-jobs cap and Vidmob), and the
 job ends when Vidmob's job for the rest does. Its callback says, per asset, which tags were reused.
 
-It is decided in the submit step's claim transaction (``steps.SUBMIT``'s hold, before batching, the
+It is decided in the submit step's claim transaction (``steps.SUBMIT``'s hold, before packing, the
 open-jobs cap and the intent row): one query over the request's URLs not reused yet, on the library's
 "latest tagging of a URL" index. The copy is the request's own: its assets get the source's tags
 (client tags included), ``tagged_at`` of the source (when the tags were made, so the TTL counts from
@@ -21,7 +21,7 @@ submission attempt of its job or by a pack (services/tagging/lifecycle.py, packi
 answer for the rest never writes on it (services/tagging/annotations.py).
 
 A caller's ``fresh: true`` skips reuse (``jobs.fresh``), and so do the scoring loop's tagging jobs
-(services/scoring/batching.py): Vidmob must hold the tags to score the media.
+(services/scoring/tag_batches.py): Vidmob must hold the tags to score the media.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import BigInteger, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -41,6 +40,7 @@ from config import Settings
 from models import Job, JobState
 from services.durable import lifecycle
 from services.durable.messages import Outcome
+from services.tagging.claims import SubmitClaim
 from services.tagging.kind import KIND
 
 log = logging.getLogger(__name__)
@@ -95,12 +95,12 @@ WHERE a.id = m.asset_id AND a.tagged_at IS NULL
 
 
 def complete_or_narrow(
-    session: Session, claim: Any, *, settings: Settings, now: dt.datetime, fresh: bool
-) -> Outcome | Any | None:
+    session: Session, claim: SubmitClaim, *, settings: Settings, now: dt.datetime
+) -> Outcome | SubmitClaim | None:
     """The submit step's first hold: the job completed from earlier tags (every asset reusable), the
     claim narrowed to the assets that still need Vidmob (some reusable: those are answered now), or
     None (none reusable, reuse off, or the caller asked for ``fresh``)."""
-    if fresh or settings.reuse_ttl_s <= 0:
+    if claim.fresh or settings.reuse_ttl_s <= 0:
         return None
     since = now - dt.timedelta(seconds=settings.reuse_ttl_s)
     rows = session.execute(SOURCES, {"job_id": claim.row_id, "since": since}).all()
@@ -118,7 +118,7 @@ def complete_or_narrow(
         return dataclasses.replace(claim, assets=rest)
     # Answered, not tried: the claim's count of submission attempts is given back.
     outcome = lifecycle.end(
-        session, KIND, claim, JobState.COMPLETE.value, now,
+        session, KIND, claim, JobState.COMPLETE, now,
         values={"completed_at": now, "submit_attempts": Job.submit_attempts - 1},
     )  # fmt: skip
     if not outcome.stale:

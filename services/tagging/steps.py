@@ -12,17 +12,11 @@ from models import JobState
 from services.durable.attempts import AttemptLog
 from services.durable.messages import Outcome
 from services.durable.steps import Step
+from services.gateway import tags_client
 from services.tagging import capacity, packing, reuse
+from services.tagging.claims import PollClaim, SubmitClaim
 from services.tagging.kind import KIND
-from services.tagging.lifecycle import (
-    SUBMIT_ENDPOINTS,
-    PollClaim,
-    SubmitClaim,
-    record_poll,
-    record_submission,
-    time_out,
-)
-from services.vidmob import tags_client
+from services.tagging.lifecycle import SUBMIT_ENDPOINTS, record_poll, record_submission, time_out
 
 
 def _create_job(claim: SubmitClaim, log: AttemptLog) -> str:
@@ -43,7 +37,7 @@ def _hold(
 ) -> Outcome | SubmitClaim | None:
     # Reuse first: a request answered from earlier tags needs no slot at Vidmob, and one partly
     # answered goes on with the assets left (the narrowed claim is the one sent, if nothing holds it).
-    reused = reuse.complete_or_narrow(session, claim, settings=settings, now=now, fresh=claim.fresh)
+    reused = reuse.complete_or_narrow(session, claim, settings=settings, now=now)
     if isinstance(reused, Outcome):
         return reused
     narrowed = reused
@@ -57,11 +51,11 @@ def _hold(
 
 SUBMIT = Step(
     KIND,
-    JobState.SUBMITTING.value,
+    JobState.SUBMITTING,
     SubmitClaim,
     _create_job,
     record_submission,
     intent=_intent,
     hold=_hold,
 )
-POLL = Step(KIND, JobState.POLLING.value, PollClaim, _get_status, record_poll, time_out=time_out)
+POLL = Step(KIND, JobState.POLLING, PollClaim, _get_status, record_poll, time_out=time_out)

@@ -14,7 +14,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from config import Settings
-from models import ACTIVE_STATES, ApiAttempt, Asset, Job, JobState
+from models import ACTIVE_JOB_STATES, LOOKED_AT_JOB_STATES, ApiAttempt, Asset, Job, JobState
 from services.tagging.capacity import open_jobs
 
 
@@ -23,15 +23,17 @@ class UnknownJob(LookupError):
 
 
 def stuck_condition(now: dt.datetime, settings: Settings):
-    """Active jobs nobody is looking after: the look they wait for is overdue by more than the
-    time after which a message counts as lost (the dispatcher should have re-sent it), or they
-    are past their deadline and still not ended."""
+    """Active jobs nobody is looking after: the look they wait for (its due time, its message's
+    send, or its holder's lease, whichever is latest) is overdue by more than the time after which a
+    message counts as lost (the dispatcher should have re-sent it), or they are past their deadline
+    and still not ended."""
     overdue = now - dt.timedelta(seconds=settings.lost_message_after_s)
-    looked_at = Job.state.in_(ACTIVE_STATES) & or_(
-        Job.next_poll_at.is_(None), Job.next_poll_at < overdue, Job.deadline_at < now
+    awaited = func.greatest(Job.next_poll_at, Job.dispatched_at, Job.leased_until)
+    looked_at = Job.state.in_(LOOKED_AT_JOB_STATES) & or_(
+        Job.next_poll_at.is_(None), awaited < overdue, Job.deadline_at < now
     )
     # A request in a pack is moved by its pack's end: past its own deadline, the pack is stuck.
-    return looked_at | ((Job.state == JobState.PACKED.value) & (Job.deadline_at < now))
+    return looked_at | ((Job.state == JobState.PACKED) & (Job.deadline_at < now))
 
 
 def list_jobs(
@@ -143,7 +145,7 @@ class JobCounts:
 
     @property
     def in_flight(self) -> int:
-        return sum(self.by_state.get(s, 0) for s in (*ACTIVE_STATES, JobState.PACKED.value))
+        return sum(self.by_state.get(s.value, 0) for s in ACTIVE_JOB_STATES)
 
 
 def job_counts(session: Session, *, now: dt.datetime, settings: Settings) -> JobCounts:

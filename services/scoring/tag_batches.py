@@ -1,10 +1,12 @@
-"""Media waiting for tags, batched into ordinary tagging jobs; and what happens when one ends.
+"""Tag batches: media waiting for tags go into ordinary tagging jobs; and what happens when one ends.
 
 Media flagged ``NO_DATA_MEDIA_NOT_TAGGED`` wait ``APERTURE_TAG_BATCH_WINDOW_S`` so that media
-flagged together go into ONE tagging job (up to ``tag_batch_max``). That job is a normal
-tagging job: the whole engine (submit, poll, dispatcher) carries it. When it ends, the tagging
-kind's end hook calls ``on_tagging_job_ended`` (wired in services/domains.py) in the same
-transaction: the media it carried are rescored, or sent back to be tagged again.
+flagged together go into ONE tagging job, a tag batch (up to ``APERTURE_TAG_BATCH_MAX``). That job
+is a normal tagging job: the whole engine (submit, poll, dispatcher) carries it, and its media wait
+on it (``lifecycle.wait_on_where``). When it ends, the tagging kind's end hook calls
+``on_tagging_job_ended`` (connected by services/domains.wire()) in the same transaction: the media it
+carried are rescored, or sent back to be tagged again. (Not to be confused with tagging's own
+batching, services/tagging/packing.py: requests that share one Vidmob job.)
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from config import Settings, get_settings, tasks
@@ -22,10 +24,8 @@ from models import Job, JobState, ScoredMedia, ScoredMediaTaggingJob, ScoringSta
 from services import tagging
 from services.durable import intake, lifecycle
 from services.durable.messages import Message, Outcome
-from services.durable.schedule import schedule
 from services.scoring.kind import KIND
 from services.scoring.lifecycle import insert_rounds, next_round_values
-from services.scoring.policy import NEEDS_ATTENTION
 from services.tagging.intake import INTAKE as TAGGING_INTAKE
 
 log = logging.getLogger(__name__)
@@ -93,19 +93,11 @@ def _tag_group(session: Session, group: list[Any], *, settings: Settings, now: d
     waiting = (ScoredMedia.id.in_(ids), ScoredMedia.state == ScoringState.AWAITING_TAGS)
     if accepted.state is not JobState.SUBMITTING or accepted.token is None:
         error = f"tagging request refused: {accepted.error}"
-        return lifecycle.end_where(session, KIND, *waiting, state=NEEDS_ATTENTION, now=now, error=error)
-    session.execute(
-        update(ScoredMedia)
-        .where(*waiting)
-        .values(
-            state=ScoringState.TAGGING,
-            tagging_job_id=accepted.row_id,
-            tag_attempts=ScoredMedia.tag_attempts + 1,
-            next_poll_at=None,
-            poll_token=None,
-            poll_dispatched=False,
-        )
-    )
+        return lifecycle.end_where(session, KIND, *waiting, state=ScoringState.NEEDS_ATTENTION, now=now, error=error)
+    lifecycle.wait_on_where(
+        session, KIND, *waiting, to_state=ScoringState.TAGGING,
+        values={"tagging_job_id": accepted.row_id, "tag_attempts": ScoredMedia.tag_attempts + 1},
+    )  # fmt: skip
     session.execute(insert(ScoredMediaTaggingJob), [{"scored_media_id": i, "job_id": accepted.row_id} for i in ids])
     log.info("tagging job %s carries %d scored media", accepted.row_id, len(ids))
     return Outcome(
@@ -122,57 +114,38 @@ def on_tagging_job_ended(
     settings = settings or get_settings()
     waiting = (ScoredMedia.tagging_job_id == job_id, ScoredMedia.state == ScoringState.TAGGING)
     if state is JobState.COMPLETE:
+        # A new round each, submitted at once by the chained aperture.rescore (a message each).
+        rescored = lifecycle.wake_where(
+            session, KIND, *waiting, to_state=ScoringState.SUBMITTING, delay_s=0.0, settings=settings, now=now,
+            values=next_round_values(settings, now), task=tasks.RESCORE.name,
+        )  # fmt: skip
+        if not rescored.moved:
+            return Outcome()
         rows = session.execute(
-            update(ScoredMedia)
-            .where(*waiting)
-            .values(
-                **next_round_values(settings, now),
-                state=ScoringState.SUBMITTING,
-                next_poll_at=now,
-                poll_token=func.gen_random_uuid(),
-                poll_dispatched=True,
-            )
-            .returning(
-                ScoredMedia.id,
-                ScoredMedia.poll_token,
-                ScoredMedia.round_count,
-                ScoredMedia.rescore_count,
-                ScoredMedia.version,
+            select(ScoredMedia.id, ScoredMedia.round_count, ScoredMedia.rescore_count, ScoredMedia.version).where(
+                ScoredMedia.id.in_(rescored.moved)
             )
         ).all()
-        if not rows:
-            return Outcome()
         insert_rounds(session, rows, reason="tagged", tagging_job_id=job_id)
-        log.info("tagging job %s complete: rescoring %d media", job_id, len(rows))
-        return Outcome(
-            messages=[lifecycle.look_message(KIND, tasks.RESCORE.name, row.id, row.poll_token, 0.0) for row in rows]
-        )
+        log.info("tagging job %s complete: rescoring %d media", job_id, len(rescored.moved))
+        return rescored
 
     job_error = session.execute(select(Job.error).where(Job.id == job_id)).scalar_one_or_none()
     given_up = f"tagging failed {settings.max_tag_attempts} times (APERTURE_MAX_TAG_ATTEMPTS); last: {job_error}"
     outcome = lifecycle.end_where(
         session, KIND, *waiting, ScoredMedia.tag_attempts >= settings.max_tag_attempts,
-        state=NEEDS_ATTENTION, now=now, error=given_up,
+        state=ScoringState.NEEDS_ATTENTION, now=now, error=given_up,
     )  # fmt: skip
-    nxt = schedule(now, settings.tag_batch_window_s, settings)
-    retag = session.execute(
-        update(ScoredMedia)
-        .where(*waiting)
-        .values(
-            state=ScoringState.AWAITING_TAGS,
-            flagged_at=now,
-            tagging_job_id=None,
-            next_poll_at=nxt.at,
-            poll_token=func.gen_random_uuid(),
-            poll_dispatched=nxt.dispatched,
-            error=f"tagging job {job_id} ended {state.value}: {job_error}",
-        )
-        .returning(ScoredMedia.id, ScoredMedia.poll_token)
-    ).all()
-    if retag and nxt.dispatched:
-        # One flush takes every media waiting; the dispatcher resends it if it is lost.
-        first = retag[0]
-        outcome.messages.append(
-            lifecycle.look_message(KIND, tasks.FLUSH_TAGGING.name, first.id, first.poll_token, nxt.delay_s)
-        )
+    retag = lifecycle.wake_where(
+        session, KIND, *waiting, to_state=ScoringState.AWAITING_TAGS, delay_s=settings.tag_batch_window_s,
+        settings=settings, now=now,
+        values={
+            "flagged_at": now,
+            "tagging_job_id": None,
+            "error": f"tagging job {job_id} ended {state.value}: {job_error}",
+        },
+    )  # fmt: skip
+    # One flush takes every media waiting: a message for the first is enough (the others' looks are
+    # sent by the dispatcher if it is lost).
+    outcome.messages.extend(retag.messages[:1])
     return outcome
