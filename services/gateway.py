@@ -56,6 +56,12 @@ def _fleet_gates() -> tuple[CircuitBreaker | None, FleetRateLimiter | None]:
     return _gates
 
 
+def reset() -> None:
+    """Forget this process's fleet gates (after the settings changed: the tests' in-process tier)."""
+    global _gates, _gates_pid
+    _gates, _gates_pid = (None, None), None
+
+
 def vidmob_http(on_attempt: OnAttempt | None = None) -> VidmobHttp:
     """The client with the fleet's gates: the circuit breaker first (a refused call takes no rate
     slot), then the rate limit; both see every attempt (failures, 429s) before ``on_attempt``."""

@@ -67,16 +67,17 @@ def send(message: Message, producer: Any = None) -> None:
     current_app.send_task(message.task, kwargs=message.kwargs, **options)
 
 
-def send_after_commit(outcome: Outcome) -> None:
-    """The messages first (they point at committed rows), then every callback still owed.
+def send_after_commit(outcome: Outcome, sender: Callable[[Message], None] = send) -> None:
+    """The messages first (they point at committed rows), then every callback still owed, each
+    through ``sender`` (the broker; the tests' in-process tier keeps them in a list instead).
 
     Each send stands alone: one that fails (a broker error, a caller's callback the broker
     refuses) is logged and left to the dispatcher, which re-sends whatever a row still says is
     due or owed; it never stops the sends after it."""
     for message in outcome.messages:
-        _isolated(send, message, what=f"message {message.task}")
+        _isolated(sender, message, what=f"message {message.task}")
     for owed in outcome.callbacks:
-        _isolated(deliver, owed, send, what=f"callback of {owed.kind.name} {owed.row_id}")
+        _isolated(deliver, owed, sender, what=f"callback of {owed.kind.name} {owed.row_id}")
 
 
 def _isolated(fn: Callable[..., Any], *args: Any, what: str) -> None:

@@ -356,3 +356,7 @@ def aperture(app_env, monkeypatch):
         return runner.invoke(main, list(args), catch_exceptions=False)
 
     return invoke
+
+
+# The in-process tier's fixtures (tests/inprocess.py): the steps and dispatcher passes run in this process.
+from tests.inprocess import fleet, inprocess_env  # noqa: E402, F401

@@ -85,3 +85,19 @@ def drain(broker_url: str, queue: str) -> list:
                 break
         q.close()
     return messages
+
+
+def dispatcher_passes(dispatcher: Any) -> int:
+    """How many passes the dispatcher process has run (its metrics endpoint)."""
+    text = requests.get(f"http://127.0.0.1:{dispatcher.metrics_port}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith("aperture_dispatcher_passes_total "):
+            return int(float(line.split()[1]))
+    return 0
+
+
+def wait_for_passes(dispatcher: Any, n: int, timeout: float = 60) -> None:
+    """Until the dispatcher process has run ``n`` more passes: every look due meanwhile was sent.
+    What a subprocess test that asserts "nothing more happens" waits for."""
+    target = dispatcher_passes(dispatcher) + n
+    wait_for(lambda: dispatcher_passes(dispatcher) >= target, timeout, interval=0.05, what=f"{n} dispatcher passes")
