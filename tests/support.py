@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import redis
 import requests
 from sqlalchemy import select
 
@@ -101,3 +102,23 @@ def wait_for_passes(dispatcher: Any, n: int, timeout: float = 60) -> None:
     What a subprocess test that asserts "nothing more happens" waits for."""
     target = dispatcher_passes(dispatcher) + n
     wait_for(lambda: dispatcher_passes(dispatcher) >= target, timeout, interval=0.05, what=f"{n} dispatcher passes")
+
+
+def claim_redis_database(server: str = "redis://127.0.0.1:6379", hours: float = 3.0) -> tuple[str, Callable[[], None]]:
+    """A Redis database of this server (1 to 15) that no other test run on this machine is using, and
+    the function that gives it back. Test runs side by side (two developers, a developer and CI, the
+    tiers of one run) must not flush or consume each other's messages: each claims its database with a
+    key in database 0 (SET NX, expiring after ``hours`` should a run die without giving it back)."""
+    import os
+    import random
+
+    control = redis.Redis.from_url(f"{server}/0", socket_connect_timeout=3)
+    for number in random.sample(range(1, 16), 15):
+        key = f"aperture-tests:redis-db:{number}"
+        if control.set(key, os.getpid(), nx=True, ex=int(hours * 3600)):
+
+            def give_back(key: str = key) -> None:
+                control.delete(key)
+
+            return f"{server}/{number}", give_back
+    raise RuntimeError(f"every database of {server} is claimed by another test run (keys aperture-tests:redis-db:*)")
