@@ -99,9 +99,10 @@ def scored_media(
     media_id: str = "media",
     unique_id: str | None = None,
     request_id: str | None = None,
+    rounds: int = 1,
 ) -> Made:
-    """One scored media in its first round (``SCORING`` at Vidmob under ``unique_id`` when polling),
-    committed."""
+    """One scored media in its ``rounds``-th round (``SCORING`` at Vidmob under ``unique_id`` when
+    polling; the rounds before it complete), committed."""
     at = now()
     request_id = request_id or f"factory-{uuid.uuid4()}"
     with session_scope() as session:
@@ -113,7 +114,8 @@ def scored_media(
                 media_id=media_id,
                 url=url,
                 payload={},
-                round_count=1,
+                round_count=rounds,
+                rescore_count=rounds - 1,
                 deadline_at=at + dt.timedelta(hours=1),
                 next_poll_at=due_at or at,
                 poll_token=uuid.uuid4(),
@@ -123,14 +125,20 @@ def scored_media(
         ).one()
         polling = state is ScoringState.POLLING
         session.execute(
-            insert(ScoringRound).values(
-                scored_media_id=row.id,
-                number=1,
-                reason="initial",
-                status=RoundStatus.SCORING if polling else RoundStatus.SUBMITTING,
-                vidmob_unique_id=unique_id,
-                submitted_at=at if polling else None,
-            )
+            insert(ScoringRound),
+            [
+                {
+                    "scored_media_id": row.id,
+                    "number": number,
+                    "reason": "initial" if number == 1 else "tagged",
+                    "status": (RoundStatus.SCORING if polling else RoundStatus.SUBMITTING)
+                    if number == rounds
+                    else RoundStatus.COMPLETE,
+                    "vidmob_unique_id": unique_id if number == rounds else f"earlier-{number}",
+                    "submitted_at": at if polling or number < rounds else None,
+                }
+                for number in range(1, rounds + 1)
+            ],
         )
     return Made(row.id, row.poll_token, request_id)
 

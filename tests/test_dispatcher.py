@@ -17,8 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from config import Settings, get_settings
-from models import Job, JobState
+from models import Job, JobState, ScoringState
 from models.db import get_engine, session_scope
+from services import scoring
 from services.durable.claims import claim
 from services.durable.schedule import schedule, utcnow
 from services.durable.sweeper import due_looks
@@ -44,7 +45,7 @@ LATER = dt.timedelta(days=30)
 def quiet_db(app_env):
     """Only this test's rows are active."""
     with get_engine().begin() as conn:
-        conn.exec_driver_sql("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
+        conn.exec_driver_sql("TRUNCATE jobs, assets, tags, api_attempts, scored_media CASCADE")
     return get_settings()
 
 
@@ -100,6 +101,30 @@ def test_two_dispatchers_at_once_send_every_due_look_exactly_once(quiet_db):
     # and nothing is due any more until the lost-message horizon passes
     with session_scope() as s:
         assert due_looks(s, KIND, settings=settings, now=then, limit=600).messages == []
+
+
+def test_a_lost_look_at_a_rescore_round_is_sent_again_as_the_rescore_task(quiet_db):
+    settings: Settings = quiet_db
+    # Given two media waiting to be submitted, one in its first round and one in a rescore round,
+    # whose messages were lost long ago
+    then = utcnow() + LATER
+    sent_at = then - dt.timedelta(seconds=settings.lost_message_after_s + 1)
+    first = factories.scored_media(
+        url=f"{CDN}/first.mp4", state=ScoringState.SUBMITTING, due_at=sent_at, sent_at=sent_at
+    )
+    rescore = factories.scored_media(
+        url=f"{CDN}/rescore.mp4", state=ScoringState.SUBMITTING, due_at=sent_at, sent_at=sent_at, rounds=2
+    )
+    # When the dispatcher sends their looks again
+    with session_scope() as s:
+        due = due_looks(s, scoring.KIND, settings=settings, now=then, limit=10)
+    # Then the first round goes to aperture.submit_scoring and the rescore to aperture.rescore, the
+    # loop's chained task (what Flower and the task metrics count as rescores), each under its token
+    assert due.lost == 2
+    assert {(m.task, m.kwargs["scoring_id"], m.kwargs["token"]) for m in due.messages} == {
+        ("aperture.submit_scoring", str(first.id), str(first.token)),
+        ("aperture.rescore", str(rescore.id), str(rescore.token)),
+    }
 
 
 def test_by_default_every_wait_is_parked_in_postgresql_not_held_by_a_worker() -> None:
