@@ -148,37 +148,40 @@ def test_stuck_jobs_are_the_active_ones_nobody_looks_after(app_env):
     from models import Job, JobState
     from models.db import session_scope
     from services.tagging.reads import list_jobs
+    from tests.factories import job_values
 
     settings = get_settings()
     now = dt.datetime.now(dt.UTC)
     late = now - dt.timedelta(seconds=settings.lost_message_after_s + 60)
 
-    def job(tag: str, state: JobState, next_poll_at, deadline_at=None) -> Job:
-        return Job(
-            request_id=f"stuck-{tag}-{uuid.uuid4()}",
-            state=state,
-            payload={},
-            dialect="guide",
-            asset_count=1,
-            next_poll_at=next_poll_at,
-            deadline_at=deadline_at or now + dt.timedelta(hours=1),
-        )
+    def job(tag: str, state: JobState, **values) -> Job:
+        return Job(**job_values(state=state, request_id=f"stuck-{tag}-{uuid.uuid4()}", **values))
 
     # Never committed: the sweeper (which would rescue these) never sees them.
     with session_scope() as session:
         rows = {
-            "overdue": job("overdue", JobState.POLLING, late),
-            "past-deadline": job("deadline", JobState.SUBMITTING, now, deadline_at=now - dt.timedelta(seconds=1)),
-            "on-time": job("ontime", JobState.POLLING, now + dt.timedelta(seconds=30)),
-            "ended": job("ended", JobState.FAILED, None),
+            "overdue": job("overdue", JobState.POLLING, due_at=late),
+            "sent-and-lost": job("lost", JobState.POLLING, due_at=late, sent_at=late),
+            "past-deadline": job(
+                "deadline", JobState.SUBMITTING, due_at=now, deadline_at=now - dt.timedelta(seconds=1)
+            ),
+            "on-time": job("ontime", JobState.POLLING, due_at=now + dt.timedelta(seconds=30)),
+            # Due long ago, and a worker holds it now (a backlog): looked after.
+            "held": job("held", JobState.SUBMITTING, due_at=late, leased_until=now + dt.timedelta(seconds=60)),
+            # Sent just now, after a long wait in a backlog: looked after.
+            "just-sent": job("sent", JobState.POLLING, due_at=late, sent_at=now),
+            "ended": job("ended", JobState.FAILED),
         }
         session.add_all(rows.values())
         session.flush()
         stuck = list_jobs(session, now=now, settings=settings, stuck=True, limit=1000)
         found = {j.request_id for j in stuck}
         session.rollback()
-    assert rows["overdue"].request_id in found and rows["past-deadline"].request_id in found
-    assert rows["on-time"].request_id not in found and rows["ended"].request_id not in found
+    assert {name for name, row in rows.items() if row.request_id in found} == {
+        "overdue",
+        "sent-and-lost",
+        "past-deadline",
+    }
 
 
 # --- schema -------------------------------------------------------------------------------------
