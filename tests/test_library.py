@@ -17,13 +17,14 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import text
 
 from clients.tags import AssetAnnotation
 from clients.tags import Tag as ApiTag
 from models import Job, JobState
 from models.db import session_scope
-from services import library
+from services import library, tagging
+from services.durable.lifecycle import end_where
 from services.library import AssetQuery, Scope, TagMatch, TagRef
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -61,11 +62,10 @@ def tag_job(
         AssetAnnotation(url, None, tuple(ApiTag(*t.split(":", 1)) for t in tags)) for url, tags in assets
     )
     store_annotations(session, accepted.row_id, annotations, at)
-    session.execute(
-        update(Job)
-        .where(Job.id == accepted.row_id)
-        .values(state=JobState.COMPLETE, completed_at=at, ended_at=at, next_poll_at=None, poll_token=None)
-    )
+    end_where(
+        session, tagging.KIND, Job.id == accepted.row_id, state=JobState.COMPLETE, now=at, error=None,
+        values={"completed_at": at},
+    )  # fmt: skip
     return accepted.row_id
 
 
@@ -115,7 +115,7 @@ def test_create_job_stores_its_collection_and_refuses_a_bad_one(app_env):
         assert s.get(Job, ok.row_id).collection == "Summer 2026"
         assert long.state is JobState.REJECTED and long.error.startswith("collection: String should have at most 100")
         assert bad.state is JobState.REJECTED and "collection" in bad.error
-        s.execute(update(Job).where(Job.id == ok.row_id).values(state=JobState.REJECTED, next_poll_at=None))
+        end_where(s, tagging.KIND, Job.id == ok.row_id, state=JobState.REJECTED, now=T0, error="ended by the test")
 
 
 # --- The latest tagging counts; the history stays -----------------------------------------------------

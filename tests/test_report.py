@@ -25,6 +25,7 @@ from clients.http import Attempt
 from models import Job, JobState
 from models.db import session_scope
 from services.durable.attempts import AttemptLog
+from services.durable.lifecycle import end_where
 from services.library import Scope
 from services.tagging.kind import KIND
 from tests.conftest import REQUIRE_SERVICES, ROOT
@@ -76,11 +77,7 @@ def library(app_env) -> str:
         payload = {"assets": [{"url": f"{base}/broken.mp4"}], "collection": name}
         failed = accept(s, INTAKE, payload, task_id=str(uuid.uuid4()), settings=get_settings(), now=T0)
         calls(AttemptLog(), "terminal").save(s, KIND, failed.row_id, "aperture.poll_job")
-        s.execute(
-            update(Job)
-            .where(Job.id == failed.row_id)
-            .values(state=JobState.FAILED, error="Vidmob job failed", ended_at=T0, next_poll_at=None, poll_token=None)
-        )
+        end_where(s, KIND, Job.id == failed.row_id, state=JobState.FAILED, now=T0, error="Vidmob job failed")
         # Created when they were tagged (the database stamps the real time on insert).
         for job_id, at in ((first, T0), (second, T0 + dt.timedelta(hours=1)), (failed.row_id, T0)):
             s.execute(update(Job).where(Job.id == job_id).values(created_at=at))
