@@ -65,11 +65,11 @@ class Settings(BaseSettings):
     http_max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     http_max_response_s: float = Field(120.0, gt=0)
 
-    # --- Polling. The seed advises starting at 5 minutes.
+    # --- Polling. The Creative Tags guide advises polling every 5 minutes (docs/vidmob-api.md).
     poll_initial_s: float = 300.0
     poll_interval_s: float = 300.0
     poll_jitter: float = 0.1  # +/- fraction, so jobs submitted together do not poll in lockstep
-    # Adaptive polling (issue 9; services/durable/prediction.py and schedule.adaptive_delay): look first
+    # Adaptive polling (services/durable/prediction.py and schedule.adaptive_delay): look first
     # near each job's predicted finish, learned from the jobs that finished, then as often as the
     # detection delay a call saves is worth poll_delay_per_call_s (the knob: lower = more calls, less
     # delay). "fixed" keeps poll_initial_s then poll_interval_s, which is also the cold start: a kind
@@ -174,7 +174,7 @@ def get_settings() -> Settings:
 def describe_invalid(error: ValidationError) -> str:
     """One line for an operator: each invalid variable by its environment name, and why."""
 
-    def variable(loc: tuple) -> str:
+    def variable(loc: tuple[int | str, ...]) -> str:
         name = str(loc[0]).upper() if loc else "SETTINGS"
         return name if name.startswith("VIDMOB_") else f"APERTURE_{name}"
 

@@ -34,10 +34,11 @@ class SimulatorConfig:
     # A tagging job is PENDING (guide) / QUEUED (media) for pending_s, then PROCESSING for processing_s.
     pending_s: float = 1.0
     processing_s: float = 2.0
-    # Work that grows with the job (issue 9): PROCESSING lasts processing_s + processing_per_asset_s per asset,
-    # each asset weighted by its size (``sim_size=<factor>`` in its URL's query, else 1; with ``hash_asset_sizes``,
-    # a factor from 0.5 to 2 drawn from a hash of the URL), times log-normal noise of this sigma (0: none), drawn
-    # from a generator seeded with ``noise_seed`` (None: unseeded). The defaults keep the fixed timings above.
+    # Work that grows with the job, for adaptive polling to learn: PROCESSING lasts processing_s +
+    # processing_per_asset_s per asset, each asset weighted by its size (``sim_size=<factor>`` in its URL's
+    # query, else 1; with ``hash_asset_sizes``, a factor from 0.5 to 2 drawn from a hash of the URL), times
+    # log-normal noise of this sigma (0: none), drawn from a generator seeded with ``noise_seed`` (None:
+    # unseeded). The defaults keep the fixed timings above.
     processing_per_asset_s: float = 0.0
     processing_noise_sigma: float = 0.0
     hash_asset_sizes: bool = False

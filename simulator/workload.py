@@ -1,6 +1,6 @@
 """How long a simulated tagging job processes: fixed by default, or growing with its assets and their size.
 
-Why: adaptive polling (issue 9) can only be measured against work whose duration depends on what was asked,
+Why: adaptive polling can only be measured against work whose duration depends on what was asked,
 with noise the scheduler does not know. A job PROCESSes for
 
     (processing_s + processing_per_asset_s * sum of its assets' sizes) * exp(N(0, processing_noise_sigma))

@@ -359,6 +359,22 @@ def test_only_the_engine_writes_a_rows_schedule_token_lease_or_dispatch():
     assert engine_column_writes(ROOT / "tests" / "factories.py")
 
 
+DOCUMENTED_PACKAGES = (
+    "services", "services/durable", "services/tagging", "services/scoring",
+    "workers", "tasks", "models", "cli", "config",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("package", DOCUMENTED_PACKAGES)
+def test_a_package_docstring_lists_exactly_its_modules(package):
+    folder = ROOT / package
+    doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
+    modules = {p.name for p in folder.glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    named = set(re.findall(r"\b([a-z_]+\.py)\b", doc))
+    assert modules - named == set(), f"{package}/__init__.py does not say what these are"
+    assert named - modules == set(), f"{package}/__init__.py names modules that do not exist"
+
+
 def test_no_module_in_services_is_longer_than_one_reader_holds_in_mind():
     lengths = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in (ROOT / "services").rglob("*.py")}
     assert {path: n for path, n in lengths.items() if n > 400} == {}

@@ -1,8 +1,16 @@
-"""Celery entry point: `celery -A workers worker|flower` finds `workers.app`.
+"""The processes of the system: the Celery worker, the dispatcher, and what runs inside them.
 
-The app is built on first access (PEP 562), so importing a light module of this
-package (the liveness probe `python -m workers.health`) neither needs the broker URL
-nor pays for loading every task.
+`celery -A workers worker|flower` finds `workers.app`. The app is built on first access (PEP 562), so
+importing a light module of this package (the liveness probe `python -m workers.health`) neither
+needs the broker URL nor pays for loading every task.
+
+- application.py   the app factory: settings, Celery config, and everything wired at start-up
+- dispatcher.py    `python -m workers.dispatcher`: sends the looks PostgreSQL says are due
+- bounded_json.py  the worker's JSON decoder: messages too large or too deep become rejections
+- signals.py       the worker's process hooks (pool after fork, log context, metrics observers)
+- metrics.py       the worker's Prometheus metrics
+- logging.py       JSON log lines that say which task and row they are about; the key redacted
+- health.py        liveness without the broker: a heartbeat file and its probe
 """
 
 from __future__ import annotations

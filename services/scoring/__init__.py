@@ -10,14 +10,14 @@ States of a scored media (models.scoring.ScoringState; docs/scoring.md has the d
 
 The lifecycle is the durable engine's (services/durable/); this package holds the decisions:
 
-- kind.py       the engine's view of a scored media (``KIND``)
-- intake.py     accept_media: store a score_media request with its first round
-- policy.py     what a status and a round's scores ask for (pure)
-- lifecycle.py  claim and record a submission and a poll; rounds and rescores
-- storage.py    a round's scores, stored and read back
-- batching.py   media waiting for tags, batched into tagging jobs; the tagging end hook
-- callbacks.py  what the caller's callback says
-- steps.py      the steps the tasks run
+- kind.py         the engine's view of a scored media (``KIND``), and which task looks at a round
+- intake.py       ``INTAKE``: a score_media request stored with its first round
+- policy.py       what a status and a round's scores ask for (pure)
+- lifecycle.py    the claims, and recording a submission and a poll; rounds and rescores
+- storage.py      a round's scores, stored and read back
+- tag_batches.py  media waiting for tags, put into tagging jobs; what a tagging job's end does to them
+- callbacks.py    what the caller's callback says
+- steps.py        the steps the tasks run
 """
 
 from services.scoring.kind import KIND
