@@ -23,6 +23,7 @@ up: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Headless Chromium for the report's test (Debian's package, installed when missing: as root), the
 # chaos suite at smoke size (its own servers and processes; about 5 minutes), then the tests, whose

@@ -339,15 +339,16 @@ class _ExportProgress:
             )
 
     def __enter__(self):
-        if self.bar is None:
+        bar = self.bar
+        if bar is None:
             return lambda: None
-        self.bar.start()
-        task = self.bar.add_task("export", total=self.total)
+        bar.start()
+        task = bar.add_task("export", total=self.total)
 
         def advance() -> None:
             self.done += 1
             if self.done % 500 == 0 or self.done == self.total:  # a redraw per row would cost more than the row
-                self.bar.update(task, completed=self.done)
+                bar.update(task, completed=self.done)
 
         return advance
 

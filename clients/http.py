@@ -257,7 +257,7 @@ class VidmobHttp:
         started = time.perf_counter()
         if auth is None and not self._is_allowed_host(url):
             host = urlsplit(url).hostname or "?"
-            error = DisallowedHostError(
+            error: ApiError = DisallowedHostError(
                 f"refused to fetch from {host[:100]}: not the API's host nor in APERTURE_DOWNLOAD_HOSTS",
                 endpoint=endpoint,
             )
@@ -287,7 +287,7 @@ class VidmobHttp:
             self._record(method, endpoint, exc.error.status_code, started, exc.error)
             raise exc.error from None
         except _TRANSIENT_TRANSPORT_ERRORS as exc:
-            error: ApiError = TransportError(self._describe_exception(exc), endpoint=endpoint)
+            error = TransportError(self._describe_exception(exc), endpoint=endpoint)
             self._record(method, endpoint, None, started, error)
             # "from None": the chained requests exception could carry the key into a logged traceback.
             raise error from None

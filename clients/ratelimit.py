@@ -88,7 +88,8 @@ def _notify(event: LimiterEvent) -> None:
 
 # ``limits``' acquire_moving_window.lua, with the window's length (seconds, a float: the item's
 # expiry plus the margin) apart from the key's time to live (whole seconds, as EXPIRE takes them).
-_ACQUIRE = """
+# Bytes, as ``limits`` registers its own scripts.
+_ACQUIRE = b"""
 local timestamp = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
@@ -129,7 +130,9 @@ class _WiderWindow(RedisStorage):
         return bool(self._acquire([self.prefixed_key(key)], [time.time(), limit, window, ttl]))
 
     def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
-        start, count = super().get_moving_window(key, limit, expiry + self._margin_s)  # type: ignore[arg-type]
+        # ``limits`` types expiry as whole seconds; its script takes any number, such as expiry plus the margin.
+        window = expiry + self._margin_s
+        start, count = super().get_moving_window(key, limit, window)  # type: ignore[arg-type]  # float, not int
         return (start + self._margin_s, count) if count else (start, count)
 
 

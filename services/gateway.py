@@ -94,4 +94,5 @@ def vidmob_http(on_attempt: OnAttempt | None = None) -> VidmobHttp:
 
 
 def tags_client(dialect: str, on_attempt: OnAttempt | None = None) -> TagsClient:
-    return make_tags_client(dialect, vidmob_http(on_attempt))  # type: ignore[arg-type]
+    # A job's dialect column is a plain string; make_tags_client refuses one it does not know.
+    return make_tags_client(dialect, vidmob_http(on_attempt))  # type: ignore[arg-type]  # str, not the Literal

@@ -422,6 +422,7 @@ class SimulatorServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET or AF_INET6 address: (host, port, ...)
         if host in ("0.0.0.0", "", "::"):  # noqa: S104 - only used to build a reachable URL
             host = "127.0.0.1"
         return f"http://{host}:{port}"
@@ -503,7 +504,7 @@ def serve(
     """
     handle = start_simulator(host, port, config)
     stop = threading.Event()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
 
     def _request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()

@@ -247,6 +247,7 @@ def parse_fault(body: Any) -> tuple[Fault | None, list[str]]:
         errors.append("delay_s must be a non-negative number")
     if errors:
         return None, errors
+    assert isinstance(path, str)  # checked above
     if status is None and payload is None and not delay_s:
         status = 500
     return Fault(method.upper(), path, status, times, retry_after, payload, float(delay_s)), []
@@ -357,7 +358,9 @@ class SimState:
 
     def _tagged_by(self, url: str, moment: float) -> bool:
         times = self.tagged_at.get(url)
-        return bool(times) and times[0] <= moment
+        if not times:
+            return False
+        return times[0] <= moment
 
     def _tagged_between(self, url: str, after: float, until: float) -> bool:
         times = self.tagged_at.get(url)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -146,7 +146,8 @@ def derive_tags(url: str) -> tuple[tuple[str, str], ...]:
     tags: list[tuple[str, str]] = []
     for category, vocabulary in CATEGORIES.items():
         count = 1 + _digest("count", category, url)[0] % 3
-        ranked = sorted(vocabulary, key=lambda label, c=category: _digest("pick", c, url, label))
+        # Each label ranked by _digest("pick", category, url, label).
+        ranked = sorted(vocabulary, key=partial(_digest, "pick", category, url))
         chosen = set(ranked[:count])
         tags.extend((category, label) for label in vocabulary if label in chosen)
     return tuple(tags)

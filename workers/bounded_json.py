@@ -15,6 +15,7 @@ Other content types (pickle, YAML, ...) never get this far: ``accept_content = [
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kombu.serialization import register
@@ -37,6 +38,7 @@ def depth_exceeds(value: Any, limit: int) -> bool:
     stack = [(value, 1)]
     while stack:
         node, depth = stack.pop()
+        children: Iterable[Any]
         if isinstance(node, dict):
             children = node.values()
         elif isinstance(node, list | tuple):
@@ -66,7 +68,7 @@ def refused_body(reason: str, decoded: Any = None) -> list[Any]:
     return [[], kwargs, _EMBED]
 
 
-def make_bounded_loads(max_bytes: int, max_depth: int):
+def make_bounded_loads(max_bytes: int, max_depth: int) -> Callable[[str | bytes], Any]:
     def bounded_loads(data: str | bytes) -> Any:
         if len(data) > _UNREAD_FACTOR * max_bytes:
             log.warning("refused a message of %d bytes unread (limit %d)", len(data), max_bytes)

@@ -129,7 +129,8 @@ def install_heartbeat(
         def stop(self, worker: Any) -> None:
             heartbeat.consuming = False
 
-        terminate = stop
+        def terminate(self, worker: Any) -> None:
+            self.stop(worker)
 
     class ConsumerHeartbeat(bootsteps.StartStopStep):
         """Beats from the event loop's timer while connected; started again after each reconnect."""
@@ -153,7 +154,10 @@ def install_heartbeat(
                 self.entry.cancel()
                 self.entry = None
 
-        shutdown = terminate = stop
+        def terminate(self, consumer: Any) -> None:
+            self.stop(consumer)
+
+        shutdown = stop
 
     app.steps["worker"].add(WorkerHeartbeat)
     app.steps["consumer"].add(ConsumerHeartbeat)

@@ -31,15 +31,18 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from clients.http import Attempt
 from clients.ratelimit import LimiterEvent
+
+if TYPE_CHECKING:  # imported where used: a worker that never serves metrics never loads the database layer
+    from services.tagging.reads import JobCounts
 
 log = logging.getLogger(__name__)
 
@@ -251,9 +254,9 @@ class JobsCollector:
 
     def __init__(self, cache_s: float = 0.0) -> None:
         self._cache_s = cache_s
-        self._cached: tuple[float, Any] | None = None
+        self._cached: tuple[float, JobCounts] | None = None
 
-    def _counts(self) -> Any:
+    def _counts(self) -> JobCounts:
         # Every scrape of every pod would otherwise count the whole jobs table.
         now = time.monotonic()
         if self._cached is not None and now - self._cached[0] < self._cache_s:
@@ -299,7 +302,7 @@ class JobsCollector:
         )
 
 
-def _job_counts():
+def _job_counts() -> JobCounts:
     from sqlalchemy import text
 
     from config import get_settings
@@ -328,7 +331,7 @@ class _AllOf:
     def __init__(self, registry: CollectorRegistry) -> None:
         self._registry = registry
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterable[Metric]:
         return self._registry.collect()
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Sequence
 from typing import Any
 
+from celery import Task
 from celery.signals import (
     task_postrun,
     task_prerun,
@@ -57,7 +59,13 @@ def _pool_process_exited(pid: int | None = None, **_: object) -> None:
     metrics.process_exited(pid or os.getpid())
 
 
-def _task_started(task_id: str | None = None, task=None, args=(), kwargs=None, **_: object) -> None:
+def _task_started(
+    task_id: str | None = None,
+    task: Task[..., Any] | None = None,
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    **_: object,
+) -> None:
     log_context.clear()
     kwargs = kwargs or {}
     job_id = kwargs.get("job_id") or (args[0] if task is not None and task.name == POLL_JOB.name and args else None)
@@ -79,13 +87,14 @@ def _task_started(task_id: str | None = None, task=None, args=(), kwargs=None, *
         _started[task_id] = dt.datetime.now(dt.UTC)
 
 
-def _task_succeeded(sender=None, result=None, **_: object) -> None:
+def _task_succeeded(sender: Task[..., Any] | None = None, result: Any = None, **_: object) -> None:
     name = getattr(sender, "name", None)
     if name == CREATE_JOB.name:
         metrics.observe_create_job_result(result)
     elif name == POLL_JOB.name:
+        assert sender is not None  # it has the poll task's name
         request = sender.request
-        started = _started.get(request.id)
+        started = _started.get(request.id) if request.id else None  # _task_started keeps tasks with an id
         job_id = (request.kwargs or {}).get("job_id") or (request.args[0] if request.args else None)
         if started is not None and job_id:
             metrics.observe_completion(job_id, started)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from clients.http import Attempt
 from models import ApiAttempt
-from services.durable.kind import DurableKind
+from services.durable.kind import AnyKind
 from services.durable.storable import pg_safe
 
 # Called with every attempt as it happens (the worker registers its metrics here, see
@@ -31,13 +32,13 @@ class AttemptLog:
         for observe in ATTEMPT_OBSERVERS:
             observe(attempt)
 
-    def save(self, session: Session, kind: DurableKind, row_id: uuid.UUID, task_name: str) -> None:
+    def save(self, session: Session, kind: AnyKind, row_id: uuid.UUID, task_name: str) -> None:
         if self.attempts:
             session.execute(insert(ApiAttempt), [_row(a, kind, row_id, task_name) for a in self.attempts])
             self.attempts.clear()
 
 
-def _row(attempt: Attempt, kind: DurableKind, row_id: uuid.UUID, task_name: str) -> dict:
+def _row(attempt: Attempt, kind: AnyKind, row_id: uuid.UUID, task_name: str) -> dict[str, Any]:
     return {
         kind.attempt_owner: row_id,
         "task_name": task_name,
@@ -52,7 +53,7 @@ def _row(attempt: Attempt, kind: DurableKind, row_id: uuid.UUID, task_name: str)
 
 
 def record_intent(
-    session: Session, kind: DurableKind, row_id: uuid.UUID, task_name: str, method: str, endpoint: str
+    session: Session, kind: AnyKind, row_id: uuid.UUID, task_name: str, method: str, endpoint: str
 ) -> int:
     """An attempt whose outcome is not known yet, committed before the call: if the
     worker dies during it, this row is how we know Vidmob may hold work we never saw."""
@@ -72,7 +73,7 @@ def record_intent(
 
 
 def resolve_intent(
-    session: Session, intent_id: int, log: AttemptLog, kind: DurableKind, row_id: uuid.UUID, task_name: str
+    session: Session, intent_id: int, log: AttemptLog, kind: AnyKind, row_id: uuid.UUID, task_name: str
 ) -> None:
     """Turn the intent row into the first real attempt; any further ones are new rows."""
     if not log.attempts:
@@ -85,7 +86,7 @@ def resolve_intent(
     log.save(session, kind, row_id, task_name)
 
 
-def may_have_created_work(attempt: type[ApiAttempt] = ApiAttempt):
+def may_have_created_work(attempt: type[ApiAttempt] = ApiAttempt) -> ColumnElement[bool]:
     """A POST whose outcome is unknown: no HTTP answer (a timeout, a reset, a worker that died
     mid-call: the intent row), a 2xx whose body we could not read, or a 500/502/504 that a
     gateway may have sent after forwarding it. 429 and 503 say the request was not taken."""
@@ -97,14 +98,12 @@ def may_have_created_work(attempt: type[ApiAttempt] = ApiAttempt):
     )
 
 
-def count_unknown_posts(session: Session, kind: DurableKind, row_id: uuid.UUID) -> int:
+def count_unknown_posts(session: Session, kind: AnyKind, row_id: uuid.UUID) -> int:
     owner = getattr(ApiAttempt, kind.attempt_owner)
     return session.execute(select(func.count()).where(owner == row_id, may_have_created_work())).scalar_one()
 
 
-def consecutive_failures(
-    session: Session, kind: DurableKind, row_id: uuid.UUID, *, method: str, limit: int = 32
-) -> int:
+def consecutive_failures(session: Session, kind: AnyKind, row_id: uuid.UUID, *, method: str, limit: int = 32) -> int:
     """How many of the row's latest ``method`` attempts failed in a row (at most ``limit``):
     how long an outage has lasted, for this row, in attempts."""
     owner = getattr(ApiAttempt, kind.attempt_owner)

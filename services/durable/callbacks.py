@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from models import CallbackStatus
 from models.db import session_scope
 from services.contract import CallbackIn
-from services.durable.kind import DurableKind
+from services.durable.kind import AnyKind
 from services.durable.messages import Message, OwedCallback
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 Send = Callable[[Message], None]
 
 
-def owed_callback(session: Session, kind: DurableKind, row_id: uuid.UUID) -> Message | None:
+def owed_callback(session: Session, kind: AnyKind, row_id: uuid.UUID) -> Message | None:
     """The callback message a row owes now, or None (not ended, none asked, already sent)."""
     model = kind.model
     row = session.execute(
@@ -52,7 +52,7 @@ def owed_callback(session: Session, kind: DurableKind, row_id: uuid.UUID) -> Mes
     )
 
 
-def mark_sent(session: Session, kind: DurableKind, row_id: uuid.UUID) -> bool:
+def mark_sent(session: Session, kind: AnyKind, row_id: uuid.UUID) -> bool:
     model = kind.model
     marked = session.execute(
         update(model)
@@ -63,7 +63,7 @@ def mark_sent(session: Session, kind: DurableKind, row_id: uuid.UUID) -> bool:
     return marked is not None
 
 
-def overdue(session: Session, kind: DurableKind, *, before: dt.datetime, limit: int) -> list[OwedCallback]:
+def overdue(session: Session, kind: AnyKind, *, before: dt.datetime, limit: int) -> list[OwedCallback]:
     """Rows that ended before ``before`` and still owe their callback: the send after their
     end was lost (a worker died between commit and send, or the broker was down)."""
     model = kind.model

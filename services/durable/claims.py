@@ -22,10 +22,8 @@ from sqlalchemy.orm import Session
 
 from config import Settings
 from models import Durable
-from services.durable.kind import DurableKind
+from services.durable.kind import AnyKind
 from services.durable.schedule import lease_until
-
-AnyKind = DurableKind[Any, Any]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from config import Settings
 from models import CallbackStatus
 from services.contract import REFUSED_FIELD, describe_errors, parse_callback
-from services.durable.claims import AnyKind
+from services.durable.kind import AnyKind
 from services.durable.lifecycle import accepted_values
 from services.durable.storable import MAX_STORED_PAYLOAD_CHARS, pg_safe, storable
 

@@ -21,9 +21,10 @@ S_contra = TypeVar("S_contra", bound=StrEnum, contravariant=True)
 
 class EndListener(Protocol[S_contra]):
     """Runs inside the transaction that ended a row of the kind, with the state it ended in, and
-    returns what its own changes owe (messages, callbacks): they are sent after the same commit."""
+    returns what its own changes owe (messages, callbacks): they are sent after the same commit.
+    Called with positional arguments, so a listener names them as it likes (``job_id`` for the row)."""
 
-    def __call__(self, session: Session, row_id: uuid.UUID, state: S_contra, now: dt.datetime) -> Outcome: ...
+    def __call__(self, session: Session, row_id: uuid.UUID, state: S_contra, now: dt.datetime, /) -> Outcome: ...
 
 
 class EndHook(Generic[S]):
@@ -76,3 +77,8 @@ class DurableKind(Generic[M, S]):
         drops the repeat), a new one after an operator retry (a new end, a new callback)."""
         base = f"{self.callback_prefix}-{row_id}"
         return base if generation == 0 else f"{base}-retry-{generation}"
+
+
+# A kind of any model and state enum: what the engine's shared code (claims, attempts, callbacks,
+# the sweeper) takes.
+AnyKind = DurableKind[Any, Any]

@@ -29,7 +29,8 @@ from sqlalchemy.orm import Session
 
 from config import Settings
 from models import CallbackStatus
-from services.durable.claims import AnyKind, Claim
+from services.durable.claims import Claim
+from services.durable.kind import AnyKind
 from services.durable.messages import Message, Outcome, OwedCallback
 from services.durable.policy import End, LookAgain
 from services.durable.schedule import NextLook, lease_until, schedule
@@ -59,11 +60,12 @@ def create_parked(session: Session, kind: AnyKind, values: dict[str, Any], *, du
     """Insert a row of ``kind`` (``values``: its own columns, ``id`` and ``state`` included), parked
     until ``due_at``: the dispatcher sends its look then."""
     model = kind.model
-    return session.execute(
+    row_id: uuid.UUID = session.execute(
         insert(model)
         .values(**values, next_poll_at=due_at, poll_token=uuid.uuid4(), dispatched_at=None, leased_until=None)
         .returning(model.id)
     ).scalar_one()
+    return row_id
 
 
 def due_by(session: Session, kind: AnyKind, row_id: uuid.UUID, at: dt.datetime) -> None:

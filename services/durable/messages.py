@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from services.durable.kind import DurableKind
+    from services.durable.kind import AnyKind
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Message:
 class OwedCallback:
     """A row whose callback may be owed: delivered after commit if it is still pending."""
 
-    kind: DurableKind
+    kind: AnyKind
     row_id: uuid.UUID
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from clients.http import ApiError
+from clients.errors import ApiError
 from config import Settings
 from services.durable.schedule import backoff
 

@@ -18,12 +18,13 @@ from typing import Any, Generic, Protocol, TypeVar
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from clients.http import ApiError
+from clients.errors import ApiError
 from config import Settings, get_settings
 from models.db import session_scope
 from services import log_context
 from services.durable import attempts, claims, intake
-from services.durable.claims import AnyKind, Claim
+from services.durable.claims import Claim
+from services.durable.kind import AnyKind
 from services.durable.messages import Outcome, OwedCallback
 from services.durable.schedule import utcnow
 

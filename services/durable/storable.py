@@ -12,12 +12,16 @@ import json
 import math
 import re
 from enum import Enum
-from typing import Any
+from typing import Any, overload
 
 MAX_STORED_PAYLOAD_CHARS = 64_000
 _UNSTORABLE = re.compile("[\\x00\\ud800-\\udfff]")
 
 
+@overload
+def pg_safe(value: str) -> str: ...
+@overload
+def pg_safe(value: Any) -> Any: ...
 def pg_safe(value: Any) -> Any:
     """``value`` with every string (keys included) storable by PostgreSQL."""
     if isinstance(value, Enum):

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from config import Settings
 from models.db import session_scope
 from services.durable import callbacks
-from services.durable.claims import AnyKind
+from services.durable.kind import AnyKind
 from services.durable.lifecycle import look_message
 from services.durable.messages import Message, Outcome
 from services.durable.schedule import utcnow

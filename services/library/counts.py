@@ -72,7 +72,9 @@ def subset_size(session: Session, scope: Scope) -> int:
 def _size(session: Session, scope: Scope, from_counts: bool) -> int:
     if from_counts:
         where = [sizes.c.collection == scope.collection] if scope.collection is not None else []
-        return session.execute(select(func.coalesce(func.sum(sizes.c.assets), 0)).where(*where)).scalar_one()
+        # SUM of an INTEGER column is a BIGINT: an int.
+        total: int = session.execute(select(func.coalesce(func.sum(sizes.c.assets), 0)).where(*where)).scalar_one()
+        return total
     return session.execute(select(func.count()).select_from(la).where(*in_scope(la, scope))).scalar_one()
 
 
@@ -96,14 +98,19 @@ def tag_frequency(
         scoped = select(la.c.asset_id).where(*in_scope(la, scope)).cte("scoped").prefix_with("MATERIALIZED")
         n = func.count().label("n")
         stmt = (
-            select(tags.c.category, tags.c.label, n, select(func.count()).select_from(scoped).scalar_subquery())
+            select(
+                tags.c.category,
+                tags.c.label,
+                n,
+                select(func.count()).select_from(scoped).scalar_subquery().label("total"),
+            )
             .join_from(scoped, tags, tags.c.asset_id == scoped.c.asset_id)
             .group_by(tags.c.category, tags.c.label)
         )
         if category is not None:
             stmt = stmt.where(tags.c.category == category)
         rows = session.execute(stmt.order_by(desc(n), tags.c.category, tags.c.label).limit(top)).all()
-        total = rows[0][3] if rows else _size(session, scope, False)
+        total = rows[0].total if rows else _size(session, scope, False)
     return Frequency(scope, total, tuple(TagCount(r.category, r.label, r.n, _share(r.n, total)) for r in rows))
 
 
@@ -191,7 +198,7 @@ def client_tag_coverage(session: Session, scope: Scope | None = None) -> list[Cl
     else:
         asked = func.library_client_labels(Job.client_tags).table_valued("label").render_derived().lateral("asked")
         requested = dict(
-            session.execute(  # type: ignore[arg-type]
+            session.execute(
                 select(asked.c.label, func.count())
                 .select_from(la)
                 .join(Job, Job.id == la.c.job_id)
@@ -201,7 +208,7 @@ def client_tag_coverage(session: Session, scope: Scope | None = None) -> list[Cl
             ).all()
         )
         tagged = dict(
-            session.execute(  # type: ignore[arg-type]
+            session.execute(
                 select(lt.c.label, func.count())
                 .where(lt.c.category == CLIENT_CATEGORY, *in_scope(lt, scope))
                 .group_by(lt.c.label)

@@ -68,7 +68,8 @@ def count_assets(session: Session, query: AssetQuery) -> int:
     """How many assets ``query`` selects. Exact, so it reads every match: prefer
     ``tag_frequency`` (services/library/counts.py) for a single tag over a collection or the
     whole library, which reads maintained counts."""
-    return session.execute(_matching(query, func.count())).scalar_one()
+    n: int = session.execute(_matching(query, func.count())).scalar_one()
+    return n
 
 
 def tags_of(session: Session, asset_ids: Iterable[int]) -> dict[int, tuple[TagRef, ...]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
-from clients.http import ApiError
+from clients.errors import ApiError
 from clients.scoring import MediaScoringStatus, Scores
 from config import Settings, tasks
 from models import RoundStatus, ScoredMedia, ScoringRound, ScoringState
@@ -191,13 +192,13 @@ def record_poll(
     _update_round(session, claim.round_id, poll_count=ScoringRound.poll_count + 1, vidmob_status=answer.status.value)
     if answer.status is MediaScoringStatus.COMPLETE and answer.scores is not None:
         return _record_scores(session, claim, answer.scores, settings=settings, now=now)
-    known = claim.submitted_at is not None
+    submitted_at = claim.submitted_at
     status_decision = policy.after_status(
         answer.status,
         error_polls=claim.error_polls,
         settings=settings,
-        prediction=_predict(session, settings, now) if known else None,
-        elapsed_s=(now - claim.submitted_at).total_seconds() if known else 0.0,
+        prediction=_predict(session, settings, now) if submitted_at is not None else None,
+        elapsed_s=(now - submitted_at).total_seconds() if submitted_at is not None else 0.0,
     )
     if answer.status is MediaScoringStatus.ERROR:
         _update_round(
@@ -267,8 +268,14 @@ def next_round_values(settings: Settings, now: dt.datetime) -> dict[str, Any]:
     }
 
 
-def insert_rounds(session: Session, rows: list[Any], *, reason: str, tagging_job_id: uuid.UUID | None) -> None:
-    """One new round per row (``id``, ``round_count``, ``rescore_count``, ``version``)."""
+def insert_rounds(
+    session: Session,
+    rows: Sequence[Row[uuid.UUID, int, int, str | None]],
+    *,
+    reason: str,
+    tagging_job_id: uuid.UUID | None,
+) -> None:
+    """One new round per row of ScoredMedia's ``id``, ``round_count``, ``rescore_count``, ``version``."""
     session.execute(
         insert(ScoringRound),
         [

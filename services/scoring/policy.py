@@ -125,5 +125,5 @@ def after_scores(scores: Scores, *, rescore_count: int, settings: Settings) -> V
     if action is ScoreAction.RESCORE:
         reason = next(r for r, a in zip(results, actions, strict=True) if a is ScoreAction.RESCORE)
         return Verdict(action, codes, Rescore(reason))
-    error = f"not fixable by retrying: {', '.join(codes)}" if action is ScoreAction.NOT_FIXABLE else None
-    return Verdict(action, codes, End(SCORED, error))
+    not_fixable = f"not fixable by retrying: {', '.join(codes)}" if action is ScoreAction.NOT_FIXABLE else None
+    return Verdict(action, codes, End(SCORED, not_fixable))

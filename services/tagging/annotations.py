@@ -7,7 +7,7 @@ import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, String, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -18,8 +18,16 @@ from services.tagging.claims import PACK_ASSET_ID_PREFIX
 
 log = logging.getLogger(__name__)
 
-CATEGORY_MAX = Tag.__table__.c.category.type.length
-LABEL_MAX = Tag.__table__.c.label.type.length
+
+def _varchar_length(column: ColumnElement[Any]) -> int:
+    """The length of a VARCHAR column (``String(n)`` in models/)."""
+    sql_type = column.type
+    assert isinstance(sql_type, String) and sql_type.length is not None
+    return sql_type.length
+
+
+CATEGORY_MAX = _varchar_length(Tag.__table__.c.category)
+LABEL_MAX = _varchar_length(Tag.__table__.c.label)
 # No creative carries thousands of distinct tags: more is a broken answer, not a library to keep.
 MAX_TAGS_PER_ASSET = 2_000
 

@@ -44,7 +44,8 @@ def open_jobs(session: Session, *, settings: Settings, now: dt.datetime) -> int:
             ),
         )
     )
-    return session.execute(select(polling.scalar_subquery() + creating.scalar_subquery())).scalar_one()
+    in_flight: int = session.execute(select(polling.scalar_subquery() + creating.scalar_subquery())).scalar_one()
+    return in_flight
 
 
 def hold_if_full(session: Session, claim: SubmitClaim, *, settings: Settings, now: dt.datetime) -> Outcome | None:

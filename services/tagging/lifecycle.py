@@ -14,7 +14,7 @@ import logging
 
 from sqlalchemy.orm import Session
 
-from clients.http import ApiError
+from clients.errors import ApiError
 from clients.tags import TagsJobStatus
 from config import Settings
 from models import Job, JobState
@@ -81,14 +81,17 @@ def record_poll(
     session: Session, claim: PollClaim, answer: TagsJobStatus | ApiError, *, settings: Settings, now: dt.datetime
 ) -> Outcome:
     """Store the tags and end, end with Vidmob's reason, or look again."""
+    decision: Complete | policy.End | policy.LookAgain
     if isinstance(answer, ApiError):
         failures = attempts.consecutive_failures(session, KIND, claim.row_id, method="GET")
         decision = policy.after_poll_error(answer, failures=failures, settings=settings)
     else:
         # Without a submission time (a row older than adaptive polling), the fixed schedule.
-        known = claim.submitted_at is not None
-        prediction = _predict(session, claim.dialect, claim.asset_count, settings=settings, now=now) if known else None
-        elapsed = (now - claim.submitted_at).total_seconds() if known else 0.0
+        prediction: Prediction | None = None
+        elapsed = 0.0
+        if claim.submitted_at is not None:
+            prediction = _predict(session, claim.dialect, claim.asset_count, settings=settings, now=now)
+            elapsed = (now - claim.submitted_at).total_seconds()
         decision = after_status(answer, settings=settings, prediction=prediction, elapsed_s=elapsed)
     polled = {"poll_count": Job.poll_count + 1}
     if isinstance(decision, Complete):

@@ -10,7 +10,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from config import Settings
@@ -22,7 +22,7 @@ class UnknownJob(LookupError):
     pass
 
 
-def stuck_condition(now: dt.datetime, settings: Settings):
+def stuck_condition(now: dt.datetime, settings: Settings) -> ColumnElement[bool]:
     """Active jobs nobody is looking after: the look they wait for (its due time, its message's
     send, or its holder's lease, whichever is latest) is overdue by more than the time after which a
     message counts as lost (the dispatcher should have re-sent it), or they are past their deadline
@@ -116,7 +116,7 @@ def pack_view(session: Session, job: Job, *, list_members: int = 20) -> PackView
         return None
     members = select(Job.request_id).where(Job.packed_in_job_id == pack_id)
     count = session.execute(select(func.count()).select_from(members.subquery())).scalar_one()
-    firsts = ()
+    firsts: tuple[str, ...] = ()
     if job.is_pack:
         firsts = tuple(session.execute(members.order_by(Job.created_at).limit(list_members)).scalars())
     return PackView(
