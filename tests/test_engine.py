@@ -1,7 +1,11 @@
 """The durable engine under both domains: what a caller and an operator see of it end to end
 (callbacks owed only when asked, a retried job's callback under a new id, every Scoring API
 call with its owner, log lines that say which request they are about), and the structure
-that keeps it one engine (no import cycle, task names in one place, small modules)."""
+that keeps it one engine (no import cycle, task names in one place, small modules).
+
+The behaviour runs its steps and dispatcher passes in this process (``fleet``: tests/inprocess.py);
+only the log lines run a real worker and dispatcher (``system``): what they check is what the worker
+process writes, each line tagged with the Celery task it ran in."""
 
 from __future__ import annotations
 
@@ -13,10 +17,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, select, text, update
 
 from models import ApiAttempt, CallbackStatus, Job, JobState, ScoredMedia, ScoringState
 from models.db import session_scope
+from tests import factories
+from tests.inprocess import Fleet
 from tests.support import drain, job_by_request_id, send, sim_fault, wait_for, wait_for_job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,11 +36,22 @@ def media_by_request_id(request_id: str) -> ScoredMedia | None:
 
 
 def wait_for_media(request_id: str, timeout: float = 30) -> ScoredMedia:
+    """Until the worker and dispatcher processes (``system``) have ended the media."""
+
     def ended() -> ScoredMedia | None:
         media = media_by_request_id(request_id)
         return media if media is not None and media.state in FINAL_MEDIA else None
 
     return wait_for(ended, timeout, what=f"scored media {request_id} to end")
+
+
+def run_sent_by_the_cli(fleet: Fleet) -> int:
+    """Run in the fleet the messages the `aperture` command line sent to its broker (the fleet's
+    Redis database, which no worker reads), as a worker would take them; how many."""
+    messages = drain(fleet.env["APERTURE_BROKER_URL"], "aperture.submit")
+    for message in messages:
+        fleet.send(message.headers["task"], **message.payload[1])
+    return len(messages)
 
 
 def stored_callback_is_sql_null(model, row_id) -> bool:
@@ -46,17 +63,16 @@ def stored_callback_is_sql_null(model, row_id) -> bool:
 
 
 @pytest.mark.slow
-def test_requests_sent_without_a_callback_owe_none(system):
+def test_requests_sent_without_a_callback_owe_none(fleet):
     # given a tagging request, a scoring request and a rejected request, none with a callback
-    env = system["env"]
     job_request, media_request, bad_request = (f"engine-nocb-{i}-{uuid.uuid4()}" for i in range(3))
-    send(env, "aperture.create_job", request_id=job_request, assets=[{"url": f"{CDN}/a.mp4"}])
-    send(env, "aperture.score_media", request_id=media_request, id=f"m-{uuid.uuid4().hex[:8]}", url=f"{CDN}/b.mp4")
-    send(env, "aperture.create_job", request_id=bad_request, assets=[])
+    fleet.create_job(request_id=job_request, assets=[{"url": f"{CDN}/a.mp4"}])
+    fleet.score_media(request_id=media_request, id=f"m-{uuid.uuid4().hex[:8]}", url=f"{CDN}/b.mp4")
+    fleet.create_job(request_id=bad_request, assets=[])
 
     # when they end
-    job, rejected = wait_for_job(job_request), wait_for_job(bad_request)
-    media = wait_for_media(media_request)
+    job, rejected = fleet.wait_for_job(job_request), fleet.wait_for_job(bad_request)
+    media = fleet.wait_for_media(media_request)
 
     # then each ended as usual, owes no callback, and stored no callback at all (SQL NULL)
     assert job.state is JobState.COMPLETE and rejected.state is JobState.REJECTED
@@ -65,73 +81,46 @@ def test_requests_sent_without_a_callback_owe_none(system):
         assert row.callback_status is CallbackStatus.NONE, row.request_id
     assert stored_callback_is_sql_null(Job, job.id) and stored_callback_is_sql_null(Job, rejected.id)
     assert stored_callback_is_sql_null(ScoredMedia, media.id)
+    assert fleet.callbacks == []
 
 
 @pytest.mark.slow
-def test_a_lost_callback_is_resent_whatever_number_of_jobs_ended_without_one(system):
+def test_a_lost_callback_is_resent_whatever_number_of_jobs_ended_without_one(fleet):
     from services import tagging
     from services.durable.lifecycle import ending_values
 
-    env = system["env"]
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
-    queue = f"test.lost.{uuid.uuid4().hex[:6]}"
     # given more jobs without a callback than one sweep takes (500), all ended long ago
     with session_scope() as s:
-        s.execute(
-            insert(Job),
-            [
-                {
-                    "request_id": f"engine-many-{i}-{uuid.uuid4()}",
-                    "state": JobState.POLLING,
-                    "payload": {},
-                    "callback": None,
-                    "dialect": "guide",
-                    "asset_count": 1,
-                    "deadline_at": long_ago + dt.timedelta(days=1),
-                    "poll_token": uuid.uuid4(),
-                }
-                for i in range(600)
-            ],
-        )
+        many = factories.insert_jobs(s, [factories.job_values(callback=None) for _ in range(600)])
         s.execute(
             update(Job)
-            .where(Job.request_id.startswith("engine-many-"))
+            .where(Job.id.in_([m.id for m in many]))
             .values(**ending_values(tagging.KIND, JobState.FAILED.value, long_ago, "ended for the test"))
         )
     # and then a job whose callback send was lost (its worker died between commit and send)
-    with session_scope() as s:
-        lost = s.execute(
-            insert(Job)
-            .values(
-                request_id=f"engine-lost-{uuid.uuid4()}",
-                state=JobState.FAILED,
-                payload={},
-                callback={"task": "caller.lost", "queue": queue},
-                callback_status=CallbackStatus.PENDING,
-                dialect="guide",
-                asset_count=1,
-                deadline_at=long_ago + dt.timedelta(days=1),
-                ended_at=long_ago + dt.timedelta(seconds=1),
-            )
-            .returning(Job.id)
-        ).scalar_one()
+    lost = factories.job(
+        state=JobState.FAILED,
+        callback={"task": "caller.lost", "queue": "caller"},
+        callback_status=CallbackStatus.PENDING,
+        ended_at=long_ago + dt.timedelta(seconds=1),
+    ).id
 
     # then the 600 owe nothing, and the sweeper re-sends the lost one, under its stable id
     with session_scope() as s:
         owed = s.execute(
-            select(func.count()).where(
-                Job.request_id.startswith("engine-many-"), Job.callback_status != CallbackStatus.NONE
-            )
+            select(func.count()).where(Job.id.in_([m.id for m in many]), Job.callback_status != CallbackStatus.NONE)
         ).scalar_one()
     assert owed == 0
-    wait_for(
+    fleet.run_until(
         lambda: job_by_request_id_of(lost).callback_status is CallbackStatus.SENT,
         timeout=15,
         what="the sweeper to re-send the lost callback",
     )
-    messages = drain(env["APERTURE_BROKER_URL"], queue)
-    assert [m.headers["id"] for m in messages] == [f"aperture-callback-{lost}"]
-    assert messages[0].payload[1]["status"] == "failed"
+    assert [(m.task, m.queue, m.task_id) for m in fleet.callbacks] == [
+        ("caller.lost", "caller", f"aperture-callback-{lost}")
+    ]
+    assert fleet.callbacks[0].kwargs["status"] == "failed"
 
 
 def job_by_request_id_of(job_id) -> Job:
@@ -140,22 +129,25 @@ def job_by_request_id_of(job_id) -> Job:
 
 
 @pytest.mark.slow
-def test_a_retried_job_sends_its_new_callback_under_a_new_id(system, aperture):
+def test_a_retried_job_sends_its_new_callback_under_a_new_id(fleet, aperture):
     # given a job with a callback whose submission Vidmob refused, so it failed and said so
-    env, sim = system["env"], system["simulator"]
-    queue = f"test.retry.{uuid.uuid4().hex[:6]}"
+    sim = fleet.simulator
     sim_fault(sim, method="POST", path="/v1/aperture/jobs", status=400, times=1)
     sim_fault(sim, method="POST", path="/v1/media/aperture", status=400, times=1)
     request_id = f"engine-retry-{uuid.uuid4()}"
-    callback = {"task": "caller.tagged", "queue": queue}
-    send(env, "aperture.create_job", request_id=request_id, assets=[{"url": f"{CDN}/r.mp4"}], callback=callback)
-    failed = wait_for_job(request_id)
+    callback = {"task": "caller.tagged", "queue": "caller"}
+    fleet.create_job(request_id=request_id, assets=[{"url": f"{CDN}/r.mp4"}], callback=callback)
+    failed = fleet.wait_for_job(request_id)
     assert failed.state is JobState.FAILED
-    wait_for(lambda: job_by_request_id(request_id).callback_status is CallbackStatus.SENT, what="failure callback")
+    fleet.run_until(
+        lambda: job_by_request_id(request_id).callback_status is CallbackStatus.SENT, what="failure callback"
+    )
 
-    # when an operator retries it and it completes
+    # when an operator retries it (the command sends the job's submission to the broker, which the
+    # fleet takes as a worker would) and it completes
     assert aperture("jobs", "retry", request_id).exit_code == 0
-    wait_for(
+    assert run_sent_by_the_cli(fleet) == 1
+    fleet.run_until(
         lambda: (
             (j := job_by_request_id(request_id)).state is JobState.COMPLETE and j.callback_status is CallbackStatus.SENT
         ),
@@ -163,9 +155,9 @@ def test_a_retried_job_sends_its_new_callback_under_a_new_id(system, aperture):
     )
 
     # then the caller got two callbacks with two ids: one per end, so neither is dropped as a repeat
-    messages = drain(env["APERTURE_BROKER_URL"], queue)
-    by_id = {m.headers["id"]: m.payload[1]["status"] for m in messages}
+    by_id = {m.task_id: m.kwargs["status"] for m in fleet.callbacks}
     assert by_id == {f"aperture-callback-{failed.id}": "failed", f"aperture-callback-{failed.id}-retry-1": "complete"}
+    assert len(fleet.callbacks) == 2
     assert job_by_request_id(request_id).generation == 1
 
 
@@ -173,13 +165,12 @@ def test_a_retried_job_sends_its_new_callback_under_a_new_id(system, aperture):
 
 
 @pytest.mark.slow
-def test_every_scoring_api_call_is_kept_with_its_media(system):
+def test_every_scoring_api_call_is_kept_with_its_media(fleet):
     # given a media scored through the Scoring API, and one refused once on submission
-    env = system["env"]
-    sim_fault(system["simulator"], method="POST", path="/v1/media", status=503, times=1)
+    sim_fault(fleet.simulator, method="POST", path="/v1/media", status=503, times=1)
     request_id = f"engine-owner-{uuid.uuid4()}"
-    send(env, "aperture.score_media", request_id=request_id, id=f"m-{uuid.uuid4().hex[:8]}", url=f"{CDN}/o.mp4")
-    media = wait_for_media(request_id)
+    fleet.score_media(request_id=request_id, id=f"m-{uuid.uuid4().hex[:8]}", url=f"{CDN}/o.mp4")
+    media = fleet.wait_for_media(request_id)
     assert media.state is ScoringState.SCORED
 
     # then every call made for it is stored as its own, the refused one included
@@ -197,6 +188,7 @@ def test_every_scoring_api_call_is_kept_with_its_media(system):
 
 @pytest.mark.slow
 def test_every_log_line_of_a_task_names_its_request(system):
+    # On real processes: what is checked is the worker process's log, each line with its Celery task.
     # given a tagging job and a scored media, each sent with a request id
     env = system["env"]
     job_request, media_request = f"engine-log-job-{uuid.uuid4()}", f"engine-log-media-{uuid.uuid4()}"
@@ -399,7 +391,7 @@ def test_callbacks_of_a_row_sent_without_one_are_stored_as_sql_null(app_env):
         s.rollback()
 
 
-def test_a_request_postgresql_refuses_is_kept_as_rejected_with_the_reason(app_env):
+def test_a_request_postgresql_refuses_is_kept_as_rejected_with_the_reason(fleet):
     from config import get_settings
     from services.durable import intake
     from services.tagging.intake import INTAKE

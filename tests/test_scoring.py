@@ -1,20 +1,25 @@
-"""The scoring loop end to end: real worker and dispatcher, real Postgres and Redis, the simulator
-over HTTP (its URL rules and the causal NOT_TAGGED rule are in simulator/state.py).
-Given / when / then."""
+"""The scoring loop end to end: real Postgres, the simulator over HTTP (its URL rules and the causal
+NOT_TAGGED rule are in simulator/state.py). The loop runs its steps and dispatcher passes in this
+process (``fleet``: tests/inprocess.py); only what needs a process boundary runs a real worker and
+dispatcher (``scoring``): the callback as the Celery message a caller's queue receives (its headers
+and task id as Celery sees them). Given / when / then."""
 
 from __future__ import annotations
 
 import datetime as dt
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 from click.testing import CliRunner
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
 from clients.scoring import ScoreAction
+from config import get_settings
 from models import (
     ApiAttempt,
     Asset,
@@ -29,8 +34,10 @@ from models import (
 from models.db import get_engine, session_scope
 from services.scoring.policy import decide, rescore_version
 from services.scoring.tag_batches import TAGGING_REQUEST_PREFIX
+from tests import factories
 from tests.conftest import API_KEY
-from tests.support import drain, send, sim_stats, tags_by_url, wait_for, wait_for_job
+from tests.inprocess import Fleet
+from tests.support import drain, send, sim_stats, tags_by_url, wait_for
 
 pytestmark = pytest.mark.slow
 CDN = "https://cdn.example.com/scoring"
@@ -40,13 +47,37 @@ TAG_DEPENDENT = {"Brand Name or Logo Early", "Human Early", "Audio Present"}  # 
 
 @pytest.fixture
 def scoring(system):
+    """The subprocess tier with empty scoring tables (``system`` empties only the tagging ones)."""
     with get_engine().begin() as conn:
         conn.exec_driver_sql(
             "TRUNCATE scored_media, scoring_rounds, scoring_summaries, scoring_results, scored_media_tagging_jobs, "
             "api_attempts"
         )
     yield system
-    requests.post(f"{system['simulator'].url}/_sim/config", json={"never_tagged": False}, timeout=5)
+
+
+@pytest.fixture
+def never_tagged(fleet: Fleet) -> Iterator[Fleet]:
+    """The fleet's simulator answering NO_DATA_MEDIA_NOT_TAGGED whatever happens. The fleet fixture
+    resets only SIM_CONFIG's keys, so this one is turned off again here."""
+    config = f"{fleet.simulator.url}/_sim/config"
+    requests.post(config, json={"never_tagged": True}, timeout=5).raise_for_status()
+    try:
+        yield fleet
+    finally:
+        requests.post(config, json={"never_tagged": False}, timeout=5).raise_for_status()
+
+
+@pytest.fixture
+def setting(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str], None]]:
+    """Change one of the fleet's settings (an APERTURE_* variable) for this test; restored after it."""
+
+    def change(name: str, value: str) -> None:
+        monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield change
+    get_settings.cache_clear()
 
 
 def media_by_request_id(request_id: str) -> ScoredMedia | None:
@@ -62,32 +93,30 @@ def media_by_request_id(request_id: str) -> ScoredMedia | None:
         ).scalar_one_or_none()
 
 
-def wait_for_media(request_id: str, states=FINAL, timeout: float = 30) -> ScoredMedia:
+def wait_for_media(fleet: Fleet, request_id: str, states=FINAL, timeout: float = 30) -> ScoredMedia:
+    """Run the fleet until the media reaches one of ``states``; the row with its rounds, their
+    results and summaries, and its tagging jobs."""
+
     def reached() -> ScoredMedia | None:
         media = media_by_request_id(request_id)
         return media if media is not None and media.state in states else None
 
-    return wait_for(reached, timeout, what=f"scored media {request_id} to reach {sorted(s.value for s in states)}")
+    what = f"scored media {request_id} to reach {sorted(s.value for s in states)}"
+    return fleet.run_until(reached, timeout, what=what)
 
 
-def score(env: dict, url: str, **kwargs) -> str:
+def score(fleet: Fleet, url: str, **kwargs) -> str:
+    """A caller's aperture.score_media for ``url``, run by the fleet; its request id."""
     request_id = kwargs.pop("request_id", f"score-{uuid.uuid4()}")
-    send(
-        env,
-        "aperture.score_media",
-        id=kwargs.pop("id", f"m-{uuid.uuid4().hex[:8]}"),
-        url=url,
-        request_id=request_id,
-        **kwargs,
-    )
+    fleet.score_media(id=kwargs.pop("id", f"m-{uuid.uuid4().hex[:8]}"), url=url, request_id=request_id, **kwargs)
     return request_id
 
 
-def pretag(env: dict, urls: list[str]) -> Job:
+def pretag(fleet: Fleet, urls: list[str]) -> Job:
     """Tag through a normal create_job, as a caller would, and wait for it."""
     request_id = f"pretag-{uuid.uuid4()}"
-    send(env, "aperture.create_job", request_id=request_id, assets=[{"url": u} for u in urls])
-    job = wait_for_job(request_id)
+    fleet.create_job(request_id=request_id, assets=[{"url": u} for u in urls])
+    job = fleet.wait_for_job(request_id)
     assert job.state is JobState.COMPLETE, job.error
     return job
 
@@ -105,21 +134,23 @@ def scoring_tagging_jobs() -> list[Job]:
         )
 
 
+def messages_for(fleet: Fleet, media: ScoredMedia) -> list:
+    """The messages the fleet holds, not run yet, that point at ``media``."""
+    return [m for m in fleet.queued if m.kwargs.get("scoring_id") == str(media.id)]
+
+
 # --- the loop ----------------------------------------------------------------------------
 
 
-def test_an_untagged_media_is_tagged_then_rescored_by_the_chained_task(scoring):
+def test_an_untagged_media_is_tagged_then_rescored_by_the_chained_task(fleet):
     # Given a media Vidmob has never tagged, and a caller waiting for its scores
-    env, sim = scoring["env"], scoring["simulator"]
+    sim = fleet.simulator
     url = f"{CDN}/summer-beach-logo.mp4"
-    queue = f"test.scored.{uuid.uuid4().hex[:6]}"
+    callback = {"task": "caller.scored", "queue": "caller"}
     started = time.monotonic()
     # When the caller asks for it to be scored
-    request_id = score(
-        env, url, id="media-1", version="v1", channels=["tiktok", "facebook"],
-        callback={"task": "caller.scored", "queue": queue},
-    )  # fmt: skip
-    media = wait_for_media(request_id)
+    request_id = score(fleet, url, id="media-1", version="v1", channels=["tiktok", "facebook"], callback=callback)
+    media = wait_for_media(fleet, request_id)
     loop_s = time.monotonic() - started
     # Then it is scored; the first round said NOT_TAGGED, the chained rescore did not
     assert media.state is ScoringState.SCORED, media.error
@@ -152,14 +183,16 @@ def test_an_untagged_media_is_tagged_then_rescored_by_the_chained_task(scoring):
     assert posts == ["aperture.score_media", "aperture.rescore"]
     stats = sim_stats(sim)
     assert stats["media_submissions"] == 2 and stats["jobs_created"] == 1
-    # And the caller's callback fired once, with the final round's scores
-    wait_for(lambda: media_by_request_id(request_id).callback_status is CallbackStatus.SENT, what="callback sent")
-    time.sleep(2.5)  # past the sweeper's "owed" horizon: no second one
-    messages = drain(env["APERTURE_BROKER_URL"], queue)
-    assert len(messages) == 1
-    assert messages[0].headers["task"] == "caller.scored"
-    assert messages[0].headers["id"] == f"aperture-score-callback-{media.id}"
-    _, kwargs, _ = messages[0].payload
+    # And the caller's callback fired once, with the final round's scores, also after the fleet ran
+    # on past the horizon after which an owed callback is re-sent (2 s here)
+    fleet.run_until(lambda: media_by_request_id(request_id).callback_status is CallbackStatus.SENT, what="sent")
+    horizon = time.monotonic() + float(fleet.env["APERTURE_LOST_MESSAGE_AFTER_S"]) + 0.5
+    fleet.run_until(lambda: time.monotonic() > horizon, what="the lost-message horizon")
+    fleet.run_passes(3)
+    assert [(m.task, m.queue, m.task_id) for m in fleet.callbacks] == [
+        ("caller.scored", "caller", f"aperture-score-callback-{media.id}")
+    ]
+    kwargs = fleet.callbacks[0].kwargs
     assert set(kwargs) == {"request_id", "media_id", "scoring_id", "status", "scores"}
     assert (kwargs["request_id"], kwargs["media_id"], kwargs["scoring_id"], kwargs["status"]) == (
         request_id,
@@ -180,16 +213,52 @@ def test_an_untagged_media_is_tagged_then_rescored_by_the_chained_task(scoring):
     print(f"score -> NOT_TAGGED -> tag -> rescore -> scored: {loop_s:.2f} s")
 
 
-def test_ten_media_six_untagged_go_into_one_tagging_job_and_six_rescores_follow(scoring):
+def test_the_scoring_callback_is_a_celery_message_of_the_callers_task_under_a_stable_id(scoring):
+    # Given a caller waiting on its own queue for the scores of a media (one round: Vidmob cannot
+    # download it, which is final)
+    env = scoring["env"]
+    queue = f"test.scored.{uuid.uuid4().hex[:6]}"
+    request_id = f"score-cb-{uuid.uuid4()}"
+    # When it asks for the media to be scored, by name
+    send(
+        env,
+        "aperture.score_media",
+        id="media-cb",
+        url=f"{CDN}/sim-download-failure-cb.mp4",
+        request_id=request_id,
+        callback={"task": "caller.scored", "queue": queue},
+    )
+
+    # Then its queue receives one Celery message of its task, under the media's stable callback id
+    def sent() -> ScoredMedia | None:
+        media = media_by_request_id(request_id)
+        return media if media is not None and media.callback_status is CallbackStatus.SENT else None
+
+    media = wait_for(sent, what="the callback sent")
+    messages = wait_for(lambda: drain(env["APERTURE_BROKER_URL"], queue), what="the callback message")
+    assert len(messages) == 1
+    assert messages[0].headers["task"] == "caller.scored"
+    assert messages[0].headers["id"] == f"aperture-score-callback-{media.id}"
+    _, kwargs, _ = messages[0].payload
+    assert set(kwargs) == {"request_id", "media_id", "scoring_id", "status", "scores"}
+    assert (kwargs["request_id"], kwargs["media_id"], kwargs["scoring_id"], kwargs["status"]) == (
+        request_id,
+        "media-cb",
+        str(media.id),
+        "scored",
+    )
+
+
+def test_ten_media_six_untagged_go_into_one_tagging_job_and_six_rescores_follow(fleet):
     # Given ten media, four of which were tagged before through an ordinary create_job
-    env, sim = scoring["env"], scoring["simulator"]
+    sim = fleet.simulator
     urls = [f"{CDN}/batch-{i}.mp4" for i in range(10)]
-    pretag(env, urls[:4])
+    pretag(fleet, urls[:4])
     # When all ten are scored at once
     request_ids = {
-        score(env, url, id=f"batch-{i}", request_id=f"batch-{i}-{uuid.uuid4()}"): i for i, url in enumerate(urls)
+        score(fleet, url, id=f"batch-{i}", request_id=f"batch-{i}-{uuid.uuid4()}"): i for i, url in enumerate(urls)
     }
-    media = {i: wait_for_media(rid) for rid, i in request_ids.items()}
+    media = {i: wait_for_media(fleet, rid) for rid, i in request_ids.items()}
     # Then ONE tagging job carried the six untagged media, and each of them was rescored
     assert {m.state for m in media.values()} == {ScoringState.SCORED}
     jobs = scoring_tagging_jobs()
@@ -208,22 +277,28 @@ def test_ten_media_six_untagged_go_into_one_tagging_job_and_six_rescores_follow(
             assert "NO_DATA_MEDIA_NOT_TAGGED" not in results_of(m.rounds[1])
 
 
-def test_the_rescore_bound_holds_when_vidmob_keeps_saying_not_tagged(scoring):
+def test_the_rescore_bound_holds_when_vidmob_keeps_saying_not_tagged(never_tagged, setting):
     # Given a Vidmob that answers NO_DATA_MEDIA_NOT_TAGGED whatever happens
-    env, sim = scoring["env"], scoring["simulator"]
-    requests.post(f"{sim.url}/_sim/config", json={"never_tagged": True}, timeout=5).raise_for_status()
+    fleet = never_tagged
+    # (flagged media wait 0.2 s to be batched, not 1 s: the window, tested with ten media above,
+    # would only delay each of the three rounds here)
+    setting("APERTURE_TAG_BATCH_WINDOW_S", "0.2")
     # When a media is scored
-    request_id = score(env, f"{CDN}/stubborn.mp4", version="3")
-    media = wait_for_media(request_id, timeout=45)
+    request_id = score(fleet, f"{CDN}/stubborn.mp4", version="3")
+    media = wait_for_media(fleet, request_id, timeout=45)
     # Then after exactly APERTURE_MAX_RESCORES (3) rescores it waits for a person
     assert media.state is ScoringState.NEEDS_ATTENTION
     assert media.rescore_count == 3 and "after 3 rescores" in media.error
     assert [r.version for r in media.rounds] == ["3", "3-r1", "3-r2", "3-r3"]
     assert all(r.no_data_codes == ["NO_DATA_MEDIA_NOT_TAGGED"] for r in media.rounds)
     assert len(media.tagging_jobs) == 3 == media.tag_attempts
-    time.sleep(1.5)  # and nothing more happens
-    assert sim_stats(sim)["media_submissions"] == 4
+    # And nothing more happens while the fleet runs on well past the tag batch window
+    fleet.run_passes(10)
+    assert sim_stats(fleet.simulator)["media_submissions"] == 4
     assert len(scoring_tagging_jobs()) == 3
+    after = media_by_request_id(request_id)
+    assert after.state is ScoringState.NEEDS_ATTENTION and after.rescore_count == 3 and len(after.rounds) == 4
+    assert messages_for(fleet, after) == []
 
 
 @pytest.mark.parametrize(
@@ -237,13 +312,12 @@ def test_the_rescore_bound_holds_when_vidmob_keeps_saying_not_tagged(scoring):
         ("sim-download-failure", ["initial"], 0, "not_fixable"),
     ],
 )
-def test_each_no_data_code_is_handled_as_specified(scoring, marker, reasons, tagging_jobs, check):
+def test_each_no_data_code_is_handled_as_specified(fleet, marker, reasons, tagging_jobs, check):
     # Given a media already tagged (so NOT_TAGGED stays out of the way) whose URL triggers one code
-    env = scoring["env"]
     url = f"{CDN}/{marker}.mp4"
-    pretag(env, [url])
+    pretag(fleet, [url])
     # When it is scored
-    media = wait_for_media(score(env, url))
+    media = wait_for_media(fleet, score(fleet, url))
     # Then the code's remedy ran, and nothing else
     assert media.state is ScoringState.SCORED, media.error
     assert [r.reason for r in media.rounds] == reasons
@@ -269,11 +343,12 @@ def test_each_no_data_code_is_handled_as_specified(scoring, marker, reasons, tag
         ("sim-scoring-error", ScoringState.SCORED, RoundStatus.COMPLETE),
     ],
 )
-def test_unsupported_and_failed_are_final_and_error_is_polled_again(scoring, marker, state, round_status):
-    env, sim = scoring["env"], scoring["simulator"]
+def test_unsupported_and_failed_are_final_and_error_is_polled_again(fleet, marker, state, round_status):
+    sim = fleet.simulator
     url = f"{CDN}/{marker}.mp4"
-    pretag(env, [url])
-    media = wait_for_media(score(env, url))
+    pretag(fleet, [url])
+    request_id = score(fleet, url)
+    media = wait_for_media(fleet, request_id)
     assert media.state is state
     (only,) = media.rounds
     assert only.status is round_status
@@ -281,20 +356,25 @@ def test_unsupported_and_failed_are_final_and_error_is_polled_again(scoring, mar
         assert only.error_polls == 1 and only.poll_count >= 2
     else:
         polls = sim_stats(sim)["scoring_status_polls"]
-        time.sleep(1.0)
-        assert sim_stats(sim)["scoring_status_polls"] == polls  # final: never polled again
+        # When the fleet runs on for two poll intervals (0.3 s each)
+        fleet.run_passes(6)
+        # Then the media is final: never polled again, nothing due or queued for it
+        assert sim_stats(sim)["scoring_status_polls"] == polls
+        after = media_by_request_id(request_id)
+        assert after.state is state and after.next_poll_at is None and len(after.rounds) == 1
+        assert messages_for(fleet, after) == []
 
 
-def test_a_409_for_the_same_id_and_version_counts_as_submitted(scoring):
+def test_a_409_for_the_same_id_and_version_counts_as_submitted(fleet):
     # Given Vidmob already holds this media id + version (as after a crash right after our POST)
-    env, sim = scoring["env"], scoring["simulator"]
+    sim = fleet.simulator
     url = f"{CDN}/already-there.mp4"
-    pretag(env, [url])
+    pretag(fleet, [url])
     body = {"id": "dup-1", "url": url, "version": "7"}
     headers = {"Authorization": f"Bearer {API_KEY}"}
     requests.post(f"{sim.url}/v1/media", json=body, headers=headers, timeout=5).raise_for_status()
     # When it is scored with the same id and version
-    media = wait_for_media(score(env, url, id="dup-1", version="7"))
+    media = wait_for_media(fleet, score(fleet, url, id="dup-1", version="7"))
     # Then the 409 was taken as "submitted" and the media was polled and scored by its id
     assert media.state is ScoringState.SCORED, media.error
     (only,) = media.rounds
@@ -302,8 +382,8 @@ def test_a_409_for_the_same_id_and_version_counts_as_submitted(scoring):
     assert sim_stats(sim)["responses"]["409"] == 1
 
 
-def test_bad_payloads_are_rejected_with_reasons_and_a_repeat_scores_once(scoring):
-    env, sim = scoring["env"], scoring["simulator"]
+def test_bad_payloads_are_rejected_with_reasons_and_a_repeat_scores_once(fleet):
+    sim = fleet.simulator
     bad = {
         "no url": ({"id": "x"}, "url: Field required"),
         "bad channel": ({"id": "x", "url": f"{CDN}/a.mp4", "channels": ["MYSPACE"]}, "channels.0"),
@@ -313,49 +393,36 @@ def test_bad_payloads_are_rejected_with_reasons_and_a_repeat_scores_once(scoring
     ids = {}
     for name, (payload, _) in bad.items():
         ids[name] = f"bad-{uuid.uuid4()}"
-        send(env, "aperture.score_media", request_id=ids[name], **payload)
+        fleet.send("aperture.score_media", request_id=ids[name], **payload)
     for name, (_, reason) in bad.items():
-        media = wait_for_media(ids[name])
+        media = wait_for_media(fleet, ids[name])
         assert media.state is ScoringState.REJECTED and reason in media.error, (name, media.error)
     # The same request twice: one row, one submission
     request_id = f"twice-{uuid.uuid4()}"
-    for _ in range(2):
-        score(env, f"{CDN}/sim-download-failure-twice.mp4", id="twice", request_id=request_id)
-    assert wait_for_media(request_id).state is ScoringState.SCORED
-    time.sleep(0.5)
+    payload = {"id": "twice", "url": f"{CDN}/sim-download-failure-twice.mp4", "request_id": request_id}
+    first, second = fleet.score_media(**payload), fleet.score_media(**payload)
+    # The second message found the first one's row: nothing new, the same media
+    assert first["created"] and not second["created"] and second["scoring_id"] == first["scoring_id"]
+    assert wait_for_media(fleet, request_id).state is ScoringState.SCORED
     with session_scope() as s:
         assert s.scalar(select(func.count()).select_from(ScoredMedia).where(ScoredMedia.request_id == request_id)) == 1
     assert sim_stats(sim)["media_submissions"] == 1
 
 
-def test_a_parked_scoring_poll_is_sent_by_the_sweeper(scoring):
-    # Given a media whose next poll is parked in Postgres (a long wait: no message exists)
-    sim = scoring["simulator"]
+def test_a_parked_scoring_poll_is_sent_by_the_sweeper(fleet):
+    # Given a media whose next poll, due now, is parked in Postgres (a long wait: no message exists)
+    sim = fleet.simulator
     url = f"{CDN}/sim-download-failure-parked.mp4"
     headers = {"Authorization": f"Bearer {API_KEY}"}
     created = requests.post(f"{sim.url}/v1/media", json={"id": "parked", "url": url}, headers=headers, timeout=5)
     unique_id = created.json()["result"]["uniqueId"]
-    now = dt.datetime.now(dt.UTC)
-    request_id = f"parked-{uuid.uuid4()}"
-    with session_scope() as s:
-        scoring_id = s.execute(
-            insert(ScoredMedia)
-            .values(
-                request_id=request_id, state=ScoringState.POLLING, media_id="parked", url=url, payload={},
-                round_count=1, deadline_at=now + dt.timedelta(hours=1), next_poll_at=now - dt.timedelta(seconds=1),
-                poll_token=uuid.uuid4(),
-            )
-            .returning(ScoredMedia.id)
-        ).scalar_one()  # fmt: skip
-        s.execute(
-            insert(ScoringRound).values(
-                scored_media_id=scoring_id, number=1, reason="initial", status=RoundStatus.SCORING,
-                vidmob_unique_id=unique_id, submitted_at=now,
-            )
-        )  # fmt: skip
+    due = factories.now() - dt.timedelta(seconds=1)
+    made = factories.scored_media(url=url, media_id="parked", unique_id=unique_id, due_at=due)
+    assert fleet.queued == []
     # Then the dispatcher sends the poll, and the media is scored
-    media = wait_for_media(request_id, timeout=15)
+    media = wait_for_media(fleet, made.request_id, timeout=15)
     assert media.state is ScoringState.SCORED and media.rounds[0].status is RoundStatus.COMPLETE
+    assert fleet.passes >= 1 and fleet.ran["aperture.poll_scoring"] >= 1
 
 
 # --- pure rules ----------------------------------------------------------------------------
@@ -387,11 +454,10 @@ def test_scoring_task_names_and_queues_are_pinned(app_env):
         assert routes[name]["queue"] == queue, name
 
 
-def test_two_copies_of_a_status_look_both_ask_vidmob_but_only_the_first_records(scoring):
+def test_two_copies_of_a_status_look_both_ask_vidmob_but_only_the_first_records(fleet):
     # Given a media being scored, its next look parked far ahead (so only the copies below run it)
-    env = scoring["env"]
-    request_id = score(env, f"{CDN}/copies.mp4")
-    wait_for_media(request_id, states={ScoringState.POLLING})
+    request_id = score(fleet, f"{CDN}/copies.mp4")
+    wait_for_media(fleet, request_id, states={ScoringState.POLLING})
 
     def park() -> tuple | None:
         with session_scope() as s:
@@ -406,7 +472,7 @@ def test_two_copies_of_a_status_look_both_ask_vidmob_but_only_the_first_records(
                 .returning(ScoredMedia.id, ScoredMedia.poll_token, ScoredMedia.round_count)
             ).first()
 
-    media_id, token, round_number = wait_for(park, what="the media parked between two looks")
+    media_id, token, round_number = fleet.run_until(park, what="the media parked between two looks")
     with session_scope() as s:
         polls_before = s.execute(
             select(ScoringRound.poll_count).where(
@@ -415,8 +481,6 @@ def test_two_copies_of_a_status_look_both_ask_vidmob_but_only_the_first_records(
         ).scalar_one()
 
     # When two copies of its look run at once (a redelivery, a re-sent look)
-    from concurrent.futures import ThreadPoolExecutor
-
     from services.durable.steps import run
     from services.scoring.steps import POLL
 

@@ -1,5 +1,8 @@
 """Values from Vidmob are checked before they are stored: whatever a COMPLETE answer holds, the
-transaction that stores it succeeds (it used to fail, and the job looped on it until its deadline)."""
+transaction that stores it succeeds (it used to fail, and the job looped on it until its deadline).
+
+Only PostgreSQL is needed: the rows (tests/factories.py, due to be looked at) live in the in-process
+tier's database (``fleet``), which no dispatcher process reads."""
 
 from __future__ import annotations
 
@@ -11,32 +14,25 @@ from sqlalchemy import func, insert, select
 from clients.scoring import ChannelSummary, GuidelineResult, Scores
 from clients.tags import AssetAnnotation
 from clients.tags import Tag as ApiTag
-from models import Asset, Job, JobState, RoundStatus, ScoredMedia, ScoringGuidelineResult, ScoringRound, ScoringState
+from models import Asset, ScoringGuidelineResult, ScoringRound
 from models import Tag as TagRow
 from models.db import session_scope
+from tests import factories
 
 NOW = dt.datetime.now(dt.UTC)
 URL = "https://cdn.example.com/values/a.mp4"
 
 
 def new_job(session, urls: list[str]) -> uuid.UUID:
-    job_id = session.execute(
-        insert(Job)
-        .values(
-            request_id=f"values-{uuid.uuid4()}",
-            state=JobState.POLLING,
-            payload={},
-            dialect="guide",
-            asset_count=len(urls),
-            deadline_at=NOW + dt.timedelta(hours=1),
-        )
-        .returning(Job.id)
-    ).scalar_one()
-    session.execute(insert(Asset), [{"job_id": job_id, "position": i, "url": u} for i, u in enumerate(urls)])
-    return job_id
+    """A polling job (tests/factories.py) with one asset per URL."""
+    (made,) = factories.insert_jobs(session, [factories.job_values(asset_count=len(urls))], urls=urls[:1])
+    more = [{"job_id": made.id, "position": i, "url": u} for i, u in enumerate(urls) if i]
+    if more:
+        session.execute(insert(Asset), more)
+    return made.id
 
 
-def test_tags_longer_than_their_columns_or_holding_nul_are_stored_cut_and_cleaned(app_env):
+def test_tags_longer_than_their_columns_or_holding_nul_are_stored_cut_and_cleaned(fleet):
     from services.tagging.annotations import store_annotations
 
     # given an answer whose tags are longer than the columns, or hold NUL and unpaired surrogates
@@ -58,7 +54,7 @@ def test_tags_longer_than_their_columns_or_holding_nul_are_stored_cut_and_cleane
     assert ("visual", "logo\ufffdvisible") in rows and ("audio\ufffd", "music") in rows
 
 
-def test_an_answer_with_more_tags_than_one_statement_can_carry_is_stored(app_env):
+def test_an_answer_with_more_tags_than_one_statement_can_carry_is_stored(fleet):
     from services.tagging.annotations import store_annotations
 
     # given 200 assets with 150 distinct tags each: 30,000 rows, 90,000 parameters (over 65,535)
@@ -72,7 +68,7 @@ def test_an_answer_with_more_tags_than_one_statement_can_carry_is_stored(app_env
         assert count.scalar_one() == 30_000
 
 
-def test_scores_with_text_and_numbers_postgresql_cannot_hold_are_stored(app_env):
+def test_scores_with_text_and_numbers_postgresql_cannot_hold_are_stored(fleet):
     from services.scoring.storage import store_scores
 
     # given scores whose names hold NUL, whose counts overflow INTEGER and whose numbers are not finite
@@ -81,24 +77,9 @@ def test_scores_with_text_and_numbers_postgresql_cannot_hold_are_stored(app_env)
         summary={"META\x00": ChannelSummary(float("nan"), 2**40, 1, 3, 0, 0)},
         detail=(GuidelineResult("Logo\x00 early", "rule", "META", "PASS", float("inf")),),
     )
+    media = factories.scored_media(url=URL, media_id="m-1")
     with session_scope() as s:
-        media_id = s.execute(
-            insert(ScoredMedia)
-            .values(
-                request_id=f"values-{uuid.uuid4()}",
-                state=ScoringState.POLLING,
-                payload={},
-                media_id="m-1",
-                url=URL,
-                round_count=1,
-            )
-            .returning(ScoredMedia.id)
-        ).scalar_one()
-        round_id = s.execute(
-            insert(ScoringRound)
-            .values(scored_media_id=media_id, number=1, reason="initial", status=RoundStatus.SCORING)
-            .returning(ScoringRound.id)
-        ).scalar_one()
+        round_id = s.execute(select(ScoringRound.id).where(ScoringRound.scored_media_id == media.id)).scalar_one()
         # when they are stored, then the transaction succeeds with storable values
         store_scores(s, round_id, scores)
         result = s.execute(
