@@ -1,8 +1,10 @@
 """Adaptive polling: what it learns, when it looks, and one job of the real pipeline polled near its finish.
 
 The decisions are pure (services/durable/prediction.py, schedule.adaptive_delay, the domains'
-first_look/after_status) and tested without a clock; the last test runs the real worker against the
-simulator. The figures on the issue's workload are in docs/benchmarks.md (bench/bench_polling.py).
+first_look/after_status) and tested without a clock; one test runs the pipeline's steps and dispatcher
+passes in this process (``fleet``: tests/inprocess.py, the tests' adaptive-polling settings) against
+PostgreSQL and the simulator: nothing in it needs a process boundary. The figures on the issue's
+workload are in docs/benchmarks.md (bench/bench_polling.py).
 """
 
 from __future__ import annotations
@@ -12,24 +14,24 @@ import random
 import statistics
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
 import requests
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from clients.scoring import MediaScoringStatus
 from clients.tags import TagsJobState, TagsJobStatus
-from config import Settings
-from models import ApiAttempt, Job, JobState
+from config import Settings, get_settings
+from models import ApiAttempt, JobState
 from models.db import session_scope
+from services.durable import durations
 from services.durable.prediction import Observation, Prediction, fit
-from services.durable.schedule import adaptive_delay
+from services.durable.schedule import adaptive_delay, utcnow
 from services.scoring import policy as scoring
 from services.tagging import policy as tagging
 from tests.conftest import ROOT
-from tests.support import send, wait_for_job
+from tests.support import job_by_request_id
 
 PROCESSING = TagsJobStatus(TagsJobState.PROCESSING)
 CDN = "https://cdn.example.com"
@@ -177,9 +179,9 @@ def test_scoring_polls_adaptively_within_its_own_interval():
 # --- the real pipeline --------------------------------------------------------------
 
 
-def test_a_job_is_polled_near_its_predicted_finish(system):
-    # given Vidmob taking about 3.5 s for a 40-asset job (the workers poll every 0.3 s when they know nothing)
-    sim = system["simulator"]
+def test_a_job_is_polled_near_its_predicted_finish(fleet):
+    # given Vidmob taking about 3.5 s for a 40-asset job (the fleet polls every 0.3 s when it knows nothing)
+    sim = fleet.simulator
     config = requests.get(f"{sim.url}/_sim/config", timeout=5).json()
     requests.post(f"{sim.url}/_sim/config", json={"processing_per_asset_s": 0.075}, timeout=5).raise_for_status()
     assets = [{"url": f"{CDN}/clip-{i}.mp4"} for i in range(40)]
@@ -188,16 +190,27 @@ def test_a_job_is_polled_near_its_predicted_finish(system):
         # and 24 such jobs finished: enough to learn from
         # (fresh: every one a Vidmob job to learn from, none answered by reuse of the first one's tags)
         for request_id in learned:
-            send(system["env"], "aperture.create_job", request_id=request_id, assets=assets, fresh=True)
-        assert {wait_for_job(r, timeout=60).state for r in learned} == {JobState.COMPLETE}
+            fleet.create_job(request_id=request_id, assets=assets, fresh=True)
+        assert {fleet.wait_for_job(r, timeout=60).state for r in learned} == {JobState.COMPLETE}
 
-        # when one more is submitted, once the workers have re-read the model
-        time.sleep(1.0)  # APERTURE_POLL_MODEL_REFRESH_S is 0.5 s in the tests
+        # when one more is submitted, once the fleet's model (re-read from PostgreSQL every
+        # APERTURE_POLL_MODEL_REFRESH_S) predicts how long a job of its size takes
+        dialect = job_by_request_id(learned[0]).dialect
+
+        def predicted() -> Prediction | None:
+            with session_scope() as s:
+                return durations.predict(
+                    s, durations.TAGGING, f"job:{dialect}", len(assets), settings=get_settings(), now=utcnow()
+                )
+
+        fleet.run_until(predicted, what="a prediction for a 40-asset job")
         request_id = f"predicted-{uuid.uuid4()}"
-        send(system["env"], "aperture.create_job", request_id=request_id, assets=assets, fresh=True)
-        job = wait_for_job(request_id, timeout=60)
+        fleet.create_job(request_id=request_id, assets=assets, fresh=True)
+        job = fleet.wait_for_job(request_id, timeout=60)
     finally:
-        requests.post(f"{sim.url}/_sim/config", json={"processing_per_asset_s": config["processing_per_asset_s"]})
+        # The simulator is the tier's for the whole session: later tests' jobs take their usual time.
+        processing = {"processing_per_asset_s": config["processing_per_asset_s"]}
+        requests.post(f"{sim.url}/_sim/config", json=processing, timeout=5).raise_for_status()
 
     # then its first status check came near the finish, not 0.3 s after submission
     assert job.state is JobState.COMPLETE
@@ -206,8 +219,6 @@ def test_a_job_is_polled_near_its_predicted_finish(system):
         looks = s.scalars(
             select(ApiAttempt.attempted_at).where(ApiAttempt.job_id == job.id, ApiAttempt.method == "GET")
         ).all()
-        # (the learning jobs are forgotten again, so later tests' tiny jobs are not predicted to take 3 s)
-        s.execute(update(Job).where(Job.request_id.in_([*learned, request_id])).values(submitted_at=None))
     first_look_s = (min(looks) - job.submitted_at).total_seconds()
     took_s = record["done_at"] - record["created_at"]
     assert took_s * 0.5 < first_look_s, (first_look_s, took_s)
