@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import psycopg
 import redis
 import requests
 
-from cli.processes import ALL_QUEUES, DISPATCHER_READY, celery, dispatcher
+from cli.processes import ALL_QUEUES, DISPATCHER_READY, Process, dispatcher, worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 # A request in these states has not ended (packed: waiting in a pack for its Vidmob job).
@@ -145,50 +144,6 @@ class Redis:
             self.proc.wait()
 
 
-class Proc:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name, self.argv, self.env = name, argv, env
-        self.log_path = log_dir / f"{name}.log"
-        self.start()
-
-    def start(self) -> None:
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.stopping = False
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill9(self) -> None:
-        """What an OOM kill or a node loss does: the supervisor starts the process again."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def term(self, timeout: float = 60) -> None:
-        """A warm shutdown that stays down (until start())."""
-        self.stopping = True
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, needle: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in self.log():
-            if not self.alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not start:\n{self.log()[-2000:]}")
-            time.sleep(0.1)
-
-
 @dataclass
 class Row:
     scenario: str
@@ -231,10 +186,10 @@ class System:
             [sys.executable, "-m", "cli.main", "db", "upgrade"], cwd=ROOT, env=self.env, check=True, capture_output=True
         )
         self.workers = [self._worker(i, concurrency) for i in range(workers)]
-        self.dispatcher = Proc("dispatcher", dispatcher(self.root), self.env, self.root)
+        self.dispatcher = self._process("dispatcher", dispatcher(self.root))
         for worker in self.workers:
-            worker.wait_ready("ready.")
-        self.dispatcher.wait_ready(DISPATCHER_READY)
+            worker.wait_for_log("ready.")
+        self.dispatcher.wait_for_log(DISPATCHER_READY)
         # What Kubernetes (restartPolicy Always) and compose (restart: unless-stopped) do: a worker
         # that exits is started again. Each restart is counted in the scenario's notes.
         self.restarts = 0
@@ -244,16 +199,16 @@ class System:
     def _supervise(self) -> None:
         while self._supervising:
             for proc in [*self.workers, self.dispatcher]:
-                if not proc.alive() and not proc.stopping:
-                    proc._log.close()
-                    proc.start()
+                if not proc.alive() and not proc.stopped:
+                    proc.restart()
                     self.restarts += 1
             time.sleep(0.5)
 
-    def _worker(self, i: int, concurrency: int) -> Proc:
-        argv = celery("worker", "-Q", ALL_QUEUES, "-c", str(concurrency), "--without-gossip", "--without-mingle")
-        argv += ["-n", f"chaos{i}-{uuid.uuid4().hex[:4]}@%h", "-l", "INFO"]
-        return Proc(f"worker{i}", argv, self.env, self.root)
+    def _worker(self, i: int, concurrency: int) -> Process:
+        return self._process(f"worker{i}", worker_argv(f"chaos{i}-{uuid.uuid4().hex[:4]}@%h", concurrency=concurrency))
+
+    def _process(self, name: str, argv: list[str]) -> Process:
+        return Process(name, argv, self.env, self.root / f"{name}.log", cwd=ROOT, inherit_environ=False)
 
     # --- driving it ---------------------------------------------------------------------------
 
@@ -353,10 +308,9 @@ class System:
         self._supervising = False
         procs = [*self.workers, self.dispatcher]
         for proc in procs:  # all at once: each warm shutdown takes a few seconds
-            if proc.alive():
-                os.killpg(proc.proc.pid, signal.SIGTERM)
+            proc.terminate()
         for proc in procs:
-            proc.term(timeout=20)
+            proc.stop(timeout=20)
         self.sim.stop()
         self.redis.stop()
         if self.pg.running():

@@ -163,8 +163,8 @@ def warm_shutdown(size: Size) -> Row:
     with system(workers=1, env=countdowns) as s:
         ids = s.submit("term", size.jobs)
         time.sleep(2.0)  # first polls are now countdown messages in the worker's memory
-        s.workers[0].term()
-        s.workers[0].start()
+        s.workers[0].stop(timeout=60)  # stays down: the supervisor leaves a stopped process alone
+        s.workers[0].restart()
         started = time.monotonic()
         s.wait_ended("term", len(ids), size.timeout_s)
         row.recover_s = time.monotonic() - started

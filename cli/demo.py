@@ -27,7 +27,7 @@ from sqlalchemy.orm import selectinload
 
 from cli.embedded import ensure_infrastructure
 from cli.preflight import check_broker, check_database
-from cli.processes import Child, start_dispatcher, start_worker
+from cli.processes import NotReady, Process, start_dispatcher, start_worker
 from config import get_settings
 from config.tasks import CREATE_JOB
 from models import Asset, Job, JobState
@@ -82,7 +82,7 @@ class System:
     def __init__(self, console: Console, *, flower_port: int | None = None) -> None:
         self.console = console
         self.flower_port = flower_port
-        self.children: list[Child] = []
+        self.children: list[Process] = []
         self.stack = ExitStack()
 
     def start(self) -> dict[str, str]:
@@ -118,8 +118,10 @@ class System:
 
             self.children.append(start_flower(env, log_dir, self.flower_port))
         self.stack.callback(self._stop_children)
-        if not worker.wait_for_log("ready.", timeout=60):
-            raise SystemExit(f"the worker did not start; see {worker.log_path}")
+        try:
+            worker.wait_for_log("ready.", timeout=60)
+        except NotReady:
+            raise SystemExit(f"the worker did not start; see {worker.log_path}") from None
         self.console.print(f"[bold]Celery worker and dispatcher[/] running; logs in {log_dir}")
         return env
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cli.processes import Child, celery
+from cli.processes import Process, celery
 
 FLOWER_USER = "aperture"
 MAX_TASKS = 10_000
@@ -48,14 +48,15 @@ def credentials(env: dict[str, str]) -> tuple[str, bool]:
 
 def start_flower(
     env: dict[str, str], log_dir: Path, port: int, *, address: str = "127.0.0.1", console: Console | None = None
-) -> Child:
+) -> Process:
     basic_auth, generated = credentials(env)
     # Flower serves its own metrics from its own process: it must never write into the
     # workers' multiprocess metrics directory (prometheus_client only checks that the variable exists).
     child_env = {k: v for k, v in env.items() if k != MULTIPROC_ENV} | {"FLOWER_BASIC_AUTH": basic_auth}
     inherited = os.environ.pop(MULTIPROC_ENV, None)
     try:
-        child = Child("flower", celery("flower", *flower_args(port, address=address)), child_env, log_dir)
+        argv = celery("flower", *flower_args(port, address=address))
+        child = Process("flower", argv, child_env, log_dir / "flower.log")
     finally:
         if inherited is not None:
             os.environ[MULTIPROC_ENV] = inherited

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -32,6 +29,8 @@ import psycopg
 import pytest
 import redis
 import requests
+
+from cli.processes import Process, worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-test-7f3a9c-DO-NOT-LEAK-41d2e8"
@@ -187,91 +186,9 @@ def app_env(database_url: str, broker_url: str, simulator) -> Iterator[dict[str,
     get_settings.cache_clear()
 
 
-class Process:
-    """A subprocess of the system, with its log file kept for assertions."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.name, self.log_path = name, log_path
-        self._log = open(log_path, "wb")
-        self._started_at = 0  # where this run's log begins
-        self._env = {**os.environ, **env}
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=self._env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for_log(self, needle: str, timeout: float = 30) -> None:
-        """Until the process, since it was last (re)started, logs ``needle``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.log_path.read_bytes()[self._started_at :].decode(errors="replace"):
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited early:\n{self.log()[-3000:]}")
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.name} did not log {needle!r}:\n{self.log()[-3000:]}")
-
-    def kill9(self) -> None:
-        """What an OOM kill or a node loss does: no warm shutdown, nothing acked."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def restart(self) -> None:
-        self._log.close()
-        self._log = open(self.log_path, "ab")
-        self._started_at = self.log_path.stat().st_size
-        self.proc = subprocess.Popen(
-            self.proc.args,
-            cwd=ROOT,
-            env=self._env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # warm shutdown
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-
-
 def start_worker(env: dict[str, str], log_path: Path, *, concurrency: int = 2) -> Process:
-    worker = Process(
-        "worker",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers",
-            "worker",
-            "-l",
-            "DEBUG",
-            "-Q",
-            "aperture.submit,aperture.poll,aperture.maintenance,celery",
-            "-c",
-            str(concurrency),
-            "--without-gossip",
-            "--without-mingle",
-            "-E",
-            "-n",
-            f"test-{uuid.uuid4().hex[:6]}@%h",
-        ],
-        env,
-        log_path,
-    )
+    argv = worker_argv(f"test-{uuid.uuid4().hex[:6]}@%h", concurrency=concurrency, loglevel="DEBUG")
+    worker = Process("worker", argv, env, log_path, cwd=ROOT)
     worker.wait_for_log("ready.", timeout=60)
     return worker
 
@@ -299,7 +216,7 @@ def dispatcher(app_env: dict[str, str], tmp_root: Path) -> Iterator[Process]:
 
     metrics_port = _free_port()
     env = {**app_env, "APERTURE_LOG_FORMAT": "json", "APERTURE_DISPATCHER_METRICS_PORT": str(metrics_port)}
-    proc = Process("dispatcher", dispatcher_argv(tmp_root), env, tmp_root / "dispatcher.log")
+    proc = Process("dispatcher", dispatcher_argv(tmp_root), env, tmp_root / "dispatcher.log", cwd=ROOT)
     proc.metrics_port = metrics_port
     proc.heartbeat_file = tmp_root / "dispatcher-heartbeat"
     proc.wait_for_log(DISPATCHER_READY, timeout=30)
