@@ -2,9 +2,9 @@
 # What runs is chosen by the command (docker-compose.yml, deploy/k8s/); the default is a worker
 # that consumes every queue.
 
-# --- Build: wheels for the project and its runtime dependencies (no extras: not `test`, and not
-# `embedded`, the laptop's PostgreSQL and Redis; every runtime dependency ships a wheel for amd64 and
-# arm64, so the build needs no C toolchain).
+# --- Build: wheels for the project and its runtime dependencies (no extras: not `test`, not
+# `embedded`, the laptop's PostgreSQL and Redis, and not `report`, the charts of `aperture report`;
+# every runtime dependency ships a wheel for amd64 and arm64, so the build needs no C toolchain).
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src

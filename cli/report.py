@@ -2,6 +2,8 @@
 
 Charts are drawn by Plotly (plotly.js, inlined once in the page: the file opens offline, from a
 mail attachment or a shared drive, and needs no server or CDN). Why Plotly: docs/library.md.
+Plotly is the `report` extra (`make demo` and `make test` install it, the production image does
+not): without it, importing this module raises the one-line error `aperture report` prints.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
-
+from cli.embedded import extra_missing
 from services.library.records import CLIENT_CATEGORY, Scope, TagRef
 from services.library.report import Report, gather_report
+
+try:
+    import plotly.graph_objects as go
+    from plotly.offline import get_plotlyjs
+except ImportError:  # the `report` extra, which the production image leaves out
+    raise extra_missing("report", needed_by="aperture report") from None
 
 PER_CATEGORY = 8  # bars per category in "Tag frequency by category"
 CLIENT_TAGS = 20

