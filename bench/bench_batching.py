@@ -60,12 +60,13 @@ def run_side(env: dict, name: str, window: str, n: int, over: float, timeout: fl
     from workers import app
 
     url, sim_url = env["APERTURE_DATABASE_URL"], env["VIDMOB_API_BASE_URL"]
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
-    requests.post(f"{sim_url}/_sim/reset", timeout=10).raise_for_status()
     side_env = env | {"APERTURE_BATCH_WINDOW_S": window}
     prefix = f"bench-batching-{uuid.uuid4().hex[:8]}"
     with worker_and_dispatcher(side_env):
+        # Emptied once the previous side's processes have exited, before this side sends anything.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
+        requests.post(f"{sim_url}/_sim/reset", timeout=10).raise_for_status()
         began = time.monotonic()
         with app.producer_or_acquire() as producer:
             for i in range(n):

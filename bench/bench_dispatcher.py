@@ -21,6 +21,7 @@ backlog of due looks drained flat out) is measured and printed, so the window ca
 
     python bench/bench_dispatcher.py burst [--looks 100000] [--dispatchers 1 2]
     python bench/bench_dispatcher.py inflight [--jobs 10000 100000] [--load 0.6 | --window 180 1800] [--measure 180]
+                                              [--warm 2000] [--settle 5] [--lead 10]
     python bench/bench_dispatcher.py all        # both, at the sizes above
 
 The machine's PostgreSQL is used (a scratch database, dropped after); Redis is a private
@@ -41,8 +42,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import fill, percentile, pss_kb, sim_jobs, start, stop, system_env, wait_log
-from cli.processes import ALL_QUEUES, celery
+from bench.harness import fill, percentile, pss_kb, sim_jobs, start, stop, system_env
+from cli.processes import DISPATCHER_READY, worker_argv
 from cli.processes import dispatcher as dispatcher_argv
 
 # The simulator never finishes a job: every look finds it PROCESSING, and the next is an hour away.
@@ -78,10 +79,10 @@ def burst(looks: int, dispatchers: list[int]) -> None:
 
         batch = get_settings().sweep_batch_size
         for k in dispatchers:
-            procs = [start(env, f"dispatcher{i}", dispatcher_argv(root, f"dispatcher{i}"), root) for i in range(k)]
+            procs = [start(env, f"dispatcher{i}", dispatcher_argv(root, f"dispatcher{i}")) for i in range(k)]
             try:
-                for i in range(k):
-                    wait_log(root, f"dispatcher{i}", "dispatcher: ready")
+                for proc in procs:
+                    proc.wait_for_log(DISPATCHER_READY)
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute("UPDATE jobs SET next_poll_at = now() - interval '1 hour', dispatched_at = NULL")
                 started = time.perf_counter()
@@ -89,8 +90,7 @@ def burst(looks: int, dispatchers: list[int]) -> None:
                     time.sleep(0.05)
                 rate = looks / (time.perf_counter() - started)
             finally:
-                for proc in procs:
-                    stop(proc)
+                stop(*procs)
             client.flushall()
             label = f"{k} dispatcher process{'es' if k > 1 else ''} (batches of {batch})"
             print(f"  {label:<45}  {rate:8,.0f} looks/s   ratio to baseline {rate / base_rate:5.2f}"
@@ -110,17 +110,24 @@ def polled(url: str, since: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]
         ).fetchall()
 
 
-def inflight(sizes: list[int], load: float, measure_s: float, warm: int, windows: list[float] | None) -> None:
+def inflight(
+    sizes: list[int],
+    load: float,
+    measure_s: float,
+    warm: int,
+    windows: list[float] | None,
+    settle_s: float = 5,
+    lead_s: float = 10,
+) -> None:
 
     for k, n in enumerate(sizes):
         with system_env(NEVER, **ONE_LOOK) as env:
             root, url, sim, rds = env["_root"], env["APERTURE_DATABASE_URL"], env["_sim"], env["_redis"]
-            worker = start(env, "worker", celery("worker", "-Q", ALL_QUEUES, "-c", "2", "--without-gossip",
-                                                  "--without-mingle", "-l", "INFO"), root)  # fmt: skip
-            disp = start(env, "dispatcher", dispatcher_argv(root), root)
+            worker = start(env, "worker", worker_argv("inflight@%h"))
+            disp = start(env, "dispatcher", dispatcher_argv(root))
             try:
-                wait_log(root, "worker", "ready.")
-                wait_log(root, "dispatcher", "dispatcher: ready")
+                worker.wait_for_log("ready.")
+                disp.wait_for_log(DISPATCHER_READY)
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute("CREATE TABLE bench_due (job_id uuid PRIMARY KEY, due timestamptz)")
 
@@ -138,14 +145,15 @@ def inflight(sizes: list[int], load: float, measure_s: float, warm: int, windows
                     sustained = warm / max(0.001, (last - first).total_seconds())
                     conn.execute("DELETE FROM api_attempts")
                     conn.execute("DELETE FROM jobs")
-                time.sleep(5)
-                idle = statistics.median(pss_kb(worker.pid) for _ in range(5) if time.sleep(0.5) is None)
+                # Rested, then the median of 5 samples taken over half as long again.
+                time.sleep(settle_s)
+                idle = statistics.median(pss_kb(worker.pid) for _ in range(5) if time.sleep(settle_s / 10) is None)
                 redis_idle = rds.client().info("memory")["used_memory"]
 
                 # N in flight, first looks spread over a window that makes them fall due at ``load`` times
-                # the rate the worker sustains (or the window given), starting in 10 s.
+                # the rate the worker sustains (or the window given), starting ``lead_s`` from now.
                 window = windows[k] if windows else n / (load * sustained)
-                t0 = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
+                t0 = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=lead_s)
                 started = time.perf_counter()
                 fill(url, sim_jobs(sim, n), t0, window / n)
                 with psycopg.connect(url, autocommit=True) as conn:
@@ -154,10 +162,11 @@ def inflight(sizes: list[int], load: float, measure_s: float, warm: int, windows
                       f"{sustained:.0f}/s), filled in {time.perf_counter() - started:.1f} s")  # fmt: skip
                 samples, redis_max = [], 0
                 end = t0 + dt.timedelta(seconds=min(measure_s, window))
-                while dt.datetime.now(dt.UTC) < end:
+                while (now := dt.datetime.now(dt.UTC)) < end:
                     samples.append(pss_kb(worker.pid))
                     redis_max = max(redis_max, rds.client().info("memory")["used_memory"])
-                    time.sleep(5)
+                    # every 5 s; the last wait ends at the end of the measure, where no sample is taken
+                    time.sleep(min(5.0, (end - now).total_seconds()))
                 due_in_window = sum(1 for i in range(n) if i * window / n <= (end - t0).total_seconds())
                 deadline = time.monotonic() + 120  # the last looks due in the window, served (or reported late)
                 while True:
@@ -176,8 +185,7 @@ def inflight(sizes: list[int], load: float, measure_s: float, warm: int, windows
                       f"p99 {percentile(late, 0.99):.2f} s, max {max(late, default=float('nan')):.2f} s "
                       f"(target p99 at most the dispatch interval + 5 s)")  # fmt: skip
             finally:
-                stop(disp)
-                stop(worker)
+                stop(disp, worker)
 
 
 def main() -> None:
@@ -192,11 +200,20 @@ def main() -> None:
     parser.add_argument("--window", type=float, nargs="+", default=None, help="seconds, one per size (not --load)")
     parser.add_argument("--measure", type=float, default=180)
     parser.add_argument("--warm", type=int, default=2000, help="looks due at once to warm up and measure the rate")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=5,
+        help="seconds the worker rests after the warm-up, then its idle memory is sampled over half as long",
+    )
+    parser.add_argument(
+        "--lead", type=float, default=10, help="seconds from the fill to the first look due (time to fill the jobs)"
+    )
     args = parser.parse_args()
     if args.part in ("burst", "all"):
         burst(args.looks, args.dispatchers)
     if args.part in ("inflight", "all"):
-        inflight(args.jobs, args.load, args.measure, args.warm, args.window)
+        inflight(args.jobs, args.load, args.measure, args.warm, args.window, args.settle, args.lead)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Redis, the simulator over real HTTP, ``--workers`` separate ``celery worker`` in
 ``-c --concurrency`` processes each, the dispatcher), sends ``--jobs`` tagging requests at once
 and waits until every job has ended. Run twice, side by side: with the fleet limit
 (``APERTURE_RATE_LIMIT_PER_S=R``) and the baseline without it (what the fleet did before: no
-limit shared by its processes). Figures, from the simulator's own clock:
+limit shared by its processes), on the same servers, emptied in between, each with its own processes
+and a reset simulator. Figures, from the simulator's own clock:
 
 - the most requests it saw in any 1-second window (a moving window over arrival times), per
   endpoint family: target at most R;
@@ -74,25 +75,22 @@ def wait_ended(fleet, jobs: int, timeout: float) -> int:
     return ended
 
 
-def run(label: str, *, jobs: int, rate: int, workers: int, concurrency: int) -> Run:
-    import requests
+def side_env(rate: int) -> dict[str, str]:
+    return ENV | {"APERTURE_RATE_LIMIT_PER_S": str(rate)}
 
-    from chaos.harness import system
 
-    env = ENV | {"APERTURE_RATE_LIMIT_PER_S": str(rate)}
-    with system(workers=workers, concurrency=concurrency, env=env) as fleet:
-        config = SIM_TIMINGS | {"stats_keep_s": 3600}
-        requests.post(f"{fleet.sim.url}/_sim/config", json=config, timeout=10).raise_for_status()
-        started = time.monotonic()
-        fleet.submit("rl", jobs)
-        ended = wait_ended(fleet, jobs, timeout=max(120.0, 6.0 * jobs / max(rate, 1)))
-        wall_s = time.monotonic() - started
-        seen = fleet.sim_stats()["requests_per_second"]
-        with fleet.sim.state.lock:
-            created = sorted(job.created_at for job in fleet.sim.state.jobs.values())
-        (deferred,) = fleet.pg.query("SELECT count(*) FROM api_attempts WHERE outcome = 'not_sent'")[0]
-        if ended < jobs:
-            print(f"  {label}: only {ended} of {jobs} jobs ended; last worker log lines:\n{fleet.logs()[-3000:]}")
+def run(fleet, label: str, *, jobs: int, rate: int) -> Run:
+    """One side on ``fleet``, whose processes run with ``side_env(rate)``."""
+    started = time.monotonic()
+    fleet.submit("rl", jobs)
+    ended = wait_ended(fleet, jobs, timeout=max(120.0, 6.0 * jobs / max(rate, 1)))
+    wall_s = time.monotonic() - started
+    seen = fleet.sim_stats()["requests_per_second"]
+    with fleet.sim.state.lock:
+        created = sorted(job.created_at for job in fleet.sim.state.jobs.values())
+    (deferred,) = fleet.pg.query("SELECT count(*) FROM api_attempts WHERE outcome = 'not_sent'")[0]
+    if ended < jobs:
+        print(f"  {label}: only {ended} of {jobs} jobs ended; last worker log lines:\n{fleet.logs()[-3000:]}")
     span = created[-1] - created[0] if len(created) > 1 else 0.0
     return Run(
         label=label,
@@ -125,9 +123,17 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()}"
     )
     print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (other work on this machine)")
-    common = {"jobs": args.jobs, "workers": args.workers, "concurrency": args.concurrency}
-    fleet = run(f"fleet limit R={args.rate}", rate=args.rate, **common)
-    baseline = run("baseline, no limit", rate=0, **common)
+    import requests
+
+    from chaos.harness import system
+
+    # One system for both runs: the baseline gets the same servers, emptied, and its own processes.
+    with system(workers=args.workers, concurrency=args.concurrency, env=side_env(args.rate)) as cluster:
+        config = SIM_TIMINGS | {"stats_keep_s": 3600}
+        requests.post(f"{cluster.sim.url}/_sim/config", json=config, timeout=10).raise_for_status()
+        fleet = run(cluster, f"fleet limit R={args.rate}", jobs=args.jobs, rate=args.rate)
+        cluster.fresh_run(side_env(0))
+        baseline = run(cluster, "baseline, no limit", jobs=args.jobs, rate=0)
 
     print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"{'run':<22}{'ended':>12}{'wall s':>9}{'deferred':>10}")

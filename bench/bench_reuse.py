@@ -116,12 +116,12 @@ def run_phase(env: dict, name: str, batches: list[list[str]], timeout: float) ->
 
 
 def run_side(env: dict, ttl: str, phases: list[tuple[str, list[list[str]]]], timeout: float) -> list[Phase]:
-    url = env["APERTURE_DATABASE_URL"]
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
-    requests.post(f"{env['VIDMOB_API_BASE_URL']}/_sim/reset", timeout=10).raise_for_status()
     side_env = env | {"APERTURE_REUSE_TTL_S": ttl}
     with worker_and_dispatcher(side_env):
+        # Emptied once the previous side's processes have exited, before this side sends anything.
+        with psycopg.connect(env["APERTURE_DATABASE_URL"], autocommit=True) as conn:
+            conn.execute("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
+        requests.post(f"{env['VIDMOB_API_BASE_URL']}/_sim/reset", timeout=10).raise_for_status()
         return [run_phase(side_env, name, batches, timeout) for name, batches in phases]
 
 

@@ -34,8 +34,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import FAST, INSTANT, start, stop, system_env, wait_log
-from cli.processes import ALL_QUEUES, celery, dispatcher
+from bench.harness import FAST, INSTANT, retire, retired, start, system_env, wait_answering
+from cli.processes import DISPATCHER_READY, dispatcher, worker_argv
 
 
 def drained(client, queue: str) -> bool:
@@ -43,10 +43,10 @@ def drained(client, queue: str) -> bool:
 
 
 def noop_rate(env: dict, n: int) -> float:
-    root, client = env["_root"], env["_redis"].client()
+    client = env["_redis"].client()
     argv = [sys.executable, "-m", "celery", "-A", "bench.noop_app", "worker", "-Q", "bench.noop", "-c", "2"]
     argv += ["--without-gossip", "--without-mingle", "-l", "WARNING"]  # as the pipeline worker logs
-    worker = start(env, "noop", argv, root)
+    worker = start(env, "noop", argv)
     try:
         # (at WARNING it does not say when it is ready: the warm-up below waits for it)
         from bench.noop_app import app
@@ -64,24 +64,27 @@ def noop_rate(env: dict, n: int) -> float:
             time.sleep(0.02)
         return n / (time.perf_counter() - started)
     finally:
-        stop(worker)
+        retire(env, worker)
 
 
 def pipeline_rate(
     env: dict, n: int, pool: str, concurrency: int, profile: Path | None, batch_window: float = 0.0
 ) -> tuple[float, int]:
-    root, url = env["_root"], env["APERTURE_DATABASE_URL"]
+    url = env["APERTURE_DATABASE_URL"]
     env = env | {"APERTURE_BATCH_WINDOW_S": f"{batch_window:g}"}
-    argv = celery("worker", "-Q", ALL_QUEUES, "-P", pool, "-c", str(concurrency), "--without-gossip",
-                  "--without-mingle", "-l", "WARNING")  # fmt: skip
+    argv = [*worker_argv("pipeline@%h", concurrency=concurrency, loglevel="WARNING"), "-P", pool]
     # A threads pool runs `concurrency` tasks in one process: one connection each.
-    worker = start(env | {"APERTURE_DB_POOL_SIZE": str(max(2, concurrency))}, "worker", argv, root)
-    disp = start(env, "dispatcher", dispatcher(root), root)
+    worker = start(env | {"APERTURE_DB_POOL_SIZE": str(max(2, concurrency))}, "worker", argv)
+    disp = start(env, "dispatcher", dispatcher(env["_root"]))
     spy = None
     try:
-        wait_log(root, "dispatcher", "dispatcher: ready")
-        time.sleep(5)  # the worker is up (it logs nothing at WARNING)
         from workers import app
+
+        retired(env)  # the previous run's worker has exited: this one has the machine alone
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
+        disp.wait_for_log(DISPATCHER_READY)
+        wait_answering(app)
 
         run = uuid.uuid4().hex[:8]
         started = time.perf_counter()
@@ -116,8 +119,7 @@ def pipeline_rate(
         if spy is not None:
             spy.send_signal(2)
             spy.wait(60)
-        stop(disp)
-        stop(worker)
+        retire(env, disp, worker)
 
 
 def main() -> None:
@@ -143,13 +145,9 @@ def main() -> None:
     with system_env(INSTANT, **FAST) as env:
         noop = noop_rate(env, args.noops)
         for i, (pool, concurrency) in enumerate(pools):
-            with psycopg.connect(env["APERTURE_DATABASE_URL"], autocommit=True) as conn:
-                conn.execute("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
             profile = args.profile if i == 0 else None
             rows.append((pool, concurrency, *pipeline_rate(env, args.jobs, pool, concurrency, profile)))
         if args.batching:
-            with psycopg.connect(env["APERTURE_DATABASE_URL"], autocommit=True) as conn:
-                conn.execute("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
             batched = pipeline_rate(env, args.jobs, "prefork", 2, None, batch_window=args.batching)
             rows.append((f"prefork, batching on ({args.batching:g} s window)", 2, *batched))
     limit = noop / 2

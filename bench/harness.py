@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -18,6 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
+
+from cli.processes import DISPATCHER_READY, Process, dispatcher, worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key"
@@ -93,7 +94,11 @@ def system_env(sim_config: dict[str, Any] | None = None, **extra: str) -> Iterat
 
             get_settings.cache_clear()
             upgrade()
-            yield env | {"_root": root, "_sim": sim, "_redis": redis_server}
+            context = env | {"_root": root, "_sim": sim, "_redis": redis_server, "_retiring": []}
+            try:
+                yield context
+            finally:
+                retired(context)
     finally:
         sim.stop()
         redis_server.stop()
@@ -128,46 +133,63 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
-def start(env: dict[str, str], name: str, argv: list[str], root: Path) -> subprocess.Popen:
+def start(env: dict[str, Any], name: str, argv: list[str]) -> Process:
+    """One of the system's processes, its log in the run's directory (``env["_root"]``): ``name.log``,
+    or ``name.2.log`` and so on when a process of that name ran before (it may still be shutting down)."""
     clean = {k: v for k, v in env.items() if not k.startswith("_")}
-    log = open(root / f"{name}.log", "wb")  # closed when the process ends
-    return subprocess.Popen(
-        argv, cwd=ROOT, env={**os.environ, **clean}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    log, runs = env["_root"] / f"{name}.log", 1
+    while log.exists():
+        runs += 1
+        log = env["_root"] / f"{name}.{runs}.log"
+    return Process(name, argv, clean, log, cwd=ROOT)
 
 
-def wait_log(root: Path, name: str, needle: str, timeout: float = 60) -> None:
+def stop(*procs: Process) -> None:
+    """Warm shutdowns, all at once (each takes a second or so), then each waited for."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.stop()
+
+
+# A benchmark's sides one after another: a side's processes get TERM when it ends (retire), and the next
+# side starts its own during that warm shutdown (a second or so of waiting, not work); it begins its work
+# once the previous ones have exited (retired), so no side shares the machine or the queues with another.
+
+
+def retire(env: dict[str, Any], *procs: Process) -> None:
+    """TERM ``procs`` without waiting; the next side (or the end of system_env) waits for them."""
+    for proc in procs:
+        proc.terminate()
+    env["_retiring"].extend(procs)
+
+
+def retired(env: dict[str, Any]) -> None:
+    """Until every retiring process of a previous side has exited."""
+    stop(*env["_retiring"])
+    env["_retiring"].clear()
+
+
+def wait_answering(app: Any, timeout: float = 60) -> None:
+    """Until a worker of ``app`` answers a ping: it consumes its queues (a worker at WARNING logs no
+    "ready." to wait for)."""
     deadline = time.monotonic() + timeout
-    while needle not in (root / f"{name}.log").read_text(errors="replace"):
+    while not app.control.ping(timeout=0.25, limit=1):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{name} did not log {needle!r}")
-        time.sleep(0.2)
+            raise TimeoutError(f"no worker answered a ping within {timeout:g} s")
 
 
 @contextmanager
 def worker_and_dispatcher(env: dict[str, Any], concurrency: int = 2) -> Iterator[None]:
-    """One worker on every queue (prefork, ``concurrency``) and one dispatcher, ready, for the block."""
-    from cli.processes import ALL_QUEUES, DISPATCHER_READY, celery, dispatcher
-
-    root = env["_root"]
-    pool = ("-c", str(concurrency), "--without-gossip", "--without-mingle", "-l", "INFO")
-    argv = celery("worker", "-Q", ALL_QUEUES, *pool)
-    worker = start(env, "worker", argv, root)
-    disp = start(env, "dispatcher", dispatcher(root), root)
+    """One worker on every queue (prefork, ``concurrency``) and one dispatcher, ready, for the block:
+    a side of a benchmark. The block begins once the previous side's processes have exited, and its
+    own are retired at its end."""
+    worker = start(env, "worker", worker_argv("bench@%h", concurrency=concurrency))
+    disp = start(env, "dispatcher", dispatcher(env["_root"]))
     try:
-        wait_log(root, "worker", "ready.")
-        wait_log(root, "dispatcher", DISPATCHER_READY)
+        retired(env)
+        worker.wait_for_log("ready.")
+        disp.wait_for_log(DISPATCHER_READY)
         yield
     finally:
-        stop(disp)
-        stop(worker)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        retire(env, disp, worker)

@@ -172,7 +172,21 @@ class System:
         from simulator import SimulatorConfig, start_simulator
 
         self.sim = start_simulator(config=SimulatorConfig(**SIM))
-        self.env = {
+        self.env = self._environment(env)
+        subprocess.run(
+            [sys.executable, "-m", "cli.main", "db", "upgrade"], cwd=ROOT, env=self.env, check=True, capture_output=True
+        )
+        self.workers = [self._worker(i, concurrency) for i in range(workers)]
+        self.dispatcher = self._process("dispatcher", dispatcher(self.root))
+        self._wait_ready()
+        # What Kubernetes (restartPolicy Always) and compose (restart: unless-stopped) do: a worker
+        # that exits is started again. Each restart is counted in the scenario's notes.
+        self.restarts = 0
+        self._supervising = True
+        threading.Thread(target=self._supervise, daemon=True).start()
+
+    def _environment(self, env: dict[str, str] | None) -> dict[str, str]:
+        return {
             **{k: v for k, v in os.environ.items() if not k.startswith(("APERTURE_", "VIDMOB_"))},
             **FAST_ENV,
             **(env or {}),
@@ -182,19 +196,39 @@ class System:
             "VIDMOB_API_KEY": API_KEY,
             "APERTURE_DATA_DIR": str(self.root),
         }
-        subprocess.run(
-            [sys.executable, "-m", "cli.main", "db", "upgrade"], cwd=ROOT, env=self.env, check=True, capture_output=True
-        )
-        self.workers = [self._worker(i, concurrency) for i in range(workers)]
-        self.dispatcher = self._process("dispatcher", dispatcher(self.root))
+
+    def _wait_ready(self) -> None:
         for worker in self.workers:
             worker.wait_for_log("ready.")
         self.dispatcher.wait_for_log(DISPATCHER_READY)
-        # What Kubernetes (restartPolicy Always) and compose (restart: unless-stopped) do: a worker
-        # that exits is started again. Each restart is counted in the scenario's notes.
+
+    def _stop_processes(self) -> None:
+        procs = [*self.workers, self.dispatcher]
+        for proc in procs:  # all at once: each warm shutdown takes a few seconds
+            proc.terminate()
+        for proc in procs:
+            proc.stop(timeout=20)
+
+    def fresh_run(self, env: dict[str, str] | None = None) -> None:
+        """Another run on the same servers, as on a new System but without starting them again (a
+        benchmark's second side, bench/bench_ratelimit.py): the processes stopped, every table and
+        Redis emptied, the simulator reset (its config kept), then the processes started again with
+        ``env`` in place of the previous run's."""
+        self._stop_processes()
+        with psycopg.connect(self.pg.url, autocommit=True) as conn:
+            tables = conn.execute(
+                "SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables"
+                " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+            ).fetchone()[0]
+            conn.execute(f"TRUNCATE {tables} CASCADE")
+        self.redis.client().flushall()
+        self.sim.state.reset()
+        self.env = self._environment(env)
+        for proc in [*self.workers, self.dispatcher]:
+            proc.env = self.env
+            proc.restart()  # on the same log, after the previous run's
+        self._wait_ready()
         self.restarts = 0
-        self._supervising = True
-        threading.Thread(target=self._supervise, daemon=True).start()
 
     def _supervise(self) -> None:
         while self._supervising:
@@ -306,11 +340,7 @@ class System:
 
     def close(self) -> None:
         self._supervising = False
-        procs = [*self.workers, self.dispatcher]
-        for proc in procs:  # all at once: each warm shutdown takes a few seconds
-            proc.terminate()
-        for proc in procs:
-            proc.stop(timeout=20)
+        self._stop_processes()
         self.sim.stop()
         self.redis.stop()
         if self.pg.running():
