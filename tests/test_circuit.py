@@ -61,8 +61,12 @@ def test_a_success_resets_the_count_and_a_404_is_not_a_failure(breaker):
 
 
 def test_without_redis_the_breaker_stands_aside():
-    gone = CircuitBreaker(
-        redis.Redis(port=1, socket_connect_timeout=0.2, socket_timeout=0.2), threshold=1, probe_interval_s=1
-    )
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # Refused at once (nobody listens on port 1), to a client that does not retry: redis-py's default
+    # would back off for about 4 s on each call before it gives up.
+    dead = redis.Redis(port=1, socket_connect_timeout=0.2, socket_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    gone = CircuitBreaker(dead, threshold=1, probe_interval_s=1)
     gone.on_attempt(attempt(503))
     gone.before_request(ENDPOINT)  # no shared state: calls go through

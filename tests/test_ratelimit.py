@@ -256,8 +256,12 @@ def test_the_limiter_waits_and_deferrals_are_in_the_metrics(fleet_redis, sim):
 
 
 def test_without_redis_the_limiter_stands_aside(sim):
-    # given Redis does not answer (a port nobody listens on)
-    dead = redis.Redis(port=1, socket_connect_timeout=0.2, socket_timeout=0.2)
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # given Redis does not answer (a port nobody listens on: refused at once), to a client that does not
+    # retry (redis-py's default would back off for about 4 s on each call before it gives up)
+    dead = redis.Redis(port=1, socket_connect_timeout=0.2, socket_timeout=0.2, retry=Retry(NoBackoff(), 0))
     http, _ = _limiter_http(dead, sim, per_second=1, max_wait_s=0)
     job_id = sim_job(sim)
     # when calls are made: they are sent (a broker outage does not stop Vidmob calls)
