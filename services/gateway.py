@@ -1,4 +1,6 @@
-"""Builds the Vidmob clients from Settings: the only place that reads the API key."""
+"""The way out to Vidmob: clients built from Settings, behind the fleet's circuit breaker and rate limit.
+
+The only place that reads the API key."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from collections.abc import Callable
 
 import redis
 import requests
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from clients.circuit import CircuitBreaker
 from clients.http import Attempt, VidmobHttp
@@ -41,7 +45,11 @@ def _fleet_gates() -> tuple[CircuitBreaker | None, FleetRateLimiter | None]:
     if not settings.broker_url:
         return None, None
     if _gates_pid != os.getpid():
-        client = redis.Redis.from_url(settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
+        # One try per command: the gates stand aside when Redis does not answer (a call is never held up
+        # by redis-py's default retries, about 4 s of backoff per refused command during an outage).
+        client = redis.Redis.from_url(
+            settings.broker_url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+        )
         breaker = None
         if settings.circuit_failure_threshold:
             breaker = CircuitBreaker(

@@ -161,7 +161,7 @@ def test_a_circuit_opens_for_the_whole_fleet_and_the_outage_costs_a_bounded_numb
                     .where(ApiAttempt.job_id.in_(job_ids), ApiAttempt.outcome == "not_sent")
                     .group_by(ApiAttempt.job_id)
                 ).all()
-            return dict(rows)
+            return {job_id: count for job_id, count in rows if job_id is not None}
 
         # when the outage lasts until every job has been refused twice: the circuit is open for all
         # of them, whichever worker process runs each (two probe intervals of 1 s at least)
