@@ -228,11 +228,11 @@ def dispatcher(app_env: dict[str, str], tmp_root: Path) -> Iterator[Process]:
 def system(app_env, worker, dispatcher, simulator) -> Iterator[dict]:
     """A clean system for one test: empty tables, a fresh simulator."""
     from models.db import get_engine
+    from tests.support import reset_simulator
 
     with get_engine().begin() as conn:
         conn.exec_driver_sql("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
-    requests.post(f"{simulator.url}/_sim/reset", timeout=5).raise_for_status()
-    requests.post(f"{simulator.url}/_sim/config", json=SIM_CONFIG, timeout=5).raise_for_status()
+    reset_simulator(simulator.url)
     yield {"env": app_env, "simulator": simulator, "worker": worker, "dispatcher": dispatcher}
 
 

@@ -15,7 +15,6 @@ take its rows. The ``fleet`` fixture switches this process's settings to them fo
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 import uuid
@@ -28,7 +27,6 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-import requests
 from sqlalchemy import select
 
 from config import get_settings, tasks
@@ -285,8 +283,7 @@ def inprocess_env(app_env: dict[str, str]) -> Iterator[dict[str, str]]:
 def fleet(inprocess_env: dict[str, str]) -> Iterator[Fleet]:
     """A clean system of this tier for one test: empty tables, a fresh simulator, this process's
     settings pointed at the tier (``fleet.env``; the simulator is ``fleet.simulator``)."""
-    from simulator import SimulatorConfig
-    from tests.conftest import SIM_CONFIG
+    from tests.support import reset_simulator
 
     env = {k: v for k, v in inprocess_env.items() if not k.startswith("_")}
     saved = _use(env)
@@ -295,11 +292,7 @@ def fleet(inprocess_env: dict[str, str]) -> Iterator[Fleet]:
         with get_engine().begin() as conn:
             conn.exec_driver_sql("TRUNCATE jobs, assets, tags, api_attempts, scored_media CASCADE")
         sim = inprocess_env["_SIMULATOR_URL"]
-        requests.post(f"{sim}/_sim/reset", timeout=5).raise_for_status()
-        # Every setting back to the tests' defaults, not only the ones SIM_CONFIG names: a test that
-        # changed another (``never_tagged``, a timing) must not leak it into the next one.
-        defaults = dataclasses.asdict(SimulatorConfig(**SIM_CONFIG))
-        requests.post(f"{sim}/_sim/config", json=defaults, timeout=5).raise_for_status()
+        reset_simulator(sim)
         import redis
 
         redis.Redis.from_url(env["APERTURE_BROKER_URL"]).flushdb()

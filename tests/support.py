@@ -122,3 +122,17 @@ def claim_redis_database(server: str = "redis://127.0.0.1:6379", hours: float = 
 
             return f"{server}/{number}", give_back
     raise RuntimeError(f"every database of {server} is claimed by another test run (keys aperture-tests:redis-db:*)")
+
+
+def reset_simulator(url: str) -> None:
+    """The simulator at ``url`` as a test starts from: no jobs, no faults, and every setting at the
+    tests' defaults (tests.conftest.SIM_CONFIG over the simulator's own), not only those a previous
+    test happened to change (a rotated API key, ``never_tagged``, a timing)."""
+    import dataclasses
+
+    from simulator import SimulatorConfig
+    from tests.conftest import SIM_CONFIG
+
+    requests.post(f"{url}/_sim/reset", timeout=5).raise_for_status()
+    defaults = dataclasses.asdict(SimulatorConfig(**SIM_CONFIG))
+    requests.post(f"{url}/_sim/config", json=defaults, timeout=5).raise_for_status()

@@ -24,6 +24,7 @@ from clients.ratelimit import FAMILIES, OBSERVERS, FleetRateLimiter, family_of
 from models import Job, JobState
 from models.db import session_scope
 from tests.conftest import API_KEY
+from tests.support import reset_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS = "GET /v1/aperture/jobs/{job_id}/status"
@@ -282,7 +283,7 @@ def capped(app_env, simulator, monkeypatch):
 
     with get_engine().begin() as conn:
         conn.exec_driver_sql("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
-    requests.post(f"{simulator.url}/_sim/reset", timeout=5).raise_for_status()
+    reset_simulator(simulator.url)
     for name, value in {
         "APERTURE_MAX_OPEN_JOBS": "3",
         "APERTURE_POLL_INITIAL_S": "60",
