@@ -26,12 +26,13 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 
 # Lint and types, headless Chromium for the report's test (Debian's package, installed when missing:
-# as root), the chaos suite at smoke size (its own servers and processes), then the tests, whose
-# summary closes the run with the 15 slowest.
+# as root), the chaos suite at smoke size (its own servers and processes), then the tests in two
+# processes (each with its own databases, Redis database, simulator and worker: most tests wait on the
+# simulator's clock, not the CPU), whose summary closes the run with the 15 slowest.
 test: lint
 	scripts/ensure-chromium.sh
 	$(BIN)/python -m chaos --size smoke
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest -n 2 --durations=15
 
 # Benchmarks at full size: a million jobs for the sweeper, a million assets and ten million tags for
 # the library (several minutes; figures in docs/benchmarks.md). Smaller or fewer runs, for example:

@@ -142,7 +142,7 @@ def messages_for(fleet: Fleet, media: ScoredMedia) -> list:
 # --- the loop ----------------------------------------------------------------------------
 
 
-def test_an_untagged_media_is_tagged_then_rescored_by_the_chained_task(fleet):
+def test_an_untagged_media_is_tagged_then_rescored_by_the_chained_task(fleet, monkeypatch):
     # Given a media Vidmob has never tagged, and a caller waiting for its scores
     sim = fleet.simulator
     url = f"{CDN}/summer-beach-logo.mp4"
@@ -203,10 +203,12 @@ def test_an_untagged_media_is_tagged_then_rescored_by_the_chained_task(fleet):
     assert set(kwargs["scores"]["summary"]) == {"TIKTOK", "META"}
     assert {d["result"] for d in kwargs["scores"]["detail"]} == results_of(last)
     assert {"name", "rule", "channelIdentifier", "result", "weight"} == set(kwargs["scores"]["detail"][0])
-    # And `aperture media show` tells the story
+    # And `aperture media show` tells the story (on a terminal wide enough not to fold it)
+    from cli import media as media_cli
     from cli.main import main
 
-    shown = CliRunner().invoke(main, ["media", "show", request_id], env={"COLUMNS": "200"})
+    monkeypatch.setattr(media_cli.console, "width", 200)
+    shown = CliRunner().invoke(main, ["media", "show", request_id])
     assert shown.exit_code == 0, shown.output
     for text in ("v1-r1", "tagged", "NO_DATA_MEDIA_NOT_TAGGED", "Tagging jobs", str(job_id)[:8], "scored"):
         assert text in shown.output
