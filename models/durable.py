@@ -99,10 +99,11 @@ def durable_table_args(table: str, looked_at: tuple[str, ...]) -> tuple[Index | 
             "next_poll_at",
             postgresql_where=text(f"state IN ({states}) AND dispatched_at IS NULL"),
         ),
-        # The dispatcher's looks sent and not run yet: the lost ones are the oldest.
+        # The dispatcher's looks sent and not run yet, by when each should have run (the later of its
+        # send and its due time): the lost ones are the oldest, found without reading the others.
         Index(
             f"ix_{table}_dispatched",
-            "dispatched_at",
+            text("greatest(next_poll_at, dispatched_at)"),
             postgresql_where=text(f"state IN ({states}) AND dispatched_at IS NOT NULL"),
         ),
         # The dispatcher's owed callbacks.

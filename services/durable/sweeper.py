@@ -22,7 +22,7 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import literal, or_, select, union_all, update
+from sqlalchemy import func, literal, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from config import Settings
@@ -65,10 +65,12 @@ def due_looks(session: Session, kind: AnyKind, *, settings: Settings, now: dt.da
         .with_for_update(skip_locked=True)
         .cte("parked")
     )
+    # Sent, and should have run (sent and due) lost_message_after_s ago: on the dispatched index.
+    should_have_run = func.greatest(model.next_poll_at, model.dispatched_at)
     lost = (
         select(model.id, model.next_poll_at, literal(True).label("lost"))
-        .where(looked_at, model.dispatched_at <= lost_before, model.next_poll_at <= lost_before)
-        .order_by(model.dispatched_at)
+        .where(looked_at, model.dispatched_at.is_not(None), should_have_run <= lost_before)
+        .order_by(should_have_run)
         .limit(limit)
         .with_for_update(skip_locked=True)
         .cte("lost")

@@ -19,7 +19,8 @@ Reviewed by hand, for ``jobs`` and ``scored_media`` alike:
   a lease, the row becomes due when the lease would have ended, as before (its holder's token still
   holds it, so the look sent then is the recovery it always was).
 - The dispatcher's index changes predicate (parked rows only: ``dispatched_at IS NULL``) and a second
-  one covers the looks sent (``dispatched_at IS NOT NULL``, by ``dispatched_at``). Both are built
+  one covers the looks sent (``dispatched_at IS NOT NULL``), by when each should have run
+  (``greatest(next_poll_at, dispatched_at)``), so the lost ones are found without reading the others. Both are built
   CONCURRENTLY outside the migration's transaction, the new due index under a temporary name, then
   swapped for the old one; an index left INVALID by an interrupted build is dropped and built again.
 - ``poll_dispatched`` is dropped last. The dispatcher and the workers of the previous schema read and
@@ -52,7 +53,8 @@ def _indexes(table: str) -> dict[str, str]:
     return {
         f"ix_{table}_due_parked": f"ON {table} (next_poll_at) WHERE state IN ({states}) AND dispatched_at IS NULL",
         f"ix_{table}_dispatched": (
-            f"ON {table} (dispatched_at) WHERE state IN ({states}) AND dispatched_at IS NOT NULL"
+            f"ON {table} ((greatest(next_poll_at, dispatched_at)))"
+            f" WHERE state IN ({states}) AND dispatched_at IS NOT NULL"
         ),
     }
 
