@@ -31,7 +31,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import FAST, INSTANT, percentile, system_env, worker_and_dispatcher
+from bench.harness import FAST, INSTANT, one_row, percentile, system_env, worker_and_dispatcher
 
 CLIENT_TAGS = [{"label": "lifestyle", "description": "Real-life settings"}]
 
@@ -80,9 +80,11 @@ def run_side(env: dict, name: str, window: str, n: int, over: float, timeout: fl
         deadline = time.monotonic() + timeout
         with psycopg.connect(url, autocommit=True) as conn:
             while True:
-                (ended,) = conn.execute(
-                    "SELECT count(*) FROM jobs WHERE request_id LIKE %s AND ended_at IS NOT NULL", (f"{prefix}-%",)
-                ).fetchone()
+                (ended,) = one_row(
+                    conn,
+                    "SELECT count(*) FROM jobs WHERE request_id LIKE %s AND ended_at IS NOT NULL",
+                    (f"{prefix}-%",),
+                )
                 if ended >= n:
                     break
                 if time.monotonic() > deadline:

@@ -42,7 +42,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import fill, percentile, pss_kb, sim_jobs, start, stop, system_env
+from bench.harness import fill, one_row, percentile, pss_kb, sim_jobs, start, stop, system_env
 from cli.processes import DISPATCHER_READY, worker_argv
 from cli.processes import dispatcher as dispatcher_argv
 
@@ -136,18 +136,22 @@ def inflight(
                 fill(url, sim_jobs(sim, warm), t0, 0)
                 with psycopg.connect(url, autocommit=True) as conn:
                     deadline = time.monotonic() + 300
-                    while conn.execute("SELECT count(*) FROM api_attempts").fetchone()[0] < warm:
+                    while one_row(conn, "SELECT count(*) FROM api_attempts")[0] < warm:
                         if time.monotonic() > deadline:
                             raise TimeoutError("warm-up looks were not served")
                         time.sleep(0.5)
                     span = "SELECT min(attempted_at), max(attempted_at) FROM api_attempts"
-                    first, last = conn.execute(span).fetchone()
+                    first, last = one_row(conn, span)
                     sustained = warm / max(0.001, (last - first).total_seconds())
                     conn.execute("DELETE FROM api_attempts")
                     conn.execute("DELETE FROM jobs")
                 # Rested, then the median of 5 samples taken over half as long again.
                 time.sleep(settle_s)
-                idle = statistics.median(pss_kb(worker.pid) for _ in range(5) if time.sleep(settle_s / 10) is None)
+                idle_samples = []
+                for _ in range(5):
+                    time.sleep(settle_s / 10)
+                    idle_samples.append(pss_kb(worker.pid))
+                idle = statistics.median(idle_samples)
                 redis_idle = rds.client().info("memory")["used_memory"]
 
                 # N in flight, first looks spread over a window that makes them fall due at ``load`` times

@@ -179,6 +179,7 @@ def fill(url: str, assets: int, tags: int) -> None:
         sizes = conn.execute(
             "SELECT pg_size_pretty(pg_total_relation_size('tags')), pg_size_pretty(pg_total_relation_size('assets'))"
         ).fetchone()
+        assert sizes is not None
         print(f"tags {sizes[0]} with indexes, assets {sizes[1]}", flush=True)
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from clients.tags import TagsJobState, TagsJobStatus
 from config import Settings
+from services.durable.policy import LookAgain
 from services.durable.prediction import DurationModel, Observation, fit
 from services.tagging import policy
 
@@ -130,6 +131,7 @@ def run(jobs: list[Job], settings: Settings, seed: int) -> tuple[list[int], list
             continue
         last_look[i] = elapsed
         decision = policy.after_status(PROCESSING, settings=settings, prediction=prediction, elapsed_s=elapsed)
+        assert isinstance(decision, LookAgain)
         heapq.heappush(events, (now + decision.delay_s, i))
     return calls, delays, learner
 

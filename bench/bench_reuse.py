@@ -35,7 +35,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import FAST, INSTANT, system_env, worker_and_dispatcher
+from bench.harness import FAST, INSTANT, one_row, system_env, worker_and_dispatcher
 
 CLIENT_TAGS = [{"label": "lifestyle", "description": "Real-life settings"}]
 REPEAT_SHARE = 0.3
@@ -98,11 +98,12 @@ def run_phase(env: dict, name: str, batches: list[list[str]], timeout: float) ->
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as conn:
         while True:
-            ended, complete = conn.execute(
+            ended, complete = one_row(
+                conn,
                 "SELECT count(*), count(*) FILTER (WHERE state = 'complete') FROM jobs"
                 " WHERE request_id LIKE %s AND ended_at IS NOT NULL",
                 (f"{prefix}-%",),
-            ).fetchone()
+            )
             if ended >= len(batches):
                 break
             if time.monotonic() > deadline:

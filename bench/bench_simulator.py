@@ -120,8 +120,8 @@ class Client:
             response = self.session.request(method, self.base_url + path, data=data, timeout=30)
             return response.status_code, response.content
         self.conn.request(method, path, body=data, headers=HEADERS)
-        response = self.conn.getresponse()
-        return response.status, response.read()
+        reply = self.conn.getresponse()
+        return reply.status, reply.read()
 
     def close(self) -> None:
         if self.kind == "requests":

@@ -22,7 +22,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import scratch_database
+from bench.harness import one_row, scratch_database
 
 FILL = """
 INSERT INTO jobs (request_id, state, payload, dialect, asset_count, deadline_at, next_poll_at,
@@ -68,7 +68,7 @@ def run(url: str, jobs: int, runs: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(FILL, {"n": jobs})
         conn.execute("VACUUM ANALYZE jobs")
-        active = conn.execute("SELECT count(*) FROM jobs WHERE state IN ('submitting', 'polling')").fetchone()[0]
+        active = one_row(conn, "SELECT count(*) FROM jobs WHERE state IN ('submitting', 'polling')")[0]
     print(f"filled {jobs:,} jobs ({active:,} active) in {time.perf_counter() - started:.1f} s")
 
     settings = get_settings()

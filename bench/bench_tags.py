@@ -21,6 +21,9 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any, cast
+
+import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -97,7 +100,8 @@ def main() -> None:
             started = time.perf_counter()
             for (_, assets), ans in zip(jobs, answers, strict=True):
                 ids = {url: asset_id for asset_id, url in assets}
-                with raw.cursor() as cur:
+                # psycopg's cursor (the engine's driver): SQLAlchemy types it as a bare DB-API one, without COPY.
+                with cast(psycopg.Cursor[Any], raw.cursor()) as cur:
                     with cur.copy("COPY tags (asset_id, category, label) FROM STDIN") as copy:
                         for a in ans:
                             for t in a.tags:

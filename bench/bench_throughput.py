@@ -34,7 +34,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import FAST, INSTANT, retire, retired, start, system_env, wait_answering
+from bench.harness import FAST, INSTANT, one_row, retire, retired, start, system_env, wait_answering
 from cli.processes import DISPATCHER_READY, dispatcher, worker_argv
 
 
@@ -102,14 +102,14 @@ def pipeline_rate(
         mine = (f"{run}-%",)
         with psycopg.connect(url, autocommit=True) as conn:
             while True:
-                done = conn.execute(
-                    "SELECT count(*) FROM jobs WHERE request_id LIKE %s AND state = 'complete'", mine
-                ).fetchone()[0]
+                (done,) = one_row(
+                    conn, "SELECT count(*) FROM jobs WHERE request_id LIKE %s AND state = 'complete'", mine
+                )
                 if done >= n:
                     break
-                ended = conn.execute(
-                    "SELECT count(*) FROM jobs WHERE request_id LIKE %s AND ended_at IS NOT NULL", mine
-                ).fetchone()[0]
+                (ended,) = one_row(
+                    conn, "SELECT count(*) FROM jobs WHERE request_id LIKE %s AND ended_at IS NOT NULL", mine
+                )
                 if ended >= n:
                     break
                 time.sleep(0.2)

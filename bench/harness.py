@@ -110,6 +110,13 @@ def fill(url: str, vidmob_ids: list[str], start: dt.datetime, spacing_s: float) 
         conn.execute("VACUUM ANALYZE jobs")
 
 
+def one_row(conn: psycopg.Connection[Any], query: str, params: Any = None) -> tuple[Any, ...]:
+    """The row of a query that always returns one (an aggregate: ``count(*)``, ``min``/``max``)."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row
+
+
 def sim_jobs(sim, n: int) -> list[str]:
     body = {"assets": [{"url": "https://cdn.example.com/bench.mp4"}]}
     return [sim.state.create_guide_job(body)["job_id"] for _ in range(n)]

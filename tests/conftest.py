@@ -69,7 +69,7 @@ FAST_ENV = {
 }
 
 
-SIM_CONFIG = {"api_key": API_KEY, "pending_s": 0.2, "processing_s": 0.3, "scoring_s": 0.3}
+SIM_CONFIG: dict[str, Any] = {"api_key": API_KEY, "pending_s": 0.2, "processing_s": 0.3, "scoring_s": 0.3}
 
 
 def _missing(what: str, detail: str) -> None:
@@ -186,15 +186,23 @@ def app_env(database_url: str, broker_url: str, simulator) -> Iterator[dict[str,
     get_settings.cache_clear()
 
 
-def start_worker(env: dict[str, str], log_path: Path, *, concurrency: int = 2) -> Process:
+class ObservedProcess(Process):
+    """A process of the system under test that the tests scrape: the port of its metrics, and the
+    dispatcher's heartbeat file (set by the fixtures that start them)."""
+
+    metrics_port: int
+    heartbeat_file: Path
+
+
+def start_worker(env: dict[str, str], log_path: Path, *, concurrency: int = 2) -> ObservedProcess:
     argv = worker_argv(f"test-{uuid.uuid4().hex[:6]}@%h", concurrency=concurrency, loglevel="DEBUG")
-    worker = Process("worker", argv, env, log_path, cwd=ROOT)
+    worker = ObservedProcess("worker", argv, env, log_path, cwd=ROOT)
     worker.wait_for_log("ready.", timeout=60)
     return worker
 
 
 @pytest.fixture(scope="session")
-def worker(app_env: dict[str, str], tmp_root: Path) -> Iterator[Process]:
+def worker(app_env: dict[str, str], tmp_root: Path) -> Iterator[ObservedProcess]:
     metrics_port = _free_port()  # Prometheus metrics (tests/test_metrics.py) and JSON logs (tests/test_logging.py)
     observed = {
         "APERTURE_METRICS_PORT": str(metrics_port),
@@ -209,14 +217,14 @@ def worker(app_env: dict[str, str], tmp_root: Path) -> Iterator[Process]:
 
 
 @pytest.fixture(scope="session")
-def dispatcher(app_env: dict[str, str], tmp_root: Path) -> Iterator[Process]:
+def dispatcher(app_env: dict[str, str], tmp_root: Path) -> Iterator[ObservedProcess]:
     """The dispatcher process (workers/dispatcher.py), as deployed: PostgreSQL is the timer."""
     from cli.processes import DISPATCHER_READY
     from cli.processes import dispatcher as dispatcher_argv
 
     metrics_port = _free_port()
     env = {**app_env, "APERTURE_LOG_FORMAT": "json", "APERTURE_DISPATCHER_METRICS_PORT": str(metrics_port)}
-    proc = Process("dispatcher", dispatcher_argv(tmp_root), env, tmp_root / "dispatcher.log", cwd=ROOT)
+    proc = ObservedProcess("dispatcher", dispatcher_argv(tmp_root), env, tmp_root / "dispatcher.log", cwd=ROOT)
     proc.metrics_port = metrics_port
     proc.heartbeat_file = tmp_root / "dispatcher-heartbeat"
     proc.wait_for_log(DISPATCHER_READY, timeout=30)

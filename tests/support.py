@@ -17,7 +17,7 @@ T = TypeVar("T")
 TERMINAL = {JobState.COMPLETE, JobState.FAILED, JobState.TIMED_OUT, JobState.REJECTED}
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 30, interval: float = 0.1, what: str = "") -> T:
+def wait_for(predicate: Callable[[], T | None], timeout: float = 30, interval: float = 0.1, what: str = "") -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -16,6 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 import requests
@@ -103,7 +104,10 @@ def batching(system, batching_worker):
 def request(on: Fleet | dict, urls: list[str], *, client_tags=(LIFESTYLE,), queue: str | None = None, **extra) -> str:
     """A caller's aperture.create_job: run by the fleet, or sent by name to the real worker (``system``)."""
     request_id = f"batch-{uuid.uuid4()}"
-    kwargs = {"request_id": request_id, "assets": [{"url": u, "id": f"mine-{i}"} for i, u in enumerate(urls)]}
+    kwargs: dict[str, Any] = {
+        "request_id": request_id,
+        "assets": [{"url": u, "id": f"mine-{i}"} for i, u in enumerate(urls)],
+    }
     kwargs |= {"client_tags": list(client_tags), **extra}
     if queue:
         kwargs["callback"] = {"task": "caller.tagged", "queue": queue}

@@ -12,12 +12,12 @@ import redis
 
 from clients import CircuitOpenError
 from clients.circuit import CircuitBreaker
-from clients.http import Attempt
+from clients.http import Attempt, AttemptOutcome
 
 ENDPOINT = "GET /v1/aperture/jobs/{job_id}/status"
 
 
-def attempt(status: int | None, outcome: str = "retryable") -> Attempt:
+def attempt(status: int | None, outcome: AttemptOutcome = "retryable") -> Attempt:
     return Attempt(method="GET", endpoint=ENDPOINT, status_code=status, latency_ms=1.0, outcome=outcome)
 
 

@@ -466,7 +466,7 @@ def test_make_tags_client_picks_the_dialect(http):
     assert isinstance(make_tags_client("guide", http), GuideTagsClient)
     assert isinstance(make_tags_client("media", http), MediaTagsClient)
     with pytest.raises(ValueError, match="unknown tags dialect"):
-        make_tags_client("soap", http)  # type: ignore[arg-type]
+        make_tags_client("soap", http)
 
 
 # -- the error taxonomy -----------------------------------------------------------------------------

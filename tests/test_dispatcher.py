@@ -33,7 +33,11 @@ CDN = "https://cdn.example.com/dispatcher"
 def polling_jobs(n: int, *, due_at: dt.datetime, sent_at: dt.datetime | None) -> list[tuple[uuid.UUID, uuid.UUID]]:
     """``n`` jobs polling Vidmob, each with its token, due at ``due_at``, their look sent at ``sent_at``
     (None: parked); (id, token) each."""
-    return [(m.id, m.token) for m in factories.jobs(n, due_at=due_at, sent_at=sent_at)]
+    looks = []
+    for m in factories.jobs(n, due_at=due_at, sent_at=sent_at):
+        assert m.token is not None  # a polling job holds its look's token
+        looks.append((m.id, m.token))
+    return looks
 
 
 # Far enough ahead that a dispatcher running for other tests (it reads the real clock) never
@@ -49,7 +53,7 @@ def quiet_db(app_env):
     return get_settings()
 
 
-def test_a_look_resent_after_the_lost_horizon_keeps_its_token_so_the_late_message_still_works(quiet_db):
+def test_a_look_resent_after_the_lost_horizon_keeps_its_token_so_the_late_message_still_works(quiet_db) -> None:
     settings: Settings = quiet_db
     # Given a poll whose message was sent long ago and is still queued behind a backlog
     # (older than the lost-message horizon)
@@ -77,7 +81,7 @@ def test_a_look_resent_after_the_lost_horizon_keeps_its_token_so_the_late_messag
     assert first is not None and again is None
 
 
-def test_two_dispatchers_at_once_send_every_due_look_exactly_once(quiet_db):
+def test_two_dispatchers_at_once_send_every_due_look_exactly_once(quiet_db) -> None:
     settings: Settings = quiet_db
     # Given 1,000 parked looks due
     then = utcnow() + LATER
@@ -103,7 +107,7 @@ def test_two_dispatchers_at_once_send_every_due_look_exactly_once(quiet_db):
         assert due_looks(s, KIND, settings=settings, now=then, limit=600).messages == []
 
 
-def test_a_lost_look_at_a_rescore_round_is_sent_again_as_the_rescore_task(quiet_db):
+def test_a_lost_look_at_a_rescore_round_is_sent_again_as_the_rescore_task(quiet_db) -> None:
     settings: Settings = quiet_db
     # Given two media waiting to be submitted, one in its first round and one in a rescore round,
     # whose messages were lost long ago

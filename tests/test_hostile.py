@@ -138,4 +138,6 @@ def test_a_stored_callback_aimed_at_the_broker_is_never_sent_and_does_not_stop_t
 
 def job_by_request_id_of(job_id) -> Job:
     with session_scope() as s:
-        return s.get(Job, job_id)
+        job = s.get(Job, job_id)
+        assert job is not None
+        return job

@@ -372,7 +372,7 @@ def test_maintained_counts_equal_the_rows_after_retagging_restoring_and_late_tag
         assert library.client_tag_coverage(s, Scope(collection=b)) == [library.ClientTagCoverage("eco", 1, 1)]
 
 
-def test_two_jobs_tagging_the_same_url_at_once_count_it_once(lib):
+def test_two_jobs_tagging_the_same_url_at_once_count_it_once(lib) -> None:
     """Two workers store results for the same URL concurrently: the second waits for the first
     (a lock per URL) and then moves the URL's counts from the first's tagging to its own."""
     from sqlalchemy.orm import Session

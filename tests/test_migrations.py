@@ -112,6 +112,13 @@ def empty_db(migration_db: str) -> str:
     return migration_db
 
 
+def _value(conn: psycopg.Connection, sql: str, params: Any = None) -> Any:
+    """The first column of the row ``sql`` always returns (``RETURNING id`` of a row it inserts, a count)."""
+    row = conn.execute(sql, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
 def _version(url: str) -> str | None:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
@@ -259,20 +266,22 @@ def _seed_0002(conn: psycopg.Connection) -> dict[str, Any]:
 
     def job(key: str, callback: str, status: str, state: str = "complete") -> None:
         ended = state not in ("submitting", "polling")
-        ids[key] = conn.execute(
+        ids[key] = _value(
+            conn,
             "INSERT INTO jobs (request_id, state, payload, callback, callback_status, dialect, asset_count,"
             " deadline_at, ended_at) VALUES (%s, %s, '{}'::jsonb, %s::jsonb, %s, 'guide', 1,"
             " now() + interval '1 hour', CASE WHEN %s THEN now() END) RETURNING id",
             (f"req-{key}", state, callback, status, ended),
-        ).fetchone()[0]
+        )
 
     def media(key: str, callback: str, status: str) -> None:
-        ids[key] = conn.execute(
+        ids[key] = _value(
+            conn,
             "INSERT INTO scored_media (request_id, state, media_id, url, payload, callback, callback_status,"
             " ended_at) VALUES (%s, 'scored', %s, 'https://cdn.example/a.mp4', '{}'::jsonb, %s::jsonb, %s, now())"
             " RETURNING id",
             (f"req-{key}", f"media-{key}", callback, status),
-        ).fetchone()[0]
+        )
 
     # (a) sent without a callback: JSON null, and a callback marked owed that nobody can send.
     job("job_null", "null", "pending")
@@ -286,27 +295,31 @@ def _seed_0002(conn: psycopg.Connection) -> dict[str, Any]:
     job("job_sent", json.dumps(CALLBACK), "sent")
 
     # (c) API attempts: one of a job, one stored without an owner (scoring calls under 0002).
-    ids["attempt_job"] = conn.execute(
+    ids["attempt_job"] = _value(
+        conn,
         "INSERT INTO api_attempts (job_id, task_name, method, endpoint, status_code, outcome, latency_ms)"
         " VALUES (%s, 'aperture.poll', 'GET', '/v1/jobs/{id}', 200, 'ok', 12.5) RETURNING id",
         (ids["job_cb"],),
-    ).fetchone()[0]
-    ids["attempt_orphan"] = conn.execute(
+    )
+    ids["attempt_orphan"] = _value(
+        conn,
         "INSERT INTO api_attempts (method, endpoint, status_code, outcome)"
-        " VALUES ('POST', '/v1/media', 202, 'ok') RETURNING id"
-    ).fetchone()[0]
+        " VALUES ('POST', '/v1/media', 202, 'ok') RETURNING id",
+    )
 
     # Children, which must survive too.
-    asset = conn.execute(
+    asset = _value(
+        conn,
         "INSERT INTO assets (job_id, position, url) VALUES (%s, 0, 'https://cdn.example/a.mp4') RETURNING id",
         (ids["job_cb"],),
-    ).fetchone()[0]
+    )
     conn.execute("INSERT INTO tags (asset_id, category, label) VALUES (%s, 'object', 'car')", (asset,))
-    rnd = conn.execute(
+    rnd = _value(
+        conn,
         "INSERT INTO scoring_rounds (scored_media_id, number, reason, status) VALUES (%s, 1, 'initial', 'complete')"
         " RETURNING id",
         (ids["media_cb"],),
-    ).fetchone()[0]
+    )
     conn.execute(
         "INSERT INTO scoring_summaries (round_id, channel, pass_count, fail_count, applicable_count,"
         " not_applicable_count, not_available_count) VALUES (%s, 'tiktok', 3, 1, 4, 0, 0)",
@@ -384,10 +397,12 @@ def _rows(conn: psycopg.Connection) -> dict[str, list[tuple]]:
 
 def _callback(conn: psycopg.Connection, table: str, row_id: Any) -> tuple[Any, bool, str]:
     """(callback as Python, whether it is SQL NULL, callback_status)."""
-    return conn.execute(
+    row = conn.execute(
         f"SELECT callback, callback IS NULL, callback_status FROM {table} WHERE id = %s",  # noqa: S608
         (row_id,),
     ).fetchone()
+    assert row is not None
+    return row
 
 
 def test_upgrade_0002_to_head_keeps_every_row_and_repairs_callbacks(empty_db: str) -> None:
@@ -478,7 +493,7 @@ def test_upgrade_0002_to_head_keeps_every_row_and_repairs_callbacks(empty_db: st
                 " VALUES (gen_random_uuid(), 'GET', '/v1/media', 'ok')"
             )
         conn.execute("DELETE FROM scored_media WHERE id = %s", (ids["media_cb"],))
-        left = conn.execute("SELECT count(*) FROM api_attempts WHERE scored_media_id IS NOT NULL").fetchone()[0]
+        left = _value(conn, "SELECT count(*) FROM api_attempts WHERE scored_media_id IS NOT NULL")
         assert left == 0
 
 
@@ -493,12 +508,13 @@ def test_upgrade_0006_to_head_gives_each_engine_column_one_meaning(empty_db: str
     with psycopg.connect(empty_db) as conn:
 
         def job(key: str, state: str, next_poll_at: str | None, dispatched: bool) -> uuid.UUID:
-            return conn.execute(
+            return _value(
+                conn,
                 "INSERT INTO jobs (request_id, state, payload, dialect, asset_count, deadline_at, next_poll_at,"  # noqa: S608
                 f" poll_token, poll_dispatched) VALUES (%s, %s, '{{}}'::jsonb, 'guide', 1, now() + interval '1 day',"
                 f" {next_poll_at or 'NULL'}, gen_random_uuid(), %s) RETURNING id",
                 (f"req-0006-{key}", state, dispatched),
-            ).fetchone()[0]
+            )
 
         ids = {
             "sent": job("sent", "polling", sent_at, True),
@@ -506,11 +522,12 @@ def test_upgrade_0006_to_head_gives_each_engine_column_one_meaning(empty_db: str
             "leased": job("leased", "submitting", due_at, False),
             "ended": job("ended", "complete", None, False),
         }
-        media = conn.execute(
+        media = _value(
+            conn,
             "INSERT INTO scored_media (request_id, state, media_id, url, payload, next_poll_at, poll_token,"  # noqa: S608
             f" poll_dispatched) VALUES ('req-0006-media', 'awaiting_tags', 'm', 'https://cdn.example/m.mp4',"
-            f" '{{}}'::jsonb, {sent_at}, gen_random_uuid(), true) RETURNING id"
-        ).fetchone()[0]
+            f" '{{}}'::jsonb, {sent_at}, gen_random_uuid(), true) RETURNING id",
+        )
         conn.commit()
         before = {r[0]: r[1:] for r in conn.execute("SELECT id, next_poll_at, poll_token, state FROM jobs").fetchall()}
 
@@ -552,16 +569,18 @@ def test_downgrade_to_0002_and_upgrade_again(empty_db: str) -> None:
     assert schema_head != schema_0002
 
     with psycopg.connect(empty_db) as conn:
-        job_id = conn.execute(
+        job_id = _value(
+            conn,
             "INSERT INTO jobs (request_id, state, payload, callback, callback_status, dialect, asset_count,"
             " deadline_at, ended_at, generation) VALUES ('req-rt', 'complete', '{}'::jsonb, %s, 'pending', 'guide',"
             " 1, now(), now(), 2) RETURNING id",
             (Jsonb(CALLBACK),),
-        ).fetchone()[0]
-        media_id = conn.execute(
+        )
+        media_id = _value(
+            conn,
             "INSERT INTO scored_media (request_id, state, media_id, url, payload)"
-            " VALUES ('req-rt', 'polling', 'm', 'https://cdn.example/m.mp4', '{}'::jsonb) RETURNING id"
-        ).fetchone()[0]
+            " VALUES ('req-rt', 'polling', 'm', 'https://cdn.example/m.mp4', '{}'::jsonb) RETURNING id",
+        )
         conn.execute(
             "INSERT INTO api_attempts (job_id, method, endpoint, outcome) VALUES (%s, 'GET', '/v1/jobs', 'ok'),"
             " (NULL, 'GET', '/v1/media', 'ok')",
@@ -579,7 +598,7 @@ def test_downgrade_to_0002_and_upgrade_again(empty_db: str) -> None:
     with psycopg.connect(empty_db) as conn:
         assert conn.execute("SELECT callback, callback_status FROM jobs").fetchall() == [(CALLBACK, "pending")]
         assert conn.execute("SELECT id FROM scored_media").fetchall() == [(media_id,)]
-        assert conn.execute("SELECT count(*) FROM api_attempts").fetchone()[0] == 2
+        assert _value(conn, "SELECT count(*) FROM api_attempts") == 2
 
     upgrade("head")
     assert _version(empty_db) == HEAD
@@ -588,4 +607,4 @@ def test_downgrade_to_0002_and_upgrade_again(empty_db: str) -> None:
         assert conn.execute("SELECT id, callback, callback_status FROM jobs").fetchall() == [
             (job_id, CALLBACK, "pending")
         ]
-        assert conn.execute("SELECT count(*) FROM api_attempts").fetchone()[0] == 2
+        assert _value(conn, "SELECT count(*) FROM api_attempts") == 2

@@ -145,7 +145,8 @@ def test_quantiles_are_read_from_histogram_buckets_by_le(exported: dict[str, str
             inner = node.args[1]
             names = selectors(inner)
             assert names and all(n.endswith("_bucket") and exported.get(n) == "histogram" for n in names), names
-            assert isinstance(inner, promql_parser.AggregateExpr) and "le" in inner.modifier.labels, str(node)
+            assert isinstance(inner, promql_parser.AggregateExpr) and inner.modifier is not None, str(node)
+            assert "le" in inner.modifier.labels, str(node)
 
     quantiles = [expr for _, expr in EXPRESSIONS if "histogram_quantile" in expr]
     assert quantiles

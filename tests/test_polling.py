@@ -26,6 +26,7 @@ from config import Settings, get_settings
 from models import ApiAttempt, JobState
 from models.db import session_scope
 from services.durable import durations
+from services.durable.policy import LookAgain
 from services.durable.prediction import Observation, Prediction, fit
 from services.durable.schedule import adaptive_delay, utcnow
 from services.scoring import policy as scoring
@@ -147,7 +148,9 @@ def test_the_knob_trades_calls_for_detection_delay(worth_s):
         for d in durations:
             t, n = tagging.first_look(prediction, settings=s), 1
             while t < d:
-                t += tagging.after_status(PROCESSING, settings=s, prediction=prediction, elapsed_s=t).delay_s
+                decision = tagging.after_status(PROCESSING, settings=s, prediction=prediction, elapsed_s=t)
+                assert isinstance(decision, LookAgain)
+                t += decision.delay_s
                 n += 1
             calls.append(n)
             delays.append(t - d)

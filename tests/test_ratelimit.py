@@ -310,6 +310,7 @@ def _accept(n: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
             accepted = intake.accept(
                 session, INTAKE, payload, task_id=str(uuid.uuid4()), settings=get_settings(), now=utcnow()
             )
+            assert accepted.token is not None  # a row it just created holds its token
             rows.append((accepted.row_id, accepted.token))
     return rows
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from clients.http import Attempt
+from clients.http import Attempt, AttemptOutcome
 from models import Job, JobState
 from models.db import session_scope
 from services.durable.attempts import AttemptLog
@@ -43,7 +43,7 @@ SPOTS = [
 ]
 
 
-def calls(log: AttemptLog, *outcomes: str) -> AttemptLog:
+def calls(log: AttemptLog, *outcomes: AttemptOutcome) -> AttemptLog:
     """Vidmob calls, as the client hands them to the task: a submission, then status polls."""
     log(Attempt("POST", "POST /v1/aperture/jobs", 201, 120.0, "ok"))
     for outcome in outcomes:

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import re
 import uuid
+from typing import Any
 
 import pytest
 import requests
@@ -31,16 +32,23 @@ BEACH = {"label": "beach", "description": None}
 def create(fleet: Fleet, urls: list[str], *, client_tags=(), queue: str | None = None, **extra) -> Job:
     """Run aperture.create_job as a caller would send it and wait for its end (and callback)."""
     request_id = f"reuse-{uuid.uuid4()}"
-    kwargs = {"request_id": request_id, "assets": [{"url": u, "id": f"id-{i}"} for i, u in enumerate(urls)]}
+    kwargs: dict[str, Any] = {
+        "request_id": request_id,
+        "assets": [{"url": u, "id": f"id-{i}"} for i, u in enumerate(urls)],
+    }
     kwargs |= {"client_tags": list(client_tags), **extra}
     if queue:
         kwargs["callback"] = {"task": "caller.tagged", "queue": queue}
     fleet.create_job(**kwargs)
     job = fleet.wait_for_job(request_id)
+
+    def callback_sent() -> bool:
+        row = job_by_request_id(request_id)
+        assert row is not None  # the job waited for above
+        return row.callback_status is CallbackStatus.SENT
+
     if queue:
-        fleet.run_until(
-            lambda: job_by_request_id(request_id).callback_status is CallbackStatus.SENT, what="callback sent"
-        )
+        fleet.run_until(callback_sent, what="callback sent")
     return job
 
 

@@ -21,7 +21,7 @@ from simulator.tagging import derive_tags
 
 KEY = "test-key-123"
 FAST = 0.05
-DEFAULT_CONFIG = {
+DEFAULT_CONFIG: dict[str, Any] = {
     "api_key": KEY,
     "pending_s": FAST,
     "processing_s": FAST,
