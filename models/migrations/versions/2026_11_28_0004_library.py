@@ -35,6 +35,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from models.migrate import create_index_concurrently, outside_the_transaction
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
@@ -406,23 +408,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_library_counts_state")),
     )
 
-    bind = op.get_bind()
-    timeout = bind.execute(sa.text("SELECT current_setting('statement_timeout')")).scalar_one()
-    with op.get_context().autocommit_block():
-        op.execute("SET statement_timeout = 0")
+    with outside_the_transaction():
         for name, table, definition in BIG_INDEXES:
-            invalid = bind.execute(
-                sa.text(
-                    "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-                    " WHERE c.relname = :name AND NOT i.indisvalid"
-                ),
-                {"name": name},
-            ).first()
-            if invalid:  # left by an interrupted build
-                op.execute(f"DROP INDEX CONCURRENTLY {name}")
-            # Names and definitions from the constant above, never from input.
-            op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} {definition}")
-        op.execute(sa.text("SELECT set_config('statement_timeout', :timeout, false)").bindparams(timeout=timeout))
+            create_index_concurrently(name, f"ON {table} {definition}")
 
     op.execute("CREATE STATISTICS st_tags_category_label (dependencies, mcv) ON category, label FROM tags")
     for view in VIEWS:

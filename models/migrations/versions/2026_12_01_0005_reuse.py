@@ -25,6 +25,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from models.migrate import create_index_concurrently, outside_the_transaction
+
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
@@ -42,24 +44,8 @@ def upgrade() -> None:
         " REFERENCES assets (id) ON DELETE SET NULL NOT VALID"
     )
     op.execute(f"ALTER TABLE assets VALIDATE CONSTRAINT {FK}")
-    bind = op.get_bind()
-    timeout = bind.execute(sa.text("SELECT current_setting('statement_timeout')")).scalar_one()
-    with op.get_context().autocommit_block():
-        op.execute("SET statement_timeout = 0")
-        invalid = bind.execute(
-            sa.text(
-                "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-                " WHERE c.relname = :name AND NOT i.indisvalid"
-            ),
-            {"name": INDEX},
-        ).first()
-        if invalid:  # left by an interrupted build
-            op.execute(f"DROP INDEX CONCURRENTLY {INDEX}")
-        op.execute(
-            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {INDEX} ON assets (reused_from_asset_id)"
-            " WHERE reused_from_asset_id IS NOT NULL"
-        )
-        op.execute(sa.text("SELECT set_config('statement_timeout', :timeout, false)").bindparams(timeout=timeout))
+    with outside_the_transaction():
+        create_index_concurrently(INDEX, "ON assets (reused_from_asset_id) WHERE reused_from_asset_id IS NOT NULL")
 
 
 def downgrade() -> None:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from models.migrate import create_index_concurrently, outside_the_transaction
+
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
@@ -55,22 +57,9 @@ def upgrade() -> None:
     )
     op.execute(f"ALTER TABLE jobs VALIDATE CONSTRAINT {FK}")
     _state_check((*STATES, "packed"))
-    bind = op.get_bind()
-    timeout = bind.execute(sa.text("SELECT current_setting('statement_timeout')")).scalar_one()
-    with op.get_context().autocommit_block():
-        op.execute("SET statement_timeout = 0")
+    with outside_the_transaction():
         for name, definition in INDEXES.items():
-            invalid = bind.execute(
-                sa.text(
-                    "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-                    " WHERE c.relname = :name AND NOT i.indisvalid"
-                ),
-                {"name": name},
-            ).first()
-            if invalid:  # left by an interrupted build
-                op.execute(f"DROP INDEX CONCURRENTLY {name}")
-            op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} {definition}")
-        op.execute(sa.text("SELECT set_config('statement_timeout', :timeout, false)").bindparams(timeout=timeout))
+            create_index_concurrently(name, definition)
 
 
 def downgrade() -> None:

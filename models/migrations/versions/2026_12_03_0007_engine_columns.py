@@ -35,6 +35,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from models.migrate import create_index_concurrently, outside_the_transaction
+
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
@@ -59,20 +61,6 @@ def _indexes(table: str) -> dict[str, str]:
     }
 
 
-def _build_concurrently(name: str, definition: str) -> None:
-    bind = op.get_bind()
-    invalid = bind.execute(
-        sa.text(
-            "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-            " WHERE c.relname = :name AND NOT i.indisvalid"
-        ),
-        {"name": name},
-    ).first()
-    if invalid:  # left by an interrupted build
-        op.execute(f"DROP INDEX CONCURRENTLY {name}")
-    op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} {definition}")
-
-
 def upgrade() -> None:
     for table, states in LOOKED_AT.items():
         op.add_column(table, sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True))
@@ -82,16 +70,12 @@ def upgrade() -> None:
             f"UPDATE {table} SET dispatched_at = next_poll_at"  # noqa: S608
             f" WHERE state IN ({states}) AND poll_dispatched AND next_poll_at IS NOT NULL"
         )
-    bind = op.get_bind()
-    timeout = bind.execute(sa.text("SELECT current_setting('statement_timeout')")).scalar_one()
-    with op.get_context().autocommit_block():
-        op.execute("SET statement_timeout = 0")
+    with outside_the_transaction():
         for table in LOOKED_AT:
             for name, definition in _indexes(table).items():
-                _build_concurrently(name, definition)
+                create_index_concurrently(name, definition)
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS ix_{table}_due")
             op.execute(f"ALTER INDEX ix_{table}_due_parked RENAME TO ix_{table}_due")
-        op.execute(sa.text("SELECT set_config('statement_timeout', :timeout, false)").bindparams(timeout=timeout))
     for table in LOOKED_AT:
         op.drop_column(table, "poll_dispatched")
 
