@@ -1,4 +1,4 @@
-"""Batching (issue 9, part 6): single-asset requests arriving over a minute, with batching on (the
+"""Batching: single-asset requests arriving over a minute, with batching on (the
 default window) and off (``APERTURE_BATCH_WINDOW_S=0``), side by side in one run.
 
 On a private Redis and a scratch database, with the simulator in this process finishing each job

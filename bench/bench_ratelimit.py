@@ -1,4 +1,4 @@
-"""Does one rate limit hold for the whole fleet? (issue 9, part 4)
+"""Does one rate limit hold for the whole fleet?
 
 Starts a whole system as the chaos suite does (chaos/harness.py: its own embedded PostgreSQL and
 Redis, the simulator over real HTTP, ``--workers`` separate ``celery worker`` instances of
@@ -44,7 +44,7 @@ ENV = {
     "APERTURE_RETRY_BACKOFF_MAX_S": "1",
     "APERTURE_RATE_LIMIT_MAX_WAIT_S": "5",
     "APERTURE_LOG_FORMAT": "text",
-    # Each job its own Vidmob job: the limiter is measured on the issue's 2,000 creates, not on the
+    # Each job its own Vidmob job: the limiter is measured on 2,000 creates, not on the
     # handful of packs batching would make of them (bench/bench_batching.py measures that).
     "APERTURE_BATCH_WINDOW_S": "0",
 }

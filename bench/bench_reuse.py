@@ -1,11 +1,11 @@
-"""Reuse (issue 9, part 6): Vidmob create calls with reuse on, against the same workloads with reuse
+"""Reuse: Vidmob create calls with reuse on, against the same workloads with reuse
 off (``APERTURE_REUSE_TTL_S=0``), side by side in one run.
 
 On a private Redis and a scratch database, with the simulator in this process answering at once,
 one worker on every queue (``-c 2``) and one dispatcher, each side runs, in order:
 
 1. ``first``: ``--urls`` URLs never seen, one single-asset ``aperture.create_job`` each;
-2. ``again``: the same URLs again (the issue's figure: create calls, target 0);
+2. ``again``: the same URLs again (create calls: none should be needed);
 3. ``30% repeat``: as many single-asset requests, 30% of them for URLs of (1), 70% new;
 4. ``30% repeat, 10 per request``: the same mix of assets, in requests of 10: a request is answered
    whole only when all 10 of its assets are known; otherwise its known assets are answered and only the

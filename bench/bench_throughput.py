@@ -13,7 +13,7 @@ COMPLETE the first time it is looked at):
 
 A job is at least two tasks (create_job, which stores and submits it, then poll_job, which
 stores its tags), so the engine's limit is half the no-op rate; the figure is the pipeline's
-rate over that limit (the issue's target: at least 0.35).
+rate over that limit (the target set for it: at least 0.35, docs/benchmarks.md).
 
     python bench/bench_throughput.py [--jobs 5000] [--noops 10000] [--profile out.txt]
 

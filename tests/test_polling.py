@@ -3,7 +3,7 @@
 The decisions are pure (services/durable/prediction.py, schedule.adaptive_delay, the domains'
 first_look/after_status) and tested without a clock; one test runs the pipeline's steps and dispatcher
 passes in this process (``fleet``: tests/inprocess.py, the tests' adaptive-polling settings) against
-PostgreSQL and the simulator: nothing in it needs a process boundary. The figures on the issue's
+PostgreSQL and the simulator: nothing in it needs a process boundary. The figures on the benchmark's
 workload are in docs/benchmarks.md (bench/bench_polling.py).
 """
 
