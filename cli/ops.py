@@ -20,13 +20,16 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from models import Job
 
 console = Console()
 
@@ -450,6 +453,8 @@ def job_summary(job) -> dict[str, Any]:
                 ("completed_at", job.completed_at),
                 ("ended_at", job.ended_at),
                 ("next_poll_at", job.next_poll_at),
+                ("dispatched_at", job.dispatched_at),
+                ("leased_until", job.leased_until),
                 ("deadline_at", job.deadline_at),
             )
         },
@@ -526,7 +531,7 @@ def print_job(job, attempts, pack=None) -> None:
         ("submitted", _when(job.submitted_at, now)),
         ("completed", _when(job.completed_at, now)),
         ("ended", _when(job.ended_at, now)),
-        ("next look", _when(job.next_poll_at, now) if job.state.is_active else "-"),
+        ("next look", _next_look(job, now)),
         ("deadline", _when(job.deadline_at, now)),
     ]
     if pack is not None:
@@ -622,6 +627,19 @@ def _relative(when: dt.datetime | None, now: dt.datetime) -> str:
     if when is None:
         return "-"
     return f"in {_ago(when - now)}" if when > now else f"{_ago(now - when)} ago"
+
+
+def _next_look(job: Job, now: dt.datetime) -> str:
+    """When the job is looked at next, and what stands between it and that look: a worker holding it,
+    its message sent and not run yet, or nothing (parked in PostgreSQL until due)."""
+    if not job.state.is_active or job.next_poll_at is None:
+        return "-"
+    due = _when(job.next_poll_at, now)
+    if job.leased_until is not None and job.leased_until > now:
+        return f"{due}; a worker holds it until {_when(job.leased_until, now)}"
+    if job.dispatched_at is not None:
+        return f"{due}; its message was sent {_when(job.dispatched_at, now)}"
+    return f"{due}; parked"
 
 
 def _when(when: dt.datetime | None, now: dt.datetime) -> str:
