@@ -25,12 +25,13 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Lint and types, headless Chromium for the report's test (Debian's package, installed when missing:
-# as root), the chaos suite at smoke size (its own servers and processes), then the tests in two
+# Lint and types, headless Chromium for the report's test and RabbitMQ for the tests on it (Debian's
+# packages, installed when missing and RabbitMQ started when not running: as root), the chaos suite at smoke size (its own servers and processes), then the tests in two
 # processes (each with its own databases, Redis database, simulator and worker: most tests wait on the
 # simulator's clock, not the CPU), whose summary closes the run with the 15 slowest.
 test: lint
 	scripts/ensure-chromium.sh
+	scripts/ensure-rabbitmq.sh
 	$(BIN)/python -m chaos --size smoke
 	$(BIN)/python -m pytest -n 2 --durations=15
 
