@@ -357,3 +357,56 @@ def test_polls_re_enqueue_themselves_on_countdowns_and_the_dispatcher_sends_none
     assert "aperture.poll_job[" in log and "aperture.poll_scoring[" in log
     assert dispatcher_passes(rabbit_dispatcher) > passes_before + 10  # it ran, and looked at every row
     assert dispatcher_looks(rabbit_dispatcher) == 0
+
+
+def wait_for_complete(database_url: str, request_id: str) -> None:
+    wait_for(
+        lambda: [state for _, state in job_rows(database_url, request_id)] == ["complete"],
+        timeout=60,
+        what=f"job {request_id} complete",
+    )
+
+
+def test_the_python_caller_example_gets_a_job_tagged_on_rabbitmq(rabbit_env, rabbit_worker, rabbit_dispatcher):
+    request_id = f"example-rmq-{uuid.uuid4().hex[:8]}"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "send_task.py"), "--broker", rabbit_env["APERTURE_BROKER_URL"],
+         "--request-id", request_id, "https://cdn.example.com/examples/rmq-python.mp4"],
+        env={"PATH": os.environ.get("PATH", "")}, cwd=ROOT / "docs", capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    wait_for_complete(rabbit_env["APERTURE_DATABASE_URL"], request_id)
+
+
+@pytest.fixture(scope="module")
+def celery_node() -> Path:
+    """examples/node with its one dependency, celery-node, installed from the npm registry (once)."""
+    import shutil
+
+    node_dir = ROOT / "examples" / "node"
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("node and npm are required under CI for the Node.js caller", pytrace=False)
+        pytest.skip("node and npm are not installed")
+    if not (node_dir / "node_modules" / "celery-node").is_dir():
+        installed = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--no-package-lock"], cwd=node_dir, capture_output=True,
+            text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert installed.returncode == 0, installed.stderr[-2000:]
+    return node_dir
+
+
+def test_a_nodejs_caller_with_celery_node_gets_a_job_tagged_on_rabbitmq(
+    rabbit_env, rabbit_worker, rabbit_dispatcher, celery_node
+):
+    request_id = f"example-node-{uuid.uuid4().hex[:8]}"
+    done = subprocess.run(
+        ["node", "send_task.js", "--broker", rabbit_env["APERTURE_BROKER_URL"], "--request-id", request_id,
+         "https://cdn.example.com/examples/rmq-node.mp4"],
+        env={"PATH": os.environ.get("PATH", "")}, cwd=celery_node, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    wait_for_complete(rabbit_env["APERTURE_DATABASE_URL"], request_id)
