@@ -234,7 +234,7 @@ class PrivateRabbitMQ:
     disk are this run's alone and the machine's node at 5672 is never touched. ``url`` is its amqp:// URL
     (user guest, from loopback)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, management: bool = False) -> None:
         import socket
 
         def free_port() -> int:
@@ -250,8 +250,13 @@ class PrivateRabbitMQ:
         self.port, dist_port = free_port(), free_port()
         self.node = f"bench-{uuid.uuid4().hex[:8]}@localhost"
         # The package's own rabbitmq.conf pins the listener to 5672: this node has a file of its own.
-        (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.1 = 127.0.0.1:{self.port}\n")
-        (self.dir / "enabled_plugins").write_text("[].\n")
+        config = f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
+        # ``management``: the HTTP API (Flower's broker tab reads queue lengths from it) on a port of its own.
+        self.management_port = free_port() if management else None
+        if self.management_port:
+            config += f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
+        (self.dir / "rabbitmq.conf").write_text(config)
+        (self.dir / "enabled_plugins").write_text("[rabbitmq_management].\n" if management else "[].\n")
         subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.dir)], check=True)
         self.env = {
             "HOME": "/var/lib/rabbitmq",

@@ -410,3 +410,46 @@ def test_a_nodejs_caller_with_celery_node_gets_a_job_tagged_on_rabbitmq(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     wait_for_complete(rabbit_env["APERTURE_DATABASE_URL"], request_id)
+
+
+def test_flower_shows_the_rabbitmq_queues_through_the_management_api(app_env, rabbit_db, tmp_root):
+    """Flower reads a RabbitMQ queue's length from the management API (`FLOWER_BROKER_API`). The machine's
+    node has the management plugin off, and a test never reconfigures it: a private node with the plugin."""
+    import requests
+
+    from bench.harness import PrivateRabbitMQ
+    from cli.flower import start_flower
+    from tests.conftest import _free_port
+
+    try:
+        node = PrivateRabbitMQ(management=True)
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        if REQUIRE_SERVICES:
+            raise
+        pytest.skip(f"no private RabbitMQ node here: {exc}")
+    flower = None
+    try:
+        env = rabbit_env_for(app_env, node.url, rabbit_db) | {
+            "FLOWER_BROKER_API": f"http://guest:guest@127.0.0.1:{node.management_port}/api/"
+        }
+        app = project_app(env)
+        for _ in range(3):  # no worker: they stay on aperture.poll
+            app.send_task("aperture.poll_job", kwargs={"job_id": str(uuid.uuid4()), "token": str(uuid.uuid4())})
+        app.close()
+        port, auth = _free_port(), ("tester", uuid.uuid4().hex)
+        flower = start_flower({**env, "FLOWER_BASIC_AUTH": ":".join(auth)}, tmp_root, port)
+
+        def lengths() -> dict[str, int] | None:
+            try:
+                reply = requests.get(f"http://127.0.0.1:{port}/api/queues/length", auth=auth, timeout=5)
+            except requests.ConnectionError:
+                return None
+            queues = {q["name"]: q.get("messages") for q in reply.json()["active_queues"]} if reply.ok else {}
+            return queues if queues.get(QueueName.POLL.value) == 3 else None
+
+        # The queues that exist (only aperture.poll, declared by the sends), each as RabbitMQ counts it.
+        wait_for(lengths, timeout=60, interval=1, what="Flower showing 3 messages on aperture.poll")
+    finally:
+        if flower is not None:
+            flower.stop()
+        node.stop()
