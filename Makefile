@@ -57,6 +57,11 @@ BENCH_REUSE_URLS ?= 1000
 # Batching: 1,000 single-asset requests arriving over 60 s, with the default window and with batching off (3 minutes).
 BENCH_BATCHING_REQUESTS ?= 1000
 
+# Both brokers side by side: 100,000 jobs in flight on RabbitMQ (countdowns held by a private node) and on Redis
+# (parked), 3 minutes measured of each (about 25 minutes in all); then Redis's held messages after a kill -9 of
+# the worker (about 5 minutes) and a Redis restart under a busy worker.
+BENCH_BROKER_JOBS ?= 100000
+
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_sweeper.py --jobs $(BENCH_JOBS) $(BENCH_ARGS)
 	$(BIN)/python bench/bench_library.py --assets $(BENCH_ASSETS) --tags-per-asset $(BENCH_TAGS_PER_ASSET) $(BENCH_ARGS)
@@ -68,6 +73,9 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_reuse.py --urls $(BENCH_REUSE_URLS)
 	$(BIN)/python bench/bench_batching.py --requests $(BENCH_BATCHING_REQUESTS)
 	$(BIN)/python bench/bench_tags.py
+	$(BIN)/python bench/bench_brokers.py --jobs $(BENCH_BROKER_JOBS)
+	$(BIN)/python bench/bench_redis_held.py kill
+	$(BIN)/python bench/bench_redis_held.py restart
 
 # Kill -9, broker and database outages, API faults, hostile messages: one row per scenario
 # (docs/reliability.md). CHAOS_ARGS="--size smoke --only a,f" for a quick run.
