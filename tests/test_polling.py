@@ -251,20 +251,25 @@ def test_looks_follow_the_plan_and_fall_back_to_the_fixed_interval_past_it():
 
 def test_a_look_a_little_early_or_late_counts_as_its_planned_check():
     # jitter of 10%: the wait of 120 s aimed at 820 may have come at 808 or 832
-    assert planned_wait(PLAN, 808, jitter=0.1) == pytest.approx(140)
-    assert planned_wait(PLAN, 832, jitter=0.1) == pytest.approx(140)
+    assert planned_wait(PLAN, 808, jitter=0.1) == pytest.approx((140, 140))
+    assert planned_wait(PLAN, 832, jitter=0.1) == pytest.approx((140, 140))
     # a look off the plan (the plan was re-made since): the plan's spacing where it falls
-    assert planned_wait(PLAN, 760, jitter=0.1) == pytest.approx(120)
+    assert planned_wait(PLAN, 760, jitter=0.1) == pytest.approx((120, 120))
     # before the plan's first check (a slowdown moved the plan later): to its first check
-    assert planned_wait(PLAN, 300, jitter=0.1) == pytest.approx(300)
+    assert planned_wait(PLAN, 300, jitter=0.1) == pytest.approx((300, 100))
+    assert planned_wait(PLAN, 970, jitter=0.1) is None
 
 
-def test_jitter_still_spreads_planned_looks():
+def test_jitter_moves_a_jobs_first_planned_look_and_the_later_ones_keep_the_plans_spacing_from_it():
     s = settings(poll_jitter=0.1)
     p = Prediction(700, 0.3, PLAN)
-    waits = [tagging.after_status(PROCESSING, settings=s, prediction=p, elapsed_s=700).delay_s for _ in range(200)]
-    assert 120 * 0.9 <= min(waits) < max(waits) <= 120 * 1.1
-    assert max(waits) - min(waits) > 12
+    # the first look, 600 s away, moves by up to 10% of the 100 s gap after it, not of the 600 s
+    firsts = [tagging.first_look(p, settings=s) for _ in range(200)]
+    assert 590 <= min(firsts) < max(firsts) <= 610
+    assert max(firsts) - min(firsts) > 10
+    # and from wherever it came, the next is the plan's gap later: no gap the guard holds is stretched
+    for first in (591.0, 609.0):
+        assert tagging.after_status(PROCESSING, settings=s, prediction=p, elapsed_s=first).delay_s == 100
 
 
 def test_a_planned_wait_is_bounded_by_the_minimum_and_maximum_intervals():

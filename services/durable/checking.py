@@ -192,6 +192,9 @@ class Policy:
     max_gap_s: float
     guard: bool = True  # the pooled p95 delay no worse than the fixed schedule's
     over_share: float = GUARD_SHARE  # the share of jobs over the fixed p95 the plans aim at
+    # +- this fraction of the plan's spacing moves each look (APERTURE_POLL_JITTER): the guard plans
+    # against a threshold this much lower, or the gaps it holds at the threshold would cross it
+    jitter: float = 0.0
 
 
 def size_bucket(units: int) -> int:
@@ -237,7 +240,7 @@ def mix_of(found: Fit) -> list[tuple[float, float, float]]:
 
 def plans_for(found: Fit, policy: Policy) -> Plans:
     mix = mix_of(found)
-    threshold = fixed_p95(mix, policy.first_s, policy.every_s)
+    threshold = fixed_p95(mix, policy.first_s, policy.every_s) * (1 - policy.jitter)
     costs = Costs(policy.per_call_s, threshold, policy.min_gap_s, policy.max_gap_s, policy.every_s)
     if policy.guard:
         costs = replace(costs, penalty=calibrate(mix, costs, policy.over_share))
