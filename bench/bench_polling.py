@@ -123,6 +123,7 @@ class Learner:
         self.settings = settings
         self.policy = durations.policy_for(durations.TAGGING, settings)
         self.finished: list[tuple[float, int, float, float]] = []  # submitted at, units, lower, upper
+        self.in_flight: dict[int, Job] = {}  # submitted, not yet seen done, by index
         self.forecast = Forecast()
         self.refreshed_at = -math.inf
         self.fitted_on = -1
@@ -140,8 +141,13 @@ class Learner:
         self.fitted_on = len(self.finished)
         latest = sorted(self.finished, reverse=True)[: self.settings.poll_model_jobs]  # newest first, as the query
         history = [Observation(GROUP, units, lower, upper, now - at) for at, units, lower, upper in latest]
+        polling = [(GROUP, job.assets) for job in self.in_flight.values()][: self.settings.poll_model_jobs]
         self.forecast = refresh(
-            history, self.policy, min_observations=self.settings.poll_model_min_jobs, previous=self.forecast
+            history,
+            self.policy,
+            min_observations=self.settings.poll_model_min_jobs,
+            in_flight=polling,
+            previous=self.forecast,
         )
         self.fit_seconds += time.perf_counter() - started
         self.fits += 1
@@ -197,6 +203,8 @@ def run(jobs: list[Job], settings: Settings, seed: int, scheduler: Learner | Ora
         job = jobs[i]
         prediction = scheduler.predict(now, job) if scheduler is not None else None
         if key < 0:
+            if learner is not None:
+                learner.in_flight[i] = job
             heapq.heappush(events, (now + policy.first_look(prediction, settings=settings), i))
             continue
         calls[i] += 1
@@ -205,6 +213,7 @@ def run(jobs: list[Job], settings: Settings, seed: int, scheduler: Learner | Ora
             delays[i] = elapsed - job.duration_s
             if learner is not None:
                 learner.finished.append((job.arrives_s, job.assets, last_look[i], elapsed))
+                del learner.in_flight[i]
             continue
         last_look[i] = elapsed
         decision = policy.after_status(PROCESSING, settings=settings, prediction=prediction, elapsed_s=elapsed)

@@ -357,12 +357,12 @@ def test_a_jobs_looks_follow_its_plan(fleet):
 
 def test_the_polling_benchmark_runs_at_a_smoke_size():
     # no timing or target is asserted at this size: only that every schedule is measured side by side
-    command = [sys.executable, "bench/bench_polling.py", "--jobs", "100", "--knobs", "30,90"]
+    command = [sys.executable, "bench/bench_polling.py", "--jobs", "60", "--knobs", "90"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = done.stdout.splitlines()
     rows = {line.rsplit(None, 6)[0]: line.split()[-6:] for line in lines if line[:1].isalpha()}
-    for knob in ("30", "90"):
+    for knob in ("90",):
         for schedule in ("adaptive", "oracle", "oracle, no guard"):
             calls, mean, p95, *ratios = rows[f"{schedule}, {knob} s/call"]
             assert float(calls) >= 1 and float(mean) >= 0 and float(p95) >= 0 and len(ratios) == 3, schedule

@@ -24,6 +24,7 @@ only reads one.
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from collections.abc import Iterable, Sequence
@@ -42,7 +43,10 @@ _WINDOW = 80
 OVER_SHARE = 0.05
 # What a plan made from a learned model aims at instead: the model's errors (a median a few percent
 # off, the cold start) let more jobs over the threshold than it predicts.
-GUARD_SHARE = 0.04
+GUARD_SHARE = 0.047
+# The fixed schedule's checks counted for its p95: 400 intervals (33 hours at 5 minutes) cover any
+# work a plan is made for, even a cold start's wide sigma, at a bounded cost.
+_FIXED_CHECKS = 400
 _PENALTY_MAX = 1000.0  # calls: beyond this the guard cannot be met by checking more (min interval binds)
 
 
@@ -71,57 +75,77 @@ class Costs:
 
 
 def solve(median_s: float, sigma: float, costs: Costs) -> Plan:
-    """The optimal plan for a log-normal duration, by dynamic programming: from the check at grid
-    point ``k`` (the work not done by then), the next check at ``j`` costs one call (made if the work
-    was not done at ``k``) plus its expected delay and penalty; the value of ``k`` is the cheapest ``j``
-    plus the value of ``j``. State 0 is the submission."""
+    """The optimal plan for a log-normal duration, by dynamic programming: from a check at ``t`` (the
+    work not done by then), the next check at ``u`` costs one call (made if the work was not done at
+    ``t``) plus its expected delay and penalty, plus the value of ``u``. The next check is a point of
+    the grid, or exactly ``threshold_s`` after ``t`` (where the guard holds gaps; the grid alone would
+    round them down), whose value is interpolated between the grid's. State 0 is the submission."""
     per_delay = 1.0 / costs.per_call_s
     log_median = math.log(median_s)
+    mean_factor = median_s * math.exp(sigma * sigma / 2)
+    threshold, penalty = costs.threshold_s, costs.penalty
+
+    def cdf(t: float) -> float:
+        return normal_cdf((math.log(t) - log_median) / sigma) if t > 0 else 0.0
+
+    def moment_at(t: float) -> float:
+        # E[T; T < t] of the log-normal, so the expected delay of a gap is u (F(u) - F(t)) - (M(u) - M(t))
+        return mean_factor * normal_cdf((math.log(t) - log_median) / sigma - sigma) if t > 0 else 0.0
+
     zs = [_Z_LOW + (_Z_HIGH - _Z_LOW) * k / (_POINTS - 1) for k in range(_POINTS)]
     times = [0.0] + [median_s * math.exp(sigma * z) for z in zs]
     done = [0.0] + [normal_cdf(z) for z in zs]
-    # E[T; T < t] of the log-normal, so the expected delay of a gap is t_j (F_j - F_k) - (M_j - M_k)
-    mean_factor = median_s * math.exp(sigma * sigma / 2)
     moment = [0.0] + [mean_factor * normal_cdf(z - sigma) for z in zs]
-    # P(T < t_j - threshold): the work that, found at t_j, waited longer than the threshold
-    late = [
-        normal_cdf((math.log(t - costs.threshold_s) - log_median) / sigma) if t > costs.threshold_s else 0.0
-        for t in times
-    ]
+    # P(T < t - threshold): the work that, found at t, waited longer than the threshold
+    late = [cdf(t - threshold) for t in times]
     last = len(times) - 1
     value = [0.0] * len(times)
-    after = [last] * len(times)
-    survival_last = 1.0 - done[last]
-    value[last] = survival_last * (1.0 + per_delay * costs.tail_gap_s / 2)
-    penalty = costs.penalty
-    for k in range(last - 1, -1, -1):
-        fk, mk, tk = done[k], moment[k], times[k]
-        earliest, latest = tk + costs.min_gap_s, (tk + costs.max_gap_s) if k else math.inf
-        best, arg = math.inf, last
-        stop = min(last, k + _WINDOW) if k else last
-        for j in range(k + 1, stop + 1):
+    value[last] = (1.0 - done[last]) * (1.0 + per_delay * costs.tail_gap_s / 2)
+
+    def value_at(t: float) -> float:
+        j = bisect.bisect_left(times, t)
+        if j >= last:
+            return value[last]
+        share = (t - times[j - 1]) / (times[j] - times[j - 1])
+        return value[j - 1] + share * (value[j] - value[j - 1])
+
+    def step(t: float, ft: float, mt: float, first: int) -> tuple[float, float, int]:
+        """(cost, next check, its grid index or -1 off the grid) of the cheapest next check after ``t``."""
+        earliest, latest = t + costs.min_gap_s, (t + costs.max_gap_s) if t > 0 else math.inf
+        best, at, index = math.inf, times[last], last
+        stop = min(last, first + _WINDOW) if t > 0 else last
+        for j in range(first, stop + 1):
             tj = times[j]
             if tj < earliest and j < last:
                 continue
-            if tj > latest and j > k + 1 and best < math.inf:
+            if tj > latest and j > first and best < math.inf:
                 break
-            cost = per_delay * (tj * (done[j] - fk) - (moment[j] - mk)) + value[j]
-            if penalty and late[j] > fk:
-                cost += penalty * (late[j] - fk)
+            cost = per_delay * (tj * (done[j] - ft) - (moment[j] - mt)) + value[j]
+            if penalty and late[j] > ft:
+                cost += penalty * (late[j] - ft)
             if cost < best:
-                best, arg = cost, j
-        value[k] = (1.0 - fk) + best
-        after[k] = arg
+                best, at, index = cost, tj, j
+        held = t + threshold
+        if penalty and t > 0 and earliest <= held <= latest and held < times[last]:
+            cost = per_delay * (held * (cdf(held) - ft) - (moment_at(held) - mt)) + value_at(held)
+            if cost < best:
+                best, at, index = cost, held, -1
+        return best, at, index
+
+    for k in range(last - 1, -1, -1):
+        value[k] = (1.0 - done[k]) + step(times[k], done[k], moment[k], k + 1)[0]
     checks, calls, delay, over = [], 0.0, 0.0, 0.0
-    k = 0
-    while k < last:
-        j = after[k]
-        checks.append(times[j])
-        calls += 1.0 - done[k]
-        delay += times[j] * (done[j] - done[k]) - (moment[j] - moment[k])
-        over += max(0.0, late[j] - done[k])
-        k = j
-    calls += survival_last  # the tail: negligible mass, counted as one more call
+    t, ft, mt, first = 0.0, 0.0, 0.0, 1
+    while t < times[last]:
+        _, u, index = step(t, ft, mt, first)
+        fu, mu = (done[index], moment[index]) if index >= 0 else (cdf(u), moment_at(u))
+        checks.append(u)
+        calls += 1.0 - ft
+        delay += u * (fu - ft) - (mu - mt)
+        over += max(0.0, cdf(u - threshold) - ft)
+        t, ft, mt = u, fu, mu
+        first = index + 1 if index >= 0 else bisect.bisect_right(times, u)
+    calls += 1.0 - done[last]  # the tail: negligible mass, counted as one more call
     return Plan(tuple(checks), calls, delay, over)
 
 
@@ -134,7 +158,9 @@ def fixed_over(median_s: float, sigma: float, first_s: float, every_s: float, th
 
     total, previous, check = 0.0, 0.0, first_s
     horizon = median_s * math.exp(sigma * _Z_HIGH)
-    while previous < horizon:
+    for _ in range(_FIXED_CHECKS):
+        if previous >= horizon:
+            break
         total += max(0.0, cdf(check - threshold_s) - cdf(previous))
         previous, check = check, check + every_s
     return total
@@ -144,30 +170,40 @@ def fixed_p95(mix: Sequence[tuple[float, float, float]], first_s: float, every_s
     """The fixed schedule's pooled p95 delay over ``mix`` ((weight, median_s, sigma) per kind of work),
     by bisection on P(delay > x) = 5%."""
     low, high = 0.0, every_s
-    for _ in range(30):
+    for _ in range(16):  # to 1/65536 of the interval
         mid = (low + high) / 2
         share = sum(w * fixed_over(m, s, first_s, every_s, mid) for w, m, s in mix)
         low, high = (mid, high) if share > OVER_SHARE else (low, mid)
     return high
 
 
-def calibrate(mix: Sequence[tuple[float, float, float]], costs: Costs, share_at_most: float = OVER_SHARE) -> float:
+def calibrate(
+    mix: Sequence[tuple[float, float, float]], costs: Costs, share_at_most: float = OVER_SHARE, near: float = 0.0
+) -> float:
     """The smallest penalty for which the plans of ``mix`` ((weight, median_s, sigma)) keep the pooled
-    P(delay > threshold_s) at most ``share_at_most``: 0 if the unguarded plans already do."""
+    P(delay > threshold_s) at most ``share_at_most``: 0 if the unguarded plans already do. ``near``
+    (the last refresh's penalty) starts the search beside it: a refreshed model moves it little."""
 
     def share(penalty: float) -> float:
-        guarded = Costs(**{**costs.__dict__, "penalty": penalty})
+        guarded = replace(costs, penalty=penalty)
         return sum(w * solve(m, s, guarded).over for w, m, s in mix)
 
-    if share(0.0) <= share_at_most:
-        return 0.0
     low, high = 0.0, 1.0
+    if near > 0:
+        if share(near) > share_at_most:
+            low, high = near, near * 1.25
+        else:
+            low, high = near / 1.25, near
+            if share(low) <= share_at_most:
+                low, high = 0.0, low
+    if low == 0.0 and share(0.0) <= share_at_most:
+        return 0.0
     while share(high) > share_at_most:
         low, high = high, high * 4
         if high > _PENALTY_MAX:
             return _PENALTY_MAX
-    for _ in range(8):  # to within 10%: the share moves little with it by then
-        if high - low < 0.1 * high:
+    for _ in range(12):  # to within 3%: the share moves little with it by then
+        if high - low < 0.03 * high:
             break
         mid = math.sqrt(low * high) if low > 0 else high / 4
         low, high = (mid, high) if share(mid) > share_at_most else (low, mid)
@@ -192,9 +228,6 @@ class Policy:
     max_gap_s: float
     guard: bool = True  # the pooled p95 delay no worse than the fixed schedule's
     over_share: float = GUARD_SHARE  # the share of jobs over the fixed p95 the plans aim at
-    # +- this fraction of the plan's spacing moves each look (APERTURE_POLL_JITTER): the guard plans
-    # against a threshold this much lower, or the gaps it holds at the threshold would cross it
-    jitter: float = 0.0
 
 
 def size_bucket(units: int) -> int:
@@ -238,12 +271,15 @@ def mix_of(found: Fit) -> list[tuple[float, float, float]]:
     return mix
 
 
-def plans_for(found: Fit, policy: Policy) -> Plans:
+def plans_for(found: Fit, policy: Policy, previous: Plans | None = None) -> Plans:
+    """The threshold (the fixed schedule's pooled p95 on ``found``), the guard's penalty (searched for
+    beside ``previous``'s), and the plans to be made with them."""
     mix = mix_of(found)
-    threshold = fixed_p95(mix, policy.first_s, policy.every_s) * (1 - policy.jitter)
+    threshold = fixed_p95(mix, policy.first_s, policy.every_s)
     costs = Costs(policy.per_call_s, threshold, policy.min_gap_s, policy.max_gap_s, policy.every_s)
     if policy.guard:
-        costs = replace(costs, penalty=calibrate(mix, costs, policy.over_share))
+        near = previous.costs.penalty if previous is not None else 0.0
+        costs = replace(costs, penalty=calibrate(mix, costs, policy.over_share, near))
     return Plans(found, costs)
 
 
@@ -269,15 +305,34 @@ class Forecast:
         return Prediction(predicted.median_s, predicted.sigma, plans.checks(units))
 
 
+def with_in_flight(found: Fit, units: Iterable[int]) -> Fit:
+    """The fit whose size mix also counts the work still in flight: the history holds the work that
+    finished, which in a recent window is the short work; the pooled p95 is over all that was submitted."""
+    counts = dict(found.sizes)
+    for u in units:
+        counts[u] = counts.get(u, 0.0) + 1.0
+    return replace(found, sizes=tuple(sorted(counts.items())))
+
+
 def refresh(
-    observations: Iterable[Observation], policy: Policy, *, min_observations: int, previous: Forecast | None = None
+    observations: Iterable[Observation],
+    policy: Policy,
+    *,
+    min_observations: int,
+    in_flight: Iterable[tuple[str, int]] = (),
+    previous: Forecast | None = None,
 ) -> Forecast:
-    """Refit on the history (newest first) and re-plan the groups whose fit moved; a group whose fit
+    """Refit on the history (newest first), count the sizes ``in_flight`` ((group, units) of the work
+    being polled) into each group's mix, and re-plan the groups whose fit moved; a group whose fit
     stayed within ``REPLAN_TOLERANCE`` keeps its fit and plans."""
     earlier = previous or Forecast()
     model = fit(observations, min_observations=min_observations, previous=earlier.model)
+    polling: dict[str, list[int]] = {}
+    for group, units in in_flight:
+        polling.setdefault(group, []).append(units)
     plans = {}
-    for group, found in model.fits.items():
+    for group, fitted in model.fits.items():
+        found = with_in_flight(fitted, polling.get(group, ()))
         kept = earlier.plans.get(group)
-        plans[group] = kept if kept is not None and _close(found, kept.fit) else plans_for(found, policy)
+        plans[group] = kept if kept is not None and _close(found, kept.fit) else plans_for(found, policy, kept)
     return Forecast(model, plans)

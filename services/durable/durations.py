@@ -4,7 +4,8 @@
 One query per kind reads the latest ``APERTURE_POLL_MODEL_JOBS`` finished rows (by the index on
 state and creation time), newest first, with, for each, the interval its true duration lies in: from
 submission, the last status check that found it unfinished (the API attempts) and the one that found
-it done, and its age. The model is services/durable/prediction.py; the plans of checks made from it
+it done, and its age; for tagging, a second reads the sizes of the jobs being polled. The model is
+services/durable/prediction.py; the plans of checks made from it
 when it is refreshed, services/durable/checking.py.
 """
 
@@ -64,10 +65,24 @@ ORDER BY r.created_at DESC
 
 _QUERIES = {TAGGING: _TAGGING_OBSERVATIONS, SCORING: _SCORING_OBSERVATIONS}
 
+# The sizes of the jobs being polled (by the index on state and creation time): with the finished
+# ones, the mix of sizes the pooled p95 guard is over. A scoring round has one size.
+_TAGGING_IN_FLIGHT = text("""
+SELECT 'job:' || dialect AS grp, asset_count AS units FROM jobs
+WHERE state = 'polling' AND submitted_at IS NOT NULL
+ORDER BY created_at DESC LIMIT :latest
+""")
+
 
 def observations(session: Session, kind: str, latest: int) -> list[Observation]:
     rows = session.execute(_QUERIES[kind], {"latest": latest}).all()
     return [Observation(r.grp, int(r.units), float(r.lower_s), float(r.upper_s), float(r.age_s)) for r in rows]
+
+
+def in_flight(session: Session, kind: str, latest: int) -> list[tuple[str, int]]:
+    if kind != TAGGING:
+        return []
+    return [(r.grp, int(r.units)) for r in session.execute(_TAGGING_IN_FLIGHT, {"latest": latest}).all()]
 
 
 def policy_for(kind: str, settings: Settings) -> Policy:
@@ -107,6 +122,7 @@ def forecast(session: Session, kind: str, *, settings: Settings, now: dt.datetim
         observations(session, kind, settings.poll_model_jobs),
         policy_for(kind, settings),
         min_observations=settings.poll_model_min_jobs,
+        in_flight=in_flight(session, kind, settings.poll_model_jobs),
         previous=cached.forecast if cached is not None else None,
     )
     with _lock:

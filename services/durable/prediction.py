@@ -16,7 +16,7 @@ are (interval-censored: no midpoint is assumed), in each of these forms of the m
 
 The form kept is the one with the lowest AIC (2 * parameters - 2 * log-likelihood): ``affine`` and
 ``loglog`` have the same number of parameters, so between them the better censored log-likelihood wins.
-A share of ``CONTAMINATION`` of the likelihood is a log-uniform duration over 1 s to 11 days, so a stuck
+A share of ``CONTAMINATION`` (0.5%) of the likelihood is a log-uniform duration over 1 s to 11 days, so a stuck
 job or one found done at once cannot drag the median or inflate sigma: its weight in the fit falls as it
 becomes implausible under the log-normal.
 
@@ -31,16 +31,16 @@ A group with fewer than ``min_observations`` has no model: the caller keeps the 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-CONTAMINATION = 0.02
+CONTAMINATION = 0.005
 _CONTAMINATION_SPAN = math.log(1e6)  # log-uniform over 1 s .. 1e6 s
 DRIFT_WINDOW = 40
 DRIFT_EVIDENCE = 10.8  # chi-squared with 1 degree of freedom at p = 0.001: tested at every refresh
 _SIGMA_FLOOR = 0.05
 _MAX_ITERATIONS = 60
-_MAX_SIZE_WEIGHT = 20.0
 
 FORMS = ("affine", "loglog", "constant")
 _SQRT2 = math.sqrt(2.0)
@@ -121,7 +121,8 @@ class Fit:
     loglik: float
     observations: int
     shift: float = 0.0
-    # (units, weight): the mix of sizes submitted, which the fleet's pooled p95 is over
+    # (units, count) of the observations, and of the work in flight when the caller adds it (checking.
+    # refresh): the mix of sizes submitted, which the fleet's pooled p95 is over
     sizes: tuple[tuple[int, float], ...] = ()
     # of the median's parameters (from the inverse of the information): how well each size's median is known
     covariance: tuple[tuple[float, ...], ...] = ()
@@ -294,8 +295,8 @@ def fit_form(form: str, observations: Sequence[Observation], previous: Fit | Non
 
     theta, loglik = _maximise(value, start)
     found = Fit(form, tuple(theta[:-1]), max(math.exp(theta[-1]), _SIGMA_FLOOR), loglik, len(observations))
-    found = replace(found, covariance=_covariance(value(theta)[1], len(theta) - 1))
-    return replace(found, sizes=submitted_sizes(found, observations))
+    sizes = tuple(sorted(Counter(o.units for o in observations).items()))
+    return replace(found, covariance=_covariance(value(theta)[1], len(theta) - 1), sizes=sizes)
 
 
 def _covariance(gradients: list[list[float]], k: int) -> tuple[tuple[float, ...], ...]:
@@ -304,16 +305,6 @@ def _covariance(gradients: list[list[float]], k: int) -> tuple[tuple[float, ...]
     info = [[sum(g[i] * g[j] for g in gradients) + (1e-9 if i == j else 0.0) for j in range(n)] for i in range(n)]
     columns = [_solve(info, [1.0 if r == c else 0.0 for r in range(n)]) for c in range(n)]
     return tuple(tuple(columns[j][i] for j in range(k)) for i in range(k))
-
-
-def submitted_sizes(found: Fit, observations: Sequence[Observation]) -> tuple[tuple[int, float], ...]:
-    """The mix of sizes submitted, not finished: recent work is in the history only if it was short,
-    so each observation counts 1 / P(it had finished by its age) (at most ``_MAX_SIZE_WEIGHT``)."""
-    weights: dict[int, float] = {}
-    for o in observations:
-        finished = found.predict(o.units).cdf(o.age_s) if o.age_s < math.inf else 1.0
-        weights[o.units] = weights.get(o.units, 0.0) + 1.0 / max(finished, 1.0 / _MAX_SIZE_WEIGHT)
-    return tuple(sorted(weights.items()))
 
 
 def drift(fit: Fit, recent: Sequence[Observation]) -> float:
