@@ -1,6 +1,6 @@
 """Adaptive polling against the fixed 5 minutes and an oracle, on one workload, side by side.
 
-    python bench/bench_polling.py [--jobs 2000] [--seed 9] [--knobs 15,20,30,45,60,90,120,180]
+    python bench/bench_polling.py [--jobs 2000] [--seed 9] [--knobs 15,16,17,18,20,30,60,90,120,150,180,210,240]
 
 2,000 tagging jobs; assets per job log-uniform from 1 to 200; a job's duration is (2 min + 30 s per asset)
 times log-normal noise with sigma 0.5, which no scheduler is told. Jobs arrive as a Poisson stream, one
@@ -397,7 +397,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument(
-        "--knobs", default="15,20,30,45,60,90,120,180,240,300", help="APERTURE_POLL_DELAY_PER_CALL_S values"
+        "--knobs", default="15,16,17,18,20,30,60,90,120,150,180,210,240", help="APERTURE_POLL_DELAY_PER_CALL_S values"
     )
     args = parser.parse_args()
     started = time.perf_counter()
