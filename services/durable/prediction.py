@@ -12,13 +12,17 @@ are (interval-censored: no midpoint is assumed), in each of these forms of the m
 
 - ``affine``: ``alpha + beta * units`` (a fixed overhead plus a cost per asset);
 - ``loglog``: ``exp(a) * units ** b`` (a power law);
-- ``constant``: one median for every size (the only form when every observation has the same size).
+- ``constant``: one median for every size (the only form tried with fewer than 3 sizes observed).
 
 The form kept is the one with the lowest AIC (2 * parameters - 2 * log-likelihood): ``affine`` and
 ``loglog`` have the same number of parameters, so between them the better censored log-likelihood wins.
 A share of ``CONTAMINATION`` (0.5%) of the likelihood is a log-uniform duration over 1 s to 11 days, so a stuck
 job or one found done at once cannot drag the median or inflate sigma: its weight in the fit falls as it
 becomes implausible under the log-normal.
+
+A prediction's sigma is the predictive one: the noise's, plus the variance of the estimated median at
+that size (from the inverse of the information), so the first few dozen jobs, or a size far from those
+seen, are planned for a wider distribution.
 
 Drift: once the fit is made, one more parameter, ``shift`` (log), is the offset of the latest
 ``DRIFT_WINDOW`` observations from it, kept only if a likelihood-ratio test says it is real (chi-squared
