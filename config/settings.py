@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     poll_max_interval_s: float = Field(1800.0, gt=0)
     # The model learns from the latest poll_model_jobs finished jobs (per kind), re-read from
     # PostgreSQL at most every poll_model_refresh_s by each worker process (a fit and its plans take
-    # tens of milliseconds): no query per poll.
+    # 0.05-0.3 s): no query per poll.
     poll_model_jobs: int = Field(500, ge=10)
     poll_model_min_jobs: int = Field(20, ge=2)
     poll_model_refresh_s: float = Field(300.0, ge=0)
