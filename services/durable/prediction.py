@@ -139,15 +139,18 @@ class Fit:
         return math.exp(_LOCATIONS[self.form](self.params, max(units, 1))[0] + self.shift)
 
     def spread(self, units: int) -> float:
-        """The predictive sigma at this size: the noise and the uncertainty of the median's estimate,
-        which is wide where few observations are (a size far from those seen, the first few dozen jobs)."""
-        if not self.covariance:
-            return self.sigma
-        _, gradient = _LOCATIONS[self.form](self.params, max(units, 1))
-        variance = sum(
-            gi * gj * self.covariance[i][j] for i, gi in enumerate(gradient) for j, gj in enumerate(gradient)
-        )
-        return math.sqrt(self.sigma**2 + max(variance, 0.0))
+        """The predictive sigma at this size: the noise, the uncertainty of the median's estimate, which
+        is wide where few observations are (a size far from those seen, the first few dozen jobs), and a
+        recent shift's size: while one is seen, whether the next job is in the new regime or back in the
+        old is itself uncertain, and a plan sure of the slow one would first look long after a normal
+        job ended."""
+        variance = 0.0
+        if self.covariance:
+            _, gradient = _LOCATIONS[self.form](self.params, max(units, 1))
+            variance = sum(
+                gi * gj * self.covariance[i][j] for i, gi in enumerate(gradient) for j, gj in enumerate(gradient)
+            )
+        return math.sqrt(self.sigma**2 + max(variance, 0.0) + self.shift**2)
 
     def predict(self, units: int) -> Prediction:
         return Prediction(self.median_s(units), self.spread(units))
