@@ -75,20 +75,26 @@ class Settings(BaseSettings):
     poll_initial_s: float = 300.0
     poll_interval_s: float = 300.0
     poll_jitter: float = 0.1  # +/- fraction, so jobs submitted together do not poll in lockstep
-    # Adaptive polling (services/durable/prediction.py and schedule.adaptive_delay): look first
-    # near each job's predicted finish, learned from the jobs that finished, then as often as the
-    # detection delay a call saves is worth poll_delay_per_call_s (the knob: lower = more calls, less
-    # delay). "fixed" keeps poll_initial_s then poll_interval_s, which is also the cold start: a kind
-    # and dialect with fewer than poll_model_min_jobs finished is polled on the fixed schedule.
+    # Adaptive polling: each job's checks are the plan that minimises E[calls] + E[delay] /
+    # poll_delay_per_call_s for its predicted duration (services/durable/checking.py; the model,
+    # services/durable/prediction.py). The knob poll_delay_per_call_s is the detection delay one status
+    # call is worth, one figure for the fleet: lower = more calls, results sooner. poll_p95_guard keeps
+    # the pooled p95 delay no worse than the fixed schedule's. "fixed" keeps poll_initial_s then
+    # poll_interval_s, which is also the cold start: a kind and dialect with fewer than
+    # poll_model_min_jobs finished is polled on the fixed schedule.
     poll_schedule: Literal["adaptive", "fixed"] = "adaptive"
     poll_delay_per_call_s: float = Field(90.0, gt=0)
+    poll_p95_guard: bool = True
     poll_min_interval_s: float = Field(15.0, ge=0)
-    poll_max_interval_s: float = Field(300.0, gt=0)
+    # The longest gap between two checks after the first (the first may come later, near the predicted
+    # finish): long jobs are best checked every 10-20 minutes around their end.
+    poll_max_interval_s: float = Field(1800.0, gt=0)
     # The model learns from the latest poll_model_jobs finished jobs (per kind), re-read from
-    # PostgreSQL at most every poll_model_refresh_s by each worker process: no query per poll.
+    # PostgreSQL at most every poll_model_refresh_s by each worker process (a fit and its plans take
+    # 0.05-0.3 s): no query per poll.
     poll_model_jobs: int = Field(500, ge=10)
     poll_model_min_jobs: int = Field(20, ge=2)
-    poll_model_refresh_s: float = Field(60.0, ge=0)
+    poll_model_refresh_s: float = Field(300.0, ge=0)
     # A wait up to this long rides on a countdown message; a longer one is parked in
     # Postgres and the dispatcher enqueues it when due. 0 (the default): every wait is parked,
     # so worker memory does not grow with the jobs in flight (countdown messages sit in worker

@@ -14,6 +14,7 @@ services/scoring) declare a ``DurableKind`` and decide what each Vidmob answer m
 - policy.py      what an API error means (pure)
 - schedule.py    when to look next: parked or a countdown, backoff, jitter, lease (pure)
 - prediction.py  how long remote work takes, learned from finished work (pure)
+- checking.py    when to check on it: the optimal checking plan per size, the p95 guard (pure)
 - durations.py   the finished work prediction learns from, read from PostgreSQL
 - attempts.py    every API attempt, with its owner; the intent row before a non-idempotent call
 - callbacks.py   owed callbacks and their delivery

@@ -9,8 +9,8 @@ and settings are passed in.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
-import math
 import random
 import uuid
 from dataclasses import dataclass
@@ -36,58 +36,54 @@ def jittered(seconds: float, settings: Settings) -> float:
     return max(0.0, seconds + random.uniform(-spread, spread))
 
 
-# The first look may come later than the maximum interval, but no more than the maximum interval
-# after the work is done, except with this probability: long jobs skip early calls, and a job that
-# ends unusually early waits for its first look hardly longer than on the fixed schedule.
-FIRST_LOOK_RISK = 0.02
+def spacing(checks_s: tuple[float, ...], k: int) -> float:
+    """The plan's gap before its check ``k``; for the first, the gap after it (the wait to the first
+    check is long, and how precisely it is kept matters as little as the gaps around it)."""
+    if k > 0:
+        return checks_s[k] - checks_s[k - 1]
+    return checks_s[1] - checks_s[0] if len(checks_s) > 1 else checks_s[0]
 
 
-def adaptive_delay(prediction: Prediction, elapsed_s: float, *, worth_s: float, min_s: float, max_s: float) -> float:
-    """How long to wait, ``elapsed_s`` after submission, before looking at work whose duration is
-    ``prediction`` (not jittered: the caller jitters).
-
-    The next look is at the ``s`` where P(done between now and s | not done now) * (s - now) equals
-    ``2 * worth_s`` (``APERTURE_POLL_DELAY_PER_CALL_S``: the detection delay one status call is worth).
-    While the work is unlikely to be done the waits are long; around the predicted finish, where it
-    is most likely to end, they are short (the square-root rule: wait = sqrt(2 * worth / hazard));
-    past it, as the tail thins, they lengthen again. Bounded by ``min_s`` and ``max_s``, except the
-    first look (``elapsed_s`` 0), which may come later than ``max_s``: near the predicted finish."""
-    lowest = min_s
-    survival = 1.0 - prediction.cdf(elapsed_s)
-    if survival < 1e-9:
-        return max_s  # far past anything the model expected: it is of no help here
-    highest = max_s if elapsed_s > 0 else max_s + prediction.quantile(FIRST_LOOK_RISK)
-
-    def gain(wait: float) -> float:
-        return (prediction.cdf(elapsed_s + wait) - (1.0 - survival)) / survival * wait
-
-    target = 2 * worth_s
-    if gain(lowest) >= target:
-        return lowest
-    if gain(highest) <= target:
-        return highest
-    low, high = lowest, highest
-    for _ in range(40):  # bisection (on a log scale once above 0): to well under a second
-        mid = math.sqrt(low * high) if low > 0 else high / 2
-        if gain(mid) < target:
-            low = mid
-        else:
-            high = mid
-    return high
+def planned_wait(checks_s: tuple[float, ...], elapsed_s: float, jitter: float = 0.0) -> tuple[float, float] | None:
+    """The wait, ``elapsed_s`` after submission, before the next check of the plan ``checks_s``
+    (services/durable/checking.py), and the plan's spacing there; None past its end. A look within
+    ``jitter`` of the spacing around a planned check counts as that check, and the next comes one
+    planned gap later. A look off the plan (a plan re-made since: a refreshed model) goes to the plan's
+    first check if it is still ahead, else keeps the plan's spacing where it falls, neither checking
+    twice in a row nor skipping a check."""
+    i = bisect.bisect_right(checks_s, elapsed_s)
+    for k in (i - 1, i):  # the planned checks either side of now
+        if 0 <= k < len(checks_s) and abs(elapsed_s - checks_s[k]) <= jitter * spacing(checks_s, k) + 1e-6:
+            if k + 1 < len(checks_s):
+                return checks_s[k + 1] - checks_s[k], spacing(checks_s, k + 1)
+            return None
+    if i >= len(checks_s):
+        return None
+    if i == 0:
+        return checks_s[0] - elapsed_s, spacing(checks_s, 0)
+    return checks_s[i] - checks_s[i - 1], spacing(checks_s, i)
 
 
 def look_delay(
     prediction: Prediction | None, elapsed_s: float, *, fixed_s: float, max_s: float, settings: Settings
 ) -> float:
-    """The wait before the next status check, jittered: ``fixed_s`` without a prediction (the fixed
-    schedule, or a cold start), else the adaptive wait (``adaptive_delay``) bounded by the minimum
-    interval and ``max_s``."""
-    if prediction is None:
+    """The wait before the next status check: ``fixed_s`` without a planned prediction (the fixed
+    schedule, a cold start) or past its plan, jittered by ``poll_jitter`` of it; else the plan's next
+    check, at least the minimum interval away and, except for the first look (``elapsed_s`` 0), at most
+    ``max_s``. Only the first planned look is jittered, by ``poll_jitter`` of the plan's spacing there:
+    the later ones keep the plan's spacing from it, so jobs submitted together stay apart by that
+    offset, and no gap the p95 guard holds at its threshold is stretched over it."""
+    planned = None if prediction is None else planned_wait(prediction.checks_s, elapsed_s, settings.poll_jitter)
+    if planned is None:
         return jittered(fixed_s, settings)
-    wait = adaptive_delay(
-        prediction, elapsed_s, worth_s=settings.poll_delay_per_call_s, min_s=settings.poll_min_interval_s, max_s=max_s
-    )
-    return jittered(wait, settings)
+    wait, gap = planned
+    wait = max(wait, settings.poll_min_interval_s)
+    if elapsed_s > 0:
+        wait = min(wait, max_s)
+    if elapsed_s > 0:
+        return wait
+    spread = min(gap, wait) * settings.poll_jitter
+    return max(settings.poll_min_interval_s, wait + random.uniform(-spread, spread))
 
 
 def backoff(attempt: int, settings: Settings, retry_after: float | None = None) -> float:
