@@ -1,0 +1,231 @@
+"""Private RabbitMQ nodes for the chaos suite: one node, or a cluster of three that a scenario can
+kill a node of (kill -9) and bring back.
+
+Every node is the installed RabbitMQ (Debian's ``rabbitmq-server``, 3.10 here) with a name, AMQP
+port, distribution port, data directory and config file of its own, and the cluster's one Erlang
+cookie in a home directory of its own, so the machine's RabbitMQ (127.0.0.1:5672, ``rabbit@localhost``)
+is never touched: its config file pins the listener to 5672, so each node gets its own
+``RABBITMQ_CONFIG_FILE`` and its own (empty) ``RABBITMQ_CONF_ENV_FILE``. Run as root, each node runs as
+the ``rabbitmq`` user, as the package's own service does. Nodes two and three join the first with
+``rabbitmqctl join_cluster``. Everything is stopped and removed by ``close()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from chaos.harness import free_port
+from cli.processes import Process
+
+# Debian's package: the scripts themselves, not /usr/sbin's wrappers (which switch user and directory,
+# and drop the environment that names the node).
+RABBITMQ_BIN = Path(os.environ.get("APERTURE_RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
+USER = "rabbitmq"
+CTL_TIMEOUT_S = 60
+
+
+class RabbitMQMissing(SystemExit):
+    """The installed RabbitMQ is not there: one line saying how to get it, never a traceback."""
+
+
+def _check_installed() -> None:
+    if not (RABBITMQ_BIN / "rabbitmq-server").exists():
+        raise RabbitMQMissing(
+            f"RabbitMQ is not installed ({RABBITMQ_BIN}/rabbitmq-server not found): the chaos suite's RabbitMQ "
+            "scenarios start private nodes of it (apt-get install rabbitmq-server, or APERTURE_RABBITMQ_BIN)"
+        )
+
+
+def _run_as() -> list[str]:
+    """As root, the ``rabbitmq`` user (the data directories are its own); as anyone else, themselves."""
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups"]
+
+
+def _own(path: Path) -> None:
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(USER)
+        for dirpath, _dirs, files in os.walk(path):
+            os.chown(dirpath, entry.pw_uid, entry.pw_gid)
+            for name in files:
+                os.chown(os.path.join(dirpath, name), entry.pw_uid, entry.pw_gid)
+
+
+class Node:
+    """One node: ``start()`` returns once it accepts AMQP connections."""
+
+    def __init__(self, root: Path, name: str, home: Path) -> None:
+        self.name = name  # the Erlang node name, e.g. chaos-1a2b-1@localhost
+        self.dir = root / name.split("@")[0]
+        self.dir.mkdir()
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        config = self.dir / "rabbitmq.conf"
+        config.write_text(
+            f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
+            # A private node under test: no disk alarm on a nearly full /tmp stopping publishers.
+            "disk_free_limit.absolute = 50MB\n"
+            # Queue lengths (rabbitmqctl list_queues) refreshed every second, not every 5 s.
+            "collect_statistics_interval = 1000\n"
+        )
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "rabbitmq-env.conf").write_text("")  # not the system's, which names rabbit@localhost
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "HOME": str(home),  # the cluster's .erlang.cookie, for the server and rabbitmqctl alike
+            "RABBITMQ_CONF_ENV_FILE": str(self.dir / "rabbitmq-env.conf"),
+            "RABBITMQ_NODENAME": name,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_CONFIG_FILE": str(config),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(self.dir / "pid"),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        }
+        self.process: Process | None = None
+
+    def start(self) -> None:
+        """Starts it (on its data, if it ran before) and waits until it has booted."""
+        _own(self.dir)
+        argv = [*_run_as(), str(RABBITMQ_BIN / "rabbitmq-server")]
+        if self.process is None:
+            self.process = Process(
+                self.name, argv, self.env, self.dir / "server.log", cwd=self.dir, inherit_environ=False
+            )
+        else:
+            self.process.restart()
+        self.await_startup()
+
+    def await_startup(self) -> None:
+        """Until it has booted: ``await_startup`` fails at once while the node is not yet known to epmd,
+        so it is asked again until the node answers, exits, or the time passes."""
+        assert self.process is not None
+        deadline = time.monotonic() + CTL_TIMEOUT_S
+        while True:
+            try:
+                self.ctl("await_startup", "--timeout", str(CTL_TIMEOUT_S))
+                return
+            except RuntimeError as exc:
+                if not self.process.alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"{exc}\n{self.process.log()[-3000:]}") from None
+            time.sleep(0.5)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.alive()
+
+    def kill9(self) -> None:
+        """What a lost machine does to it: the whole process group at once, nothing flushed."""
+        assert self.process is not None
+        self.process.kill9()
+        self.process.stopped = True
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.alive():
+            self.process.stop(timeout=30)
+
+    def ctl(self, *args: str, timeout: float = CTL_TIMEOUT_S) -> str:
+        """``rabbitmqctl -n <this node> ...``; its output, or RuntimeError with what it said."""
+        argv = [*_run_as(), str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.name, *args]
+        done = subprocess.run(
+            argv, env=self.env, cwd=self.dir, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} on {self.name}: {done.stdout}{done.stderr}".strip())
+        return done.stdout
+
+
+class RabbitMQ:
+    """``nodes`` private nodes (1, or 3 for a cluster that survives the loss of one).
+
+    ``url`` names every node (kombu's failover list, ``;``-separated), so a client whose node dies
+    connects to the next one.
+    """
+
+    def __init__(self, *, nodes: int = 1) -> None:
+        _check_installed()
+        # A directory of its own, owned by the user the nodes run as (a chaos system's own directory
+        # is root's, closed to others).
+        self.root = Path(tempfile.mkdtemp(prefix="aperture-rabbitmq-"))
+        home = self.root / "home"
+        home.mkdir()
+        cookie = home / ".erlang.cookie"
+        cookie.write_text(secrets.token_hex(16).upper())
+        prefix = f"chaos-{secrets.token_hex(2)}"
+        self.nodes = [Node(self.root, f"{prefix}-{i + 1}@localhost", home) for i in range(nodes)]
+        _own(self.root)
+        os.chmod(cookie, 0o400)
+        try:
+            for node in self.nodes:
+                node.start()
+            first = self.nodes[0]
+            for node in self.nodes[1:]:
+                node.ctl("stop_app")
+                node.ctl("join_cluster", first.name)
+                node.ctl("start_app")
+                node.await_startup()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def url(self) -> str:
+        return ";".join(node.url for node in self.nodes)
+
+    def running(self) -> list[Node]:
+        return [node for node in self.nodes if node.alive()]
+
+    def ctl(self, *args: str) -> str:
+        """rabbitmqctl on the first node that runs."""
+        return self.running()[0].ctl(*args)
+
+    def queues(self) -> list[dict[str, object]]:
+        """Every queue of the default vhost: name, type, messages (ready + unacknowledged), leader."""
+        out = self.ctl("list_queues", "-q", "--formatter", "json", "name", "type", "messages", "leader")
+        return json.loads(out) if out.strip() else []
+
+    def messages(self, queues: list[str] | None = None) -> int:
+        """Messages held (ready or delivered and not yet acknowledged), in ``queues`` or in all."""
+        return sum(int(str(q["messages"])) for q in self.queues() if queues is None or q["name"] in queues)
+
+    def leader(self, queue: str) -> Node:
+        """The node leading quorum queue ``queue`` (the one whose loss moves its leadership)."""
+        for entry in self.queues():
+            if entry["name"] == queue:
+                return next(node for node in self.nodes if node.name == entry["leader"])
+        raise LookupError(f"no queue {queue!r} on {self.nodes[0].name}")
+
+    def wait_for_leader(self, queue: str, timeout: float = 60) -> Node:
+        """Until ``queue`` has a leader among the running nodes (after an election)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                node = self.leader(queue)
+                if node.alive():
+                    return node
+            except (LookupError, RuntimeError, StopIteration):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"queue {queue!r} has no running leader after {timeout:g} s")
+            time.sleep(0.5)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        if os.environ.get("CHAOS_KEEP"):
+            print(f"    (kept {self.root})")
+            return
+        shutil.rmtree(self.root, ignore_errors=True)
