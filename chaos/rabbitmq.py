@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import secrets
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 
 from chaos.harness import free_port
-from cli.processes import Process
+from chaos.servers import ServerProcess, as_user, give_to
 
 # Debian's package: the scripts themselves, not /usr/sbin's wrappers (which switch user and directory,
 # and drop the environment that names the node).
@@ -44,23 +43,7 @@ def _check_installed() -> None:
         )
 
 
-def _run_as() -> list[str]:
-    """As root, the ``rabbitmq`` user (the data directories are its own); as anyone else, themselves."""
-    if os.geteuid() != 0:
-        return []
-    return ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups"]
-
-
-def _own(path: Path) -> None:
-    if os.geteuid() == 0:
-        entry = pwd.getpwnam(USER)
-        for dirpath, _dirs, files in os.walk(path):
-            os.chown(dirpath, entry.pw_uid, entry.pw_gid)
-            for name in files:
-                os.chown(os.path.join(dirpath, name), entry.pw_uid, entry.pw_gid)
-
-
-class Node:
+class Node(ServerProcess):
     """One node: ``start()`` returns once it accepts AMQP connections."""
 
     def __init__(self, root: Path, name: str, home: Path) -> None:
@@ -80,7 +63,7 @@ class Node:
         )
         (self.dir / "enabled_plugins").write_text("[].\n")
         (self.dir / "rabbitmq-env.conf").write_text("")  # not the system's, which names rabbit@localhost
-        self.env = {
+        env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": "C.UTF-8",
             "HOME": str(home),  # the cluster's .erlang.cookie, for the server and rabbitmqctl alike
@@ -96,50 +79,25 @@ class Node:
             "RABBITMQ_PID_FILE": str(self.dir / "pid"),
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
         }
-        self.process: Process | None = None
+        argv = [*as_user(USER), str(RABBITMQ_BIN / "rabbitmq-server")]
+        super().__init__(name, argv, env, self.dir / "server.log", self.dir)
 
     def start(self) -> None:
         """Starts it (on its data, if it ran before) and waits until it has booted."""
-        _own(self.dir)
-        argv = [*_run_as(), str(RABBITMQ_BIN / "rabbitmq-server")]
-        if self.process is None:
-            self.process = Process(
-                self.name, argv, self.env, self.dir / "server.log", cwd=self.dir, inherit_environ=False
-            )
-        else:
-            self.process.restart()
-        self.await_startup()
+        give_to(self.dir, USER)
+        self.launch(self._booted, CTL_TIMEOUT_S)
 
-    def await_startup(self) -> None:
-        """Until it has booted: ``await_startup`` fails at once while the node is not yet known to epmd,
-        so it is asked again until the node answers, exits, or the time passes."""
-        assert self.process is not None
-        deadline = time.monotonic() + CTL_TIMEOUT_S
-        while True:
-            try:
-                self.ctl("await_startup", "--timeout", str(CTL_TIMEOUT_S))
-                return
-            except RuntimeError as exc:
-                if not self.process.alive() or time.monotonic() > deadline:
-                    raise RuntimeError(f"{exc}\n{self.process.log()[-3000:]}") from None
-            time.sleep(0.5)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.alive()
-
-    def kill9(self) -> None:
-        """What a lost machine does to it: the whole process group at once, nothing flushed."""
-        assert self.process is not None
-        self.process.kill9()
-        self.process.stopped = True
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.alive():
-            self.process.stop(timeout=30)
+    def _booted(self) -> bool:
+        # await_startup fails at once while the node is not yet known to epmd: asked again until it answers.
+        try:
+            self.ctl("await_startup", "--timeout", str(CTL_TIMEOUT_S))
+            return True
+        except RuntimeError:
+            return False
 
     def ctl(self, *args: str, timeout: float = CTL_TIMEOUT_S) -> str:
         """``rabbitmqctl -n <this node> ...``; its output, or RuntimeError with what it said."""
-        argv = [*_run_as(), str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.name, *args]
+        argv = [*as_user(USER), str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.name, *args]
         done = subprocess.run(
             argv, env=self.env, cwd=self.dir, capture_output=True, text=True, timeout=timeout, check=False
         )
@@ -166,7 +124,7 @@ class RabbitMQ:
         cookie.write_text(secrets.token_hex(16).upper())
         prefix = f"chaos-{secrets.token_hex(2)}"
         self.nodes = [Node(self.root, f"{prefix}-{i + 1}@localhost", home) for i in range(nodes)]
-        _own(self.root)
+        give_to(self.root, USER)
         os.chmod(cookie, 0o400)
         try:
             for node in self.nodes:
@@ -176,7 +134,7 @@ class RabbitMQ:
                 node.ctl("stop_app")
                 node.ctl("join_cluster", first.name)
                 node.ctl("start_app")
-                node.await_startup()
+                node.ctl("await_startup", "--timeout", str(CTL_TIMEOUT_S))
         except BaseException:
             self.close()
             raise
