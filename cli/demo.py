@@ -27,9 +27,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from cli.embedded import ExtraMissing, ensure_infrastructure
-from cli.preflight import check_broker, check_database
+from cli.preflight import check_broker, check_database, check_redis
 from cli.processes import NotReady, Process, start_dispatcher, start_worker
 from config import get_settings
+from config.celery import caller_config
+from config.settings import is_rabbitmq_url
 from config.tasks import CREATE_JOB
 from models import Asset, Job, JobState
 from models.db import session_scope
@@ -95,9 +97,13 @@ class System:
         self.stack.callback(infra.stop)
         check_database(infra.database_url)
         check_broker(infra.broker_url)
+        redis_url = get_settings().fleet_redis_url
+        if redis_url and redis_url != infra.broker_url:
+            check_redis(redis_url, variable="APERTURE_REDIS_URL")
+        broker = "RabbitMQ" if is_rabbitmq_url(infra.broker_url) else "Redis"
         self.console.print(
             f"[bold]PostgreSQL[/] {'embedded' if 'PostgreSQL' in infra.embedded else 'from APERTURE_DATABASE_URL'}"
-            f", [bold]Redis[/] {'embedded' if 'Redis' in infra.embedded else 'from APERTURE_BROKER_URL'}"
+            f", [bold]{broker}[/] {'embedded' if 'Redis' in infra.embedded else 'from APERTURE_BROKER_URL'}"
         )
         upgrade()
         key = os.environ.get("VIDMOB_API_KEY") or f"demo-{secrets.token_hex(8)}"
@@ -137,6 +143,7 @@ class System:
 def submit_batch(broker_url: str, batch: list[SampleJob], run: str) -> dict[str, SampleJob]:
     """Sent exactly as another application would: by task name, JSON kwargs."""
     app = Celery("demo-caller", broker=broker_url)
+    app.conf.update(caller_config(broker_url))
     sent = {}
     try:
         for job in batch:

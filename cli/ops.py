@@ -70,7 +70,7 @@ def require_broker() -> str:
     url = _settings().broker_url
     if not url:
         raise OperatorError(
-            "APERTURE_BROKER_URL is not set. Point it at the system's Redis (e.g. redis://host:6379/0); "
+            "APERTURE_BROKER_URL is not set. Point it at the system's broker (e.g. redis://host:6379/0); "
             "these commands talk to a running system and never start one."
         )
     return url
@@ -113,10 +113,12 @@ def send_message(task: str, kwargs: dict[str, Any], *, queue: str | None = None,
     from kombu.exceptions import OperationalError as BrokerError
     from kombu.utils.url import maybe_sanitize_url
 
+    from config.celery import caller_config
     from config.tasks import queue_of
 
     broker = require_broker()
     app = Celery("aperture-cli", broker=broker)
+    app.conf.update(caller_config(broker))
     app.conf.update(task_serializer="json", broker_connection_timeout=5, broker_connection_retry=False)
     try:
         result = app.send_task(

@@ -1,4 +1,4 @@
-"""Before starting anything: the configured PostgreSQL and Redis answer, or one line says why not.
+"""Before starting anything: the configured PostgreSQL, broker and Redis answer, or one line says why not.
 
 A wrong URL used to surface as a 60-line traceback from deep inside SQLAlchemy or kombu. Each
 check here turns the usual mistakes (a malformed URL, nothing listening, a database that does
@@ -48,21 +48,44 @@ def check_database(url: str) -> None:
 
 
 def check_broker(url: str) -> None:
+    from config.settings import is_rabbitmq_url
+
+    if is_rabbitmq_url(url):
+        check_rabbitmq(url)
+    else:
+        check_redis(url, variable="APERTURE_BROKER_URL")
+
+
+def check_rabbitmq(url: str) -> None:
+    from kombu import Connection
+    from kombu.utils.url import maybe_sanitize_url
+
+    connection = Connection(url, connect_timeout=5)
+    try:
+        connection.ensure_connection(max_retries=1, timeout=5)
+    except Exception as exc:  # noqa: BLE001  # socket, AMQP (access refused, no vhost) and kombu errors alike
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigurationError(
+            f"cannot reach RabbitMQ at {maybe_sanitize_url(url)}: {detail}; start it, or fix the host, "
+            "user, password or vhost in APERTURE_BROKER_URL"
+        ) from None
+    finally:
+        connection.release()
+
+
+def check_redis(url: str, *, variable: str) -> None:
     import redis
 
     shown = _hide_password(url)
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
     except ValueError as exc:
-        raise ConfigurationError(
-            f"APERTURE_BROKER_URL is not a Redis URL ({exc}); expected redis://host:6379/0"
-        ) from None
+        raise ConfigurationError(f"{variable} is not a Redis URL ({exc}); expected redis://host:6379/0") from None
     try:
         client.ping()
     except redis.RedisError as exc:
         raise ConfigurationError(
-            f"cannot reach Redis at {shown}: {exc}; start it, fix APERTURE_BROKER_URL, "
-            "or unset it to use an embedded Redis"
+            f"cannot reach Redis at {shown}: {exc}; start it, fix {variable}, or unset it to use an embedded Redis"
         ) from None
     finally:
         client.close()

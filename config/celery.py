@@ -10,28 +10,21 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
-from config.settings import Settings
+from config.settings import Settings, is_rabbitmq_url
 from config.tasks import TASK_ROUTES, QueueName
 
-__all__ = ["TASK_ROUTES", "QueueName", "celery_config"]
+__all__ = ["TASK_ROUTES", "QueueName", "caller_config", "celery_config"]
 
 
 def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
-    transport_options = {
-        # One value everywhere: Redis hands an unacked message to another worker after it.
-        "visibility_timeout": settings.visibility_timeout_s,
-        # A Redis that stops answering (a half-open socket, a failover) is noticed, not waited on.
-        "socket_timeout": settings.broker_socket_timeout_s,
-        "socket_connect_timeout": settings.broker_connect_timeout_s,
-        "socket_keepalive": True,
-        "retry_on_timeout": True,
-        "health_check_interval": 25,
-    }
+    if is_rabbitmq_url(broker_url):
+        broker = _rabbitmq(settings)
+    else:
+        broker = _redis(settings)
     return {
         "broker_url": broker_url,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": transport_options,
-        "result_backend_transport_options": transport_options,
+        **broker,
         # Nothing reads task results: Postgres is the record of what happened.
         "result_backend": None,
         "task_ignore_result": True,
@@ -49,14 +42,13 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         # Countdown messages are held in worker RAM; cap them (Celery >= 5.6).
         "worker_eta_task_limit": settings.worker_eta_task_limit,
         # TERM is a warm shutdown: running tasks finish, and closing the channel hands the
-        # countdown messages this worker holds back to Redis. These two govern the cold
+        # countdown messages this worker holds back to the broker. These two govern the cold
         # path (SIGQUIT): a grace period before tasks are cut, also when the worker is idle.
         "worker_soft_shutdown_timeout": settings.worker_soft_shutdown_timeout_s,
         "worker_enable_soft_shutdown_on_idle": True,
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,
         "task_default_queue": QueueName.DEFAULT.value,
-        "task_queues": [Queue(q.value, Exchange(q.value), routing_key=q.value) for q in QueueName],
         "task_routes": TASK_ROUTES,
         "task_create_missing_queues": True,
         # Task events feed Flower and its metrics.
@@ -65,4 +57,67 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "timezone": "UTC",
         "enable_utc": True,
+    }
+
+
+def _redis(settings: Settings) -> dict[str, Any]:
+    transport_options = {
+        # One value everywhere: Redis hands an unacked message to another worker after it.
+        "visibility_timeout": settings.visibility_timeout_s,
+        # A Redis that stops answering (a half-open socket, a failover) is noticed, not waited on.
+        "socket_timeout": settings.broker_socket_timeout_s,
+        "socket_connect_timeout": settings.broker_connect_timeout_s,
+        "socket_keepalive": True,
+        "retry_on_timeout": True,
+        "health_check_interval": 25,
+    }
+    return {
+        "broker_transport_options": transport_options,
+        "result_backend_transport_options": transport_options,
+        "task_queues": [Queue(q.value, Exchange(q.value), routing_key=q.value) for q in QueueName],
+    }
+
+
+def _rabbitmq(settings: Settings) -> dict[str, Any]:
+    """Every queue of config/tasks.py a quorum queue (replicated, kept on disk, no message lost with a
+    node), each behind a topic exchange of its own name: native delayed delivery (Celery >= 5.5) needs a
+    non-direct exchange to route a countdown through the broker's ``celery_delayed_*`` queues, so the
+    wait is held by RabbitMQ, never by a worker."""
+    quorum = {"x-queue-type": "quorum"}
+    return {
+        # Publisher confirms: a send returns once the broker has the message (for a quorum queue: on a
+        # majority of its nodes), and a refused one raises instead of vanishing. Quorum queues need it.
+        "broker_transport_options": {"confirm_publish": True},
+        "broker_heartbeat": settings.broker_heartbeat_s,
+        "broker_connection_timeout": settings.broker_connect_timeout_s,
+        "task_queues": [
+            Queue(q.value, Exchange(q.value, type="topic"), routing_key=q.value, queue_arguments=quorum)
+            for q in QueueName
+        ],
+        "task_default_queue_type": "quorum",
+        "task_default_exchange_type": "topic",
+        # Quorum queues refuse a global QoS: the worker sets a per-consumer prefetch instead (default on,
+        # stated so that it is not turned off by accident).
+        "worker_detect_quorum_queues": True,
+        # The delay queues replicated too (Celery's default, stated): a countdown survives a node.
+        "broker_native_delayed_delivery_queue_type": "quorum",
+        # A caller's callback queue that does not exist yet is declared as Celery declares one by
+        # default (classic, a direct exchange of its name), which is what a caller's own worker expects.
+        "task_create_missing_queue_type": "classic",
+    }
+
+
+def caller_config(broker_url: str) -> dict[str, Any]:
+    """What a plain ``Celery(broker=...)`` that only sends these tasks needs on top of its defaults: on
+    RabbitMQ, to declare each queue as the workers do (quorum, behind a topic exchange of its name), since
+    RabbitMQ refuses a declaration that differs from the queue's; on Redis nothing. README shows the same
+    four settings for other applications."""
+    if not is_rabbitmq_url(broker_url):
+        return {}
+    return {
+        "task_default_queue_type": "quorum",
+        "task_default_exchange_type": "topic",
+        "task_create_missing_queue_type": "quorum",
+        "task_create_missing_queue_exchange_type": "topic",
+        "broker_transport_options": {"confirm_publish": True},
     }

@@ -9,7 +9,8 @@ so pointing a deployment at the real API is a change of those three only.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,7 +22,11 @@ class Settings(BaseSettings):
     # --- Infrastructure. None means "embedded": only the `aperture` CLI starts
     # embedded servers; a bare `celery -A workers` refuses to guess (see workers/application.py).
     database_url: str | None = None
+    # Redis (redis://, the default and `aperture demo`'s) or RabbitMQ (amqp://): config/celery.py.
     broker_url: str | None = None
+    # The fleet's rate limit and circuit breaker always live in Redis, whichever broker carries the
+    # messages: this URL, or the broker's when that is Redis. Required when the broker is RabbitMQ.
+    redis_url: str | None = None
     data_dir: str = ".aperture"  # where embedded PostgreSQL/Redis keep their files
 
     # --- The remote API.
@@ -87,6 +92,9 @@ class Settings(BaseSettings):
     # Postgres and the dispatcher enqueues it when due. 0 (the default): every wait is parked,
     # so worker memory does not grow with the jobs in flight (countdown messages sit in worker
     # RAM, at most APERTURE_WORKER_ETA_TASK_LIMIT each; docs/benchmarks.md measures both).
+    # On RabbitMQ the default is every wait (RABBITMQ_MAX_COUNTDOWN_S): a countdown waits in the broker's
+    # delay queues (native delayed delivery), not in a worker, so a look re-enqueues itself as the
+    # specification describes, and the row's next_poll_at is only the dispatcher's net for a lost one.
     max_countdown_s: float = Field(0.0, ge=0)
     job_deadline_s: float = 24 * 3600.0
     # A dispatched message that has not run this long after it was due is presumed lost
@@ -132,6 +140,9 @@ class Settings(BaseSettings):
     db_lock_timeout_s: float = Field(5.0, gt=0)
     broker_socket_timeout_s: float = Field(30.0, gt=0)
     broker_connect_timeout_s: float = Field(5.0, gt=0)
+    # RabbitMQ only: AMQP heartbeats, so a connection to a node that is gone (a partition, a lost host) is
+    # noticed within about two intervals and its unacked messages requeued by the broker. 0 turns them off.
+    broker_heartbeat_s: float = Field(30.0, ge=0)
 
     # --- Celery limits.
     task_soft_time_limit_s: int = 120
@@ -151,10 +162,48 @@ class Settings(BaseSettings):
     # messages this worker holds are handed back to the broker (Celery >= 5.5 soft shutdown).
     worker_soft_shutdown_timeout_s: float = 10.0
 
+    @property
+    def broker_is_rabbitmq(self) -> bool:
+        return is_rabbitmq_url(self.broker_url)
+
+    @property
+    def fleet_redis_url(self) -> str | None:
+        """The Redis of the fleet's rate limit and circuit breaker (None: not known yet, embedded)."""
+        if self.redis_url:
+            return self.redis_url
+        return self.broker_url if is_redis_url(self.broker_url) else None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _broker_defaults(cls, data: Any) -> Any:
+        # A default that depends on the broker: on RabbitMQ every wait rides on a countdown message.
+        if isinstance(data, dict) and "max_countdown_s" not in data and is_rabbitmq_url(data.get("broker_url")):
+            data = {**data, "max_countdown_s": RABBITMQ_MAX_COUNTDOWN_S}
+        return data
+
     @model_validator(mode="after")
     def _check_invariants(self) -> Settings:
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
             raise ValueError("APERTURE_TASK_SOFT_TIME_LIMIT_S must be below APERTURE_TASK_TIME_LIMIT_S")
+        if self.broker_url and not (is_redis_url(self.broker_url) or self.broker_is_rabbitmq):
+            scheme = urlsplit(self.broker_url).scheme or self.broker_url
+            raise ValueError(
+                "APERTURE_BROKER_URL must be a Redis (redis://host:6379/0) or RabbitMQ "
+                f"(amqp://user:password@host:5672/vhost) URL, not {scheme!r}"
+            )
+        if self.redis_url and not is_redis_url(self.redis_url):
+            raise ValueError(
+                f"APERTURE_REDIS_URL must be a Redis URL (redis://host:6379/0), not "
+                f"{urlsplit(self.redis_url).scheme or self.redis_url!r}: "
+                "the fleet rate limit and circuit breaker live in Redis"
+            )
+        if self.broker_is_rabbitmq and not self.redis_url:
+            raise ValueError(
+                "APERTURE_REDIS_URL is not set: with RabbitMQ as APERTURE_BROKER_URL, the fleet rate limit and "
+                "circuit breaker still need a Redis (e.g. APERTURE_REDIS_URL=redis://localhost:6379/0)"
+            )
+        if self.broker_is_rabbitmq:
+            return self  # no visibility timeout: RabbitMQ requeues what a lost connection held unacked
         # Redis redelivers an unacked message after visibility_timeout: a countdown
         # longer than that, or one that then runs to the hard limit, would run twice.
         longest = max(self.max_countdown_s, self.retry_backoff_max_s) + self.task_time_limit_s
@@ -164,6 +213,18 @@ class Settings(BaseSettings):
                 f"countdown plus the task time limit ({longest:g} s)"
             )
         return self
+
+
+# A day: longer than any wait a job or a scoring round has (each is timed out at its deadline).
+RABBITMQ_MAX_COUNTDOWN_S = 24 * 3600.0
+
+
+def is_rabbitmq_url(url: str | None) -> bool:
+    return bool(url) and urlsplit(url or "").scheme in ("amqp", "amqps", "pyamqp")
+
+
+def is_redis_url(url: str | None) -> bool:
+    return bool(url) and urlsplit(url or "").scheme in ("redis", "rediss", "unix")
 
 
 @lru_cache(maxsize=1)
@@ -178,5 +239,11 @@ def describe_invalid(error: ValidationError) -> str:
         name = str(loc[0]).upper() if loc else "SETTINGS"
         return name if name.startswith("VIDMOB_") else f"APERTURE_{name}"
 
-    problems = "; ".join(f"{variable(e['loc'])}: {e['msg']}" for e in error.errors(include_url=False))
+    def problem(e: Any) -> str:
+        # A check across variables (the model's own validator) names its variables in its message.
+        if not e["loc"]:
+            return str(e["msg"]).removeprefix("Value error, ")
+        return f"{variable(e['loc'])}: {e['msg']}"
+
+    problems = "; ".join(problem(e) for e in error.errors(include_url=False))
     return f"the configuration is invalid: {problems}"

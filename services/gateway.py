@@ -39,16 +39,18 @@ _gates_pid: int | None = None
 
 def _fleet_gates() -> tuple[CircuitBreaker | None, FleetRateLimiter | None]:
     """The circuit breaker and the rate limiter, on one Redis connection pool per process (made
-    after fork) on the broker's Redis; each is None when its settings turn it off."""
+    after fork) on the fleet's Redis (``APERTURE_REDIS_URL``, or the broker's when that is Redis); each is
+    None when its settings turn it off."""
     global _gates, _gates_pid
     settings = get_settings()
-    if not settings.broker_url:
+    redis_url = settings.fleet_redis_url
+    if not redis_url:
         return None, None
     if _gates_pid != os.getpid():
         # One try per command: the gates stand aside when Redis does not answer (a call is never held up
         # by redis-py's default retries, about 4 s of backoff per refused command during an outage).
         client = redis.Redis.from_url(
-            settings.broker_url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+            redis_url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
         )
         breaker = None
         if settings.circuit_failure_threshold:

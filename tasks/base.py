@@ -8,6 +8,7 @@ database that restarted or failed over), with backoff, jitter and a cap.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -64,6 +65,10 @@ def send(message: Message, producer: Any = None) -> None:
         options["queue"] = message.queue
     if message.countdown:
         options["countdown"] = message.countdown
+        if current_app.conf.task_default_queue_type == "quorum":
+            # RabbitMQ's delay queues count whole seconds and Celery truncates: rounded down, the message
+            # would arrive early and wait out the rest in the worker, holding a prefetch slot.
+            options["countdown"] = math.ceil(message.countdown)
     current_app.send_task(message.task, kwargs=message.kwargs, **options)
 
 

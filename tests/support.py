@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 import redis
@@ -64,7 +65,10 @@ def send(app_env: dict[str, str], task: str, **kwargs: Any) -> str:
     """Enqueue by name, as another application would."""
     from celery import Celery
 
+    from config.celery import caller_config
+
     app = Celery(broker=app_env["APERTURE_BROKER_URL"])
+    app.conf.update(caller_config(app_env["APERTURE_BROKER_URL"]))
     app.conf.task_serializer = "json"
     try:
         return app.send_task(task, kwargs=kwargs).id
@@ -136,3 +140,87 @@ def reset_simulator(url: str) -> None:
     requests.post(f"{url}/_sim/reset", timeout=5).raise_for_status()
     defaults = dataclasses.asdict(SimulatorConfig(**SIM_CONFIG))
     requests.post(f"{url}/_sim/config", json=defaults, timeout=5).raise_for_status()
+
+
+# The machine's RabbitMQ as Debian installs it: the default user, allowed from loopback only.
+RABBITMQ_GUEST = "guest:guest"
+
+
+class RabbitMQUnavailable(RuntimeError):
+    """No RabbitMQ to make a vhost on: `rabbitmqctl` missing or the node not running."""
+
+
+def rabbitmqctl(*args: str, timeout: float = 60) -> str:
+    """The machine's RabbitMQ node, administered as its own CLI does (as root, the node's cookie)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except (FileNotFoundError, subprocess.TimeoutExpired) as exc:
+        raise RabbitMQUnavailable(f"rabbitmqctl {args[0]}: {exc}") from exc
+    if done.returncode != 0:
+        raise RabbitMQUnavailable(f"rabbitmqctl {' '.join(args)}: {(done.stderr or done.stdout).strip()}")
+    return done.stdout
+
+
+@contextmanager
+def rabbitmq_vhost(server: str = "127.0.0.1:5672", credentials: str = RABBITMQ_GUEST) -> Iterator[str]:
+    """A vhost of the machine's RabbitMQ that only this caller uses (as a Redis database is claimed
+    above), with the user of ``credentials`` (``user:password``) allowed everything in it, deleted
+    afterwards with whatever it holds. Yields its amqp:// URL."""
+    import uuid
+
+    user = credentials.split(":", 1)[0]
+    name = f"aperture-test-{uuid.uuid4().hex[:10]}"
+    rabbitmqctl("add_vhost", name)
+    try:
+        rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
+        yield f"amqp://{credentials}@{server}/{name}"
+    finally:
+        with suppress(RabbitMQUnavailable):
+            rabbitmqctl("delete_vhost", name)
+
+
+def vhost_of(url: str) -> str:
+    from urllib.parse import unquote, urlsplit
+
+    return unquote(urlsplit(url).path.lstrip("/")) or "/"
+
+
+def rabbitmq_queues(url: str) -> dict[str, dict[str, Any]]:
+    """Every queue of ``url``'s vhost as RabbitMQ reports it: type, ready and unacknowledged messages."""
+    import json
+
+    listed = rabbitmqctl(
+        "list_queues", "-p", vhost_of(url), "--formatter", "json", "name", "type", "messages_ready",
+        "messages_unacknowledged", "arguments",
+    )  # fmt: skip
+    return {q["name"]: q for q in json.loads(listed or "[]")}
+
+
+def rabbitmq_exchanges(url: str) -> dict[str, str]:
+    """Every named exchange of ``url``'s vhost and its type."""
+    import json
+
+    listed = rabbitmqctl("list_exchanges", "-p", vhost_of(url), "--formatter", "json", "name", "type")
+    return {e["name"]: e["type"] for e in json.loads(listed or "[]") if e["name"]}
+
+
+def rabbitmq_ready(url: str, names: Iterable[str]) -> dict[str, int]:
+    """Messages ready on each queue that exists, now (a passive declare answers from the queue itself;
+    `rabbitmqctl list_queues` reports a quorum queue's counts only every few seconds)."""
+    from amqp.exceptions import NotFound
+    from kombu import Connection
+
+    counts: dict[str, int] = {}
+    with Connection(url, connect_timeout=5) as conn:
+        for name in names:
+            channel: Any = conn.channel()  # py-amqp's Channel: kombu's stubs type only the common part
+            try:
+                counts[name] = channel.queue_declare(queue=name, passive=True).message_count
+            except NotFound:
+                continue  # the channel is closed by the broker with the error
+            channel.close()
+    return counts

@@ -72,3 +72,45 @@ def test_an_invalid_setting_names_its_variable(app_env, argv, variable):
     result = run([str(BIN / "python"), *argv], {**app_env, variable: "soon"})
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert variable in last_line(result)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "says"),
+    [
+        (
+            ["-m", "celery", "-A", "workers", "worker"],
+            {"APERTURE_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//"},
+            "APERTURE_REDIS_URL is not set: with RabbitMQ as APERTURE_BROKER_URL",
+        ),
+        (
+            ["-m", "workers.dispatcher"],
+            {"APERTURE_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//", "APERTURE_REDIS_URL": "amqp://x//"},
+            "APERTURE_REDIS_URL must be a Redis URL (redis://host:6379/0), not 'amqp'",
+        ),
+        (
+            ["-m", "celery", "-A", "workers", "worker"],
+            {"APERTURE_BROKER_URL": "kafka://127.0.0.1:9092"},
+            "APERTURE_BROKER_URL must be a Redis (redis://host:6379/0) or RabbitMQ",
+        ),
+    ],
+    ids=["rabbitmq-without-redis", "redis-url-not-redis", "unknown-broker"],
+)
+def test_a_broker_without_the_fleets_redis_is_one_line_and_exit_4(app_env, argv, env, says):
+    result = run([str(BIN / "python"), *argv], {**app_env, **env})
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr
+    assert says in last_line(result)
+
+
+def test_aperture_up_with_rabbitmq_unreachable_says_so_in_one_line(app_env, tmp_path):
+    env = {
+        **app_env,
+        "APERTURE_BROKER_URL": "amqp://guest:secret-pw@127.0.0.1:1//",
+        "APERTURE_REDIS_URL": app_env["APERTURE_BROKER_URL"],
+        "APERTURE_DATA_DIR": str(tmp_path),
+    }
+    result = run([str(BIN / "aperture"), "up"], env)
+    assert result.returncode == 4
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "cannot reach RabbitMQ at amqp://guest:**@127.0.0.1:1//" in last_line(result)
+    assert "secret-pw" not in result.stdout + result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from urllib.parse import urlsplit
 
 from celery import Celery, bootsteps
@@ -17,11 +18,15 @@ from workers.health import install_heartbeat
 
 
 class ConfigurationError(SystemExit):
-    """A worker, the dispatcher or Flower that cannot run as configured: one line on stderr, exit 1
-    (a SystemExit, so `celery -A workers ...` prints the sentence, not a traceback)."""
+    """A worker, the dispatcher or Flower that cannot run as configured: one line on stderr, exit 4 like
+    the `aperture` command's (a SystemExit, so `celery -A workers ...` prints the sentence, not a traceback)."""
+
+    exit_code = 4
 
     def __init__(self, message: str) -> None:
-        super().__init__(f"aperture: {message}")
+        self.message = f"aperture: {message}"
+        print(self.message, file=sys.stderr, flush=True)
+        super().__init__(self.exit_code)
 
 
 def _loopback(url: str) -> bool:
