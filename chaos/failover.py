@@ -45,21 +45,23 @@ def postgres_bin() -> Path:
 def query(url: str, sql: str, *params: Any) -> list[tuple]:
     """One statement in its own connection; its rows (none for a statement that returns none)."""
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
-        cursor = conn.execute(sql, params)
+        cursor = conn.execute(sql, params or None)
         return cursor.fetchall() if cursor.description else []
 
 
 class Server(ServerProcess):
     """One postmaster: kill -9 of its process group takes its backends with it, as a lost machine does."""
 
-    def __init__(self, bindir: Path, data: Path, port: int, settings: dict[str, str]) -> None:
+    def __init__(
+        self, bindir: Path, data: Path, port: int, settings: dict[str, str], host: str, prefix: list[str]
+    ) -> None:
         self.data, self.port = data, port
-        argv = [*as_user(USER), str(bindir / "postgres"), "-D", str(data)]
-        for key, value in {"port": str(port), **settings}.items():
+        argv = [*prefix, *as_user(USER), str(bindir / "postgres"), "-D", str(data)]
+        for key, value in {"port": str(port), "listen_addresses": host, **settings}.items():
             argv += ["-c", f"{key}={value}"]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
         super().__init__(f"postgres-{port}", argv, env, data.parent / f"{port}.log", data.parent)
-        self.url = f"postgresql://{USER}@127.0.0.1:{port}/postgres"
+        self.url = f"postgresql://{USER}@{host}:{port}/postgres"
 
     def start(self) -> None:
         self.launch(self._accepts, READY_TIMEOUT_S)
@@ -75,23 +77,27 @@ class Server(ServerProcess):
         return query(self.url, sql, *params)
 
 
-# Both servers: small, fast to start, listening on the loopback only, their sockets in their own directory.
-COMMON = {"listen_addresses": "127.0.0.1", "shared_buffers": "32MB", "max_connections": "100", "fsync": "on"}
+# Both servers: small and fast to start, their sockets in their own directory.
+COMMON = {"shared_buffers": "32MB", "max_connections": "100", "fsync": "on"}
 
 
 class ReplicatedPostgres:
     """A primary and a synchronous replica; ``fail_over()`` kills the primary (-9) and promotes the replica.
+    With ``replica=False``, the primary alone, listening on ``host`` and run with ``prefix`` before its
+    command (a network namespace of chaos/partition.py).
 
     The same surface as chaos.harness.Postgres (``url``, ``query``, ``running``, ``stop``) so a
     scenario's System can use either.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, replica: bool = True, host: str = "127.0.0.1", prefix: list[str] | None = None) -> None:
         bindir = postgres_bin()
         self.root = Path(tempfile.mkdtemp(prefix="aperture-pg-failover-"))
         primary_dir, replica_dir = self.root / "primary", self.root / "replica"
         give_to(self.root, USER)
         self._run([str(bindir / "initdb"), "-D", str(primary_dir), "-U", USER, "--auth=trust", "-E", "UTF8"])
+        with open(primary_dir / "pg_hba.conf", "a") as hba:  # a server of the suite's own, on a private address
+            hba.write("host all all samenet trust\nhost replication all samenet trust\n")
         sockets = str(self.root)
         self.primary = Server(
             bindir,
@@ -104,29 +110,30 @@ class ReplicatedPostgres:
                 "max_wal_senders": "5",
                 "synchronous_commit": "on",
             },
+            host,
+            prefix or [],
         )
         self.replica: Server | None = None
+        self.url = f"postgresql://{USER}@{host}:{self.primary.port}/aperture?connect_timeout=5"
         try:
             self.primary.start()
             self.primary.query("CREATE DATABASE aperture")
-            source = ["-h", "127.0.0.1", "-p", str(self.primary.port), "-U", USER]
-            self._run(
-                [str(bindir / "pg_basebackup"), *source, "-D", str(replica_dir), "-R", "-X", "stream", "-c", "fast"]
-            )
-            self.replica = Server(
-                bindir,
-                replica_dir,
-                free_port(),
-                {**COMMON, "unix_socket_directories": sockets, "hot_standby": "on", "synchronous_standby_names": ""},
-            )
-            self.replica.start()
-            # Synchronous only now: with no standby yet, every commit (CREATE DATABASE too) would wait.
-            self.primary.query("ALTER SYSTEM SET synchronous_standby_names = '*'")
-            self.primary.query("SELECT pg_reload_conf()")
-            self._wait_sync()
+            if replica:
+                self._replicate(bindir, replica_dir, sockets)
         except BaseException:
             self.close()
             raise
+
+    def _replicate(self, bindir: Path, replica_dir: Path, sockets: str) -> None:
+        source = ["-h", "127.0.0.1", "-p", str(self.primary.port), "-U", USER]
+        self._run([str(bindir / "pg_basebackup"), *source, "-D", str(replica_dir), "-R", "-X", "stream", "-c", "fast"])
+        settings = {**COMMON, "unix_socket_directories": sockets, "hot_standby": "on", "synchronous_standby_names": ""}
+        self.replica = Server(bindir, replica_dir, free_port(), settings, "127.0.0.1", [])
+        self.replica.start()
+        # Synchronous only now: with no standby yet, every commit (CREATE DATABASE too) would wait.
+        self.primary.query("ALTER SYSTEM SET synchronous_standby_names = '*'")
+        self.primary.query("SELECT pg_reload_conf()")
+        self._wait_sync()
         hosts = f"127.0.0.1:{self.primary.port},127.0.0.1:{self.replica.port}"
         self.url = f"postgresql://{USER}@{hosts}/aperture?target_session_attrs=read-write&connect_timeout=5"
 

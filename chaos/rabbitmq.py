@@ -46,16 +46,19 @@ def _check_installed() -> None:
 class Node(ServerProcess):
     """One node: ``start()`` returns once it accepts AMQP connections."""
 
-    def __init__(self, root: Path, name: str, home: Path) -> None:
+    def __init__(self, root: Path, name: str, home: Path, host: str, prefix: list[str]) -> None:
         self.name = name  # the Erlang node name, e.g. chaos-1a2b-1@localhost
         self.dir = root / name.split("@")[0]
         self.dir.mkdir()
         self.port = free_port()
         self.dist_port = free_port()
-        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        self.prefix = prefix
+        self.url = f"amqp://guest:guest@{host}:{self.port}//"
         config = self.dir / "rabbitmq.conf"
         config.write_text(
-            f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
+            f"listeners.tcp.1 = {host}:{self.port}\n"
+            # guest is refused from anywhere but the loopback by default; a partitioned node is elsewhere.
+            "loopback_users = none\n"
             # A private node under test: no disk alarm on a nearly full /tmp stopping publishers.
             "disk_free_limit.absolute = 50MB\n"
             # Queue lengths (rabbitmqctl list_queues) refreshed every second, not every 5 s.
@@ -69,7 +72,7 @@ class Node(ServerProcess):
             "HOME": str(home),  # the cluster's .erlang.cookie, for the server and rabbitmqctl alike
             "RABBITMQ_CONF_ENV_FILE": str(self.dir / "rabbitmq-env.conf"),
             "RABBITMQ_NODENAME": name,
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_IP_ADDRESS": host,
             "RABBITMQ_NODE_PORT": str(self.port),
             "RABBITMQ_DIST_PORT": str(self.dist_port),
             "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
@@ -79,7 +82,7 @@ class Node(ServerProcess):
             "RABBITMQ_PID_FILE": str(self.dir / "pid"),
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
         }
-        argv = [*as_user(USER), str(RABBITMQ_BIN / "rabbitmq-server")]
+        argv = [*prefix, *as_user(USER), str(RABBITMQ_BIN / "rabbitmq-server")]
         super().__init__(name, argv, env, self.dir / "server.log", self.dir)
 
     def start(self) -> None:
@@ -97,7 +100,7 @@ class Node(ServerProcess):
 
     def ctl(self, *args: str, timeout: float = CTL_TIMEOUT_S) -> str:
         """``rabbitmqctl -n <this node> ...``; its output, or RuntimeError with what it said."""
-        argv = [*as_user(USER), str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.name, *args]
+        argv = [*self.prefix, *as_user(USER), str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.name, *args]
         done = subprocess.run(
             argv, env=self.env, cwd=self.dir, capture_output=True, text=True, timeout=timeout, check=False
         )
@@ -107,13 +110,14 @@ class Node(ServerProcess):
 
 
 class RabbitMQ:
-    """``nodes`` private nodes (1, or 3 for a cluster that survives the loss of one).
+    """``nodes`` private nodes (1, or 3 for a cluster that survives the loss of one), listening on
+    ``host``, run with ``prefix`` before their commands (a network namespace of chaos/partition.py).
 
     ``url`` names every node (kombu's failover list, ``;``-separated), so a client whose node dies
     connects to the next one.
     """
 
-    def __init__(self, *, nodes: int = 1) -> None:
+    def __init__(self, *, nodes: int = 1, host: str = "127.0.0.1", prefix: list[str] | None = None) -> None:
         _check_installed()
         # A directory of its own, owned by the user the nodes run as (a chaos system's own directory
         # is root's, closed to others).
@@ -122,8 +126,8 @@ class RabbitMQ:
         home.mkdir()
         cookie = home / ".erlang.cookie"
         cookie.write_text(secrets.token_hex(16).upper())
-        prefix = f"chaos-{secrets.token_hex(2)}"
-        self.nodes = [Node(self.root, f"{prefix}-{i + 1}@localhost", home) for i in range(nodes)]
+        tag = f"chaos-{secrets.token_hex(2)}"
+        self.nodes = [Node(self.root, f"{tag}-{i + 1}@localhost", home, host, prefix or []) for i in range(nodes)]
         give_to(self.root, USER)
         os.chmod(cookie, 0o400)
         try:
