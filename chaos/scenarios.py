@@ -30,16 +30,17 @@ class Size:
     node_down_s: float
     partition_s: float
     partition_runs: int
+    partition_jobs: int
 
 
 SIZES = {
     "smoke": Size(
         jobs=30, kills=2, pg_short_s=3, pg_long_s=10, outage_s=6, in_flight=20, hostile_cases=120, timeout_s=120,
-        node_down_s=5, partition_s=10, partition_runs=1,
+        node_down_s=5, partition_s=10, partition_runs=1, partition_jobs=30,
     ),
     "full": Size(
         jobs=1000, kills=5, pg_short_s=20, pg_long_s=300, outage_s=120, in_flight=1000, hostile_cases=10_000,
-        timeout_s=900, node_down_s=30, partition_s=60, partition_runs=10,
+        timeout_s=900, node_down_s=30, partition_s=60, partition_runs=10, partition_jobs=90,
     ),
 }  # fmt: skip
 
@@ -272,13 +273,13 @@ def partitioned(size: Size, broker: str, server: str) -> Row:
     row = Row(label(f"j. {size.partition_s:g} s partition from {server}", broker))
     with system(broker=broker, partition="broker" if server == "the broker" else "database") as s:
         assert s.partition is not None
-        before = s.submit("part", size.jobs * 2 // 3)
+        before = s.submit("part", size.partition_jobs * 2 // 3)
         time.sleep(2.0)  # jobs being created and polled
         s.partition.cut()
         time.sleep(size.partition_s)
         s.partition.heal()
         healed = time.monotonic()
-        after = s.submit("part2", size.jobs // 3)
+        after = s.submit("part2", size.partition_jobs // 3)
         first_end = _first_end_after(s, ["part", "part2"], healed, timeout=size.timeout_s)
         end_both(s, row, ("part", len(before)), ("part2", len(after)), healed, size.timeout_s)
         row.notes.append(f"first job ended {first_end:.1f} s after the heal; every job {row.recover_s:.1f} s after")
