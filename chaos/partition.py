@@ -39,6 +39,14 @@ class Partition:
             self._inside("addr", "add", f"{self.host}/30", "dev", self.inside)
             self._inside("link", "set", "lo", "up")
             self._inside("link", "set", self.inside, "up")
+            # The server's hardware address pinned on this side: with the link cut, ARP would fail in a few
+            # seconds and a connect would get "No route to host" at once; pinned, every packet is sent and
+            # dropped, and a connect hangs until its own timeout, as behind a switch that drops traffic.
+            shown = subprocess.run(
+                ["ip", "-n", self.namespace, "-o", "link", "show", self.inside], capture_output=True, text=True
+            ).stdout.split()
+            mac = shown[shown.index("link/ether") + 1]
+            _ip("neigh", "replace", self.host, "lladdr", mac, "dev", self.outside, "nud", "permanent")
         except BaseException:
             self.close()
             raise
