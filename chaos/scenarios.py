@@ -31,16 +31,17 @@ class Size:
     partition_s: float
     partition_runs: int
     partition_jobs: int
+    partition_db: bool  # also the partition from PostgreSQL
 
 
 SIZES = {
     "smoke": Size(
         jobs=30, kills=2, pg_short_s=3, pg_long_s=10, outage_s=6, in_flight=20, hostile_cases=120, timeout_s=120,
-        node_down_s=5, partition_s=10, partition_runs=1, partition_jobs=30,
+        node_down_s=5, partition_s=5, partition_runs=1, partition_jobs=30, partition_db=False,
     ),
     "full": Size(
         jobs=1000, kills=5, pg_short_s=20, pg_long_s=300, outage_s=120, in_flight=1000, hostile_cases=10_000,
-        timeout_s=900, node_down_s=30, partition_s=60, partition_runs=10, partition_jobs=90,
+        timeout_s=900, node_down_s=30, partition_s=60, partition_runs=10, partition_jobs=90, partition_db=True,
     ),
 }  # fmt: skip
 
@@ -345,7 +346,7 @@ SCENARIOS: dict[str, Callable[[Size, str], Row | list[Row]]] = {
     "i": postgres_failover,
     "j": lambda size, broker: [
         *(partitioned(size, broker, "the broker") for _ in range(size.partition_runs)),
-        partitioned(size, broker, "PostgreSQL"),
+        *([partitioned(size, broker, "PostgreSQL")] if size.partition_db else []),
     ],
 }
 
