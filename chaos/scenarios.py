@@ -286,6 +286,8 @@ def partitioned(size: Size, broker: str, server: str) -> Row:
         row.notes.append(f"first job ended {first_end:.1f} s after the heal; every job {row.recover_s:.1f} s after")
         if first_end > 10:
             row.unexpected.append(f"no job ended for {first_end:.0f} s after the partition healed (at most 10)")
+        if s.restarts:
+            row.unexpected.append(f"{s.restarts} processes exited and were restarted")
         return row
 
 

@@ -104,6 +104,12 @@ def _rabbitmq(settings: Settings) -> dict[str, Any]:
         # A caller's callback queue that does not exist yet is declared as Celery declares one by
         # default (classic, a direct exchange of its name), which is what a caller's own worker expects.
         "task_create_missing_queue_type": "classic",
+        # The worker's remote-control queue not exclusive (Celery's default makes it so): after a network
+        # partition the worker reconnects before RabbitMQ has noticed the old connection is gone (two
+        # missed heartbeats), and an exclusive queue still held by that connection refuses the new
+        # declaration with RESOURCE_LOCKED, which Celery treats as unrecoverable: every worker exited.
+        # Not exclusive, it is declared again and expires on its own once nobody consumes it.
+        "control_queue_exclusive": False,
     }
 
 
