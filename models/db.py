@@ -87,7 +87,23 @@ def get_engine() -> Engine:
             pool_size=settings.db_pool_size,
             max_overflow=4,
             pool_timeout=10,
-            connect_args={"application_name": "aperture", "connect_timeout": 10, "options": options},
+            connect_args={
+                "application_name": "aperture",
+                # Below the soft time limit too, for the same reason (a connect to a host that drops packets).
+                "connect_timeout": int(max(1, min(10.0, settings.task_soft_time_limit_s / 2))),
+                "options": options,
+                # A connection whose packets are dropped (a network partition; a failed-over address that
+                # no longer answers) is a connection error, retried as one, before the task's soft time
+                # limit: a step hung on it until then ended as SoftTimeLimitExceeded, which is not retried,
+                # and a request not yet stored was lost with its message (chaos scenario j, 60 s from
+                # PostgreSQL). Unacknowledged data for half the soft limit (at most 30 s), or an idle
+                # connection whose peer stops answering keepalives, fails it.
+                "tcp_user_timeout": int(min(30.0, settings.task_soft_time_limit_s / 2) * 1000),
+                "keepalives": 1,
+                "keepalives_idle": max(1, int(settings.task_soft_time_limit_s / 5)),
+                "keepalives_interval": 1,
+                "keepalives_count": 2,
+            },
         )
         _sessions = sessionmaker(bind=_engine, expire_on_commit=False)
         _engine_pid = os.getpid()
