@@ -25,13 +25,15 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Lint and types, headless Chromium for the report's test (Debian's package, installed when missing:
-# as root), the chaos suite at smoke size (its own servers and processes; on RabbitMQ only the scenarios
-# where the broker decides what is lost: kill -9 of the workers, a cluster node killed), then the tests in two
+# Lint and types, headless Chromium for the report's test and RabbitMQ for the tests on it (Debian's
+# packages, installed when missing and RabbitMQ started when not running: as root), the chaos suite at smoke
+# size (its own servers and processes; on RabbitMQ only the scenarios where the broker decides what is lost:
+# kill -9 of the workers, a cluster node killed), then the tests in two
 # processes (each with its own databases, Redis database, simulator and worker: most tests wait on the
 # simulator's clock, not the CPU), whose summary closes the run with the 15 slowest.
 test: lint
 	scripts/ensure-chromium.sh
+	scripts/ensure-rabbitmq.sh
 	$(BIN)/python -m chaos --size smoke --broker redis
 	$(BIN)/python -m chaos --size smoke --broker rabbitmq --only a,h
 	$(BIN)/python -m pytest -n 2 --durations=15
@@ -58,6 +60,11 @@ BENCH_REUSE_URLS ?= 1000
 # Batching: 1,000 single-asset requests arriving over 60 s, with the default window and with batching off (3 minutes).
 BENCH_BATCHING_REQUESTS ?= 1000
 
+# Both brokers side by side: 100,000 jobs in flight on RabbitMQ (countdowns held by a private node) and on Redis
+# (parked), 3 minutes measured of each (about 25 minutes in all); then Redis's held messages after a kill -9 of
+# the worker (about 5 minutes) and a Redis restart under a busy worker.
+BENCH_BROKER_JOBS ?= 100000
+
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_sweeper.py --jobs $(BENCH_JOBS) $(BENCH_ARGS)
 	$(BIN)/python bench/bench_library.py --assets $(BENCH_ASSETS) --tags-per-asset $(BENCH_TAGS_PER_ASSET) $(BENCH_ARGS)
@@ -69,6 +76,9 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_reuse.py --urls $(BENCH_REUSE_URLS)
 	$(BIN)/python bench/bench_batching.py --requests $(BENCH_BATCHING_REQUESTS)
 	$(BIN)/python bench/bench_tags.py
+	$(BIN)/python bench/bench_brokers.py --jobs $(BENCH_BROKER_JOBS)
+	$(BIN)/python bench/bench_redis_held.py kill
+	$(BIN)/python bench/bench_redis_held.py restart
 
 # Kill -9, broker and database outages, API faults, hostile messages, a RabbitMQ node and the PostgreSQL
 # primary killed, network partitions: one row per scenario and broker (docs/reliability.md).

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import statistics
 import sys
 import time
 import uuid
@@ -42,7 +41,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import fill, one_row, percentile, pss_kb, sim_jobs, start, stop, system_env
+from bench.harness import fill, percentile, pss_kb, sim_jobs, start, stop, system_env, warm_up
 from cli.processes import DISPATCHER_READY, worker_argv
 from cli.processes import dispatcher as dispatcher_argv
 
@@ -128,30 +127,9 @@ def inflight(
             try:
                 worker.wait_for_log("ready.")
                 disp.wait_for_log(DISPATCHER_READY)
-                with psycopg.connect(url, autocommit=True) as conn:
-                    conn.execute("CREATE TABLE bench_due (job_id uuid PRIMARY KEY, due timestamptz)")
 
                 # Warm up, and measure what the worker sustains: ``warm`` looks due at once, drained.
-                t0 = dt.datetime.now(dt.UTC)
-                fill(url, sim_jobs(sim, warm), t0, 0)
-                with psycopg.connect(url, autocommit=True) as conn:
-                    deadline = time.monotonic() + 300
-                    while one_row(conn, "SELECT count(*) FROM api_attempts")[0] < warm:
-                        if time.monotonic() > deadline:
-                            raise TimeoutError("warm-up looks were not served")
-                        time.sleep(0.5)
-                    span = "SELECT min(attempted_at), max(attempted_at) FROM api_attempts"
-                    first, last = one_row(conn, span)
-                    sustained = warm / max(0.001, (last - first).total_seconds())
-                    conn.execute("DELETE FROM api_attempts")
-                    conn.execute("DELETE FROM jobs")
-                # Rested, then the median of 5 samples taken over half as long again.
-                time.sleep(settle_s)
-                idle_samples = []
-                for _ in range(5):
-                    time.sleep(settle_s / 10)
-                    idle_samples.append(pss_kb(worker.pid))
-                idle = statistics.median(idle_samples)
+                sustained, idle = warm_up(url, sim, warm, worker.pid, settle_s)
                 redis_idle = rds.client().info("memory")["used_memory"]
 
                 # N in flight, first looks spread over a window that makes them fall due at ``load`` times

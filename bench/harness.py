@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import statistics
 import subprocess
 import tempfile
 import time
@@ -135,6 +136,31 @@ def pss_kb(pid: int) -> int:
     return total
 
 
+def warm_up(url: str, sim: Any, warm: int, worker_pid: int, settle_s: float) -> tuple[float, float]:
+    """``warm`` looks due at once, drained by the running worker and dispatcher: the looks a second the
+    worker sustains. Then, the rows cleared and the worker rested for ``settle_s``, its idle PSS (kB): the
+    median of 5 samples taken over half as long again. Creates ``bench_due`` (job, due time) for the
+    lateness of the looks measured after it."""
+    fill(url, sim_jobs(sim, warm), dt.datetime.now(dt.UTC), 0)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bench_due (job_id uuid PRIMARY KEY, due timestamptz)")
+        deadline = time.monotonic() + 300
+        while one_row(conn, "SELECT count(*) FROM api_attempts")[0] < warm:
+            if time.monotonic() > deadline:
+                raise TimeoutError("warm-up looks were not served")
+            time.sleep(0.5)
+        first, last = one_row(conn, "SELECT min(attempted_at), max(attempted_at) FROM api_attempts")
+        sustained = warm / max(0.001, (last - first).total_seconds())
+        conn.execute("DELETE FROM api_attempts")
+        conn.execute("DELETE FROM jobs")
+    time.sleep(settle_s)
+    samples = []
+    for _ in range(5):
+        time.sleep(settle_s / 10)
+        samples.append(pss_kb(worker_pid))
+    return sustained, statistics.median(samples)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
@@ -200,3 +226,75 @@ def worker_and_dispatcher(env: dict[str, Any], concurrency: int = 2) -> Iterator
         yield
     finally:
         retire(env, disp, worker)
+
+
+class PrivateRabbitMQ:
+    """A RabbitMQ node of the benchmark's own (the installed server, run as the `rabbitmq` user with the
+    machine's Erlang cookie): its own node name, ports, data directory and config file, so its memory and
+    disk are this run's alone and the machine's node at 5672 is never touched. ``url`` is its amqp:// URL
+    (user guest, from loopback)."""
+
+    def __init__(self, *, management: bool = False) -> None:
+        import socket
+
+        def free_port() -> int:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                return int(s.getsockname()[1])
+
+        # Its own directory, which the rabbitmq user can reach (a benchmark's root is private to root).
+        self.dir = Path(tempfile.mkdtemp(prefix="aperture-rabbitmq-"))
+        self.dir.chmod(0o755)
+        (self.dir / "mnesia").mkdir(parents=True)
+        (self.dir / "log").mkdir()
+        self.port, dist_port = free_port(), free_port()
+        self.node = f"bench-{uuid.uuid4().hex[:8]}@localhost"
+        # The package's own rabbitmq.conf pins the listener to 5672: this node has a file of its own.
+        config = f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
+        # ``management``: the HTTP API (Flower's broker tab reads queue lengths from it) on a port of its own.
+        self.management_port = free_port() if management else None
+        if self.management_port:
+            config += f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
+        (self.dir / "rabbitmq.conf").write_text(config)
+        (self.dir / "enabled_plugins").write_text("[rabbitmq_management].\n" if management else "[].\n")
+        subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.dir)], check=True)
+        self.env = {
+            "HOME": "/var/lib/rabbitmq",
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(self.dir / "pid"),
+        }
+        env_args = [f"{k}={v}" for k, v in self.env.items()]
+        subprocess.run(
+            ["runuser", "-u", "rabbitmq", "--", "env", *env_args, "/usr/lib/rabbitmq/bin/rabbitmq-server", "-detached"],
+            check=True,
+        )
+        deadline = time.monotonic() + 90
+        while self.ctl("await_startup", "--timeout", "5", check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the private RabbitMQ did not start: see {self.dir / 'log'}")
+            time.sleep(1)
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["rabbitmqctl", "-q", "-n", self.node, *args], capture_output=True, text=True, check=check, timeout=120
+        )
+
+    def memory_bytes(self) -> int:
+        """What the node's Erlang VM has allocated (its whole memory, as `rabbitmqctl status` counts it)."""
+        return int(self.ctl("eval", "erlang:memory(total).").stdout.strip())
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in (self.dir / "mnesia").rglob("*") if p.is_file())
+
+    def stop(self) -> None:
+        import shutil
+
+        self.ctl("stop", check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -51,9 +51,9 @@ FAST_ENV = {
     "APERTURE_TASK_SOFT_TIME_LIMIT_S": "10",
     "APERTURE_TASK_TIME_LIMIT_S": "15",
     # A message a worker held when it was killed -9 sits in kombu's unacked hash until this
-    # passes, then Redis hands it out again (3600 s by default: an hour's delay, not a loss;
-    # here just above the longest countdown plus the task time limit, as the settings require).
-    "APERTURE_VISIBILITY_TIMEOUT_S": "30",
+    # passes, then Redis hands it out again (derived from the settings by default: 240 s; here just
+    # above what the settings require, the longest retry backoff plus the task time limit).
+    "APERTURE_VISIBILITY_TIMEOUT_S": "80",
     "APERTURE_WORKER_SOFT_SHUTDOWN_TIMEOUT_S": "1",
     "APERTURE_METRICS_PORT": "0",
     "APERTURE_LOG_FORMAT": "json",

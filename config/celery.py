@@ -62,8 +62,13 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
 
 def _redis(settings: Settings) -> dict[str, Any]:
     transport_options = {
-        # One value everywhere: Redis hands an unacked message to another worker after it.
-        "visibility_timeout": settings.visibility_timeout_s,
+        # One value everywhere: Redis hands an unacked message to another worker after it. Minutes (what
+        # the design holds unacked, plus a margin), so a kill -9 delays what the worker held by as much.
+        "visibility_timeout": settings.redis_visibility_timeout_s,
+        # kombu >= 5.7: each worker restores timed-out messages every interval (the default throttle of 10
+        # would scan only every tenth tick, ~100 s).
+        "unacked_restore_interval": settings.unacked_restore_interval_s,
+        "unacked_restore_throttle": 1,
         # A Redis that stops answering (a half-open socket, a failover) is noticed, not waited on.
         "socket_timeout": settings.broker_socket_timeout_s,
         "socket_connect_timeout": settings.broker_connect_timeout_s,
@@ -74,6 +79,8 @@ def _redis(settings: Settings) -> dict[str, Any]:
     return {
         "broker_transport_options": transport_options,
         "result_backend_transport_options": transport_options,
+        # A Redis restart while the worker holds unacked messages would end the worker (workers/consumer.py).
+        "worker_consumer": "workers.consumer:Consumer",
         "task_queues": [Queue(q.value, Exchange(q.value), routing_key=q.value) for q in QueueName],
     }
 
@@ -99,8 +106,8 @@ def _rabbitmq(settings: Settings) -> dict[str, Any]:
         # Quorum queues refuse a global QoS: the worker sets a per-consumer prefetch instead (default on,
         # stated so that it is not turned off by accident).
         "worker_detect_quorum_queues": True,
-        # The delay queues replicated too (Celery's default, stated): a countdown survives a node.
-        "broker_native_delayed_delivery_queue_type": "quorum",
+        # The delay queues replicated too by default (Celery's default): a countdown survives a node.
+        "broker_native_delayed_delivery_queue_type": settings.rabbitmq_delay_queue_type,
         # A caller's callback queue that does not exist yet is declared as Celery declares one by
         # default (classic, a direct exchange of its name), which is what a caller's own worker expects.
         "task_create_missing_queue_type": "classic",

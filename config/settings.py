@@ -8,6 +8,7 @@ so pointing a deployment at the real API is a change of those three only.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -143,11 +144,21 @@ class Settings(BaseSettings):
     # RabbitMQ only: AMQP heartbeats, so a connection to a node that is gone (a partition, a lost host) is
     # noticed within about two intervals and its unacked messages requeued by the broker. 0 turns them off.
     broker_heartbeat_s: float = Field(30.0, ge=0)
+    # RabbitMQ only: the type of the broker's delay queues (Celery's native delayed delivery). quorum:
+    # replicated, at-least-once between levels; classic: faster hops, but a wait on a lost node is lost (the
+    # dispatcher then re-sends the look from its row, APERTURE_LOST_MESSAGE_AFTER_S after it was due).
+    rabbitmq_delay_queue_type: Literal["quorum", "classic"] = "quorum"
 
     # --- Celery limits.
     task_soft_time_limit_s: int = 120
     task_time_limit_s: int = 150
-    visibility_timeout_s: int = 3600
+    # Redis only: an unacked message is handed to another worker this long after it was taken. Unset, it
+    # is the longest a message is held unacked by design plus a margin (``redis_visibility_timeout_s``):
+    # minutes, so a worker killed with kill -9 delays what it held by minutes, not Celery's hour.
+    visibility_timeout_s: int | None = Field(None, gt=0)
+    # Redis only: how often each worker's timer restores messages whose visibility timeout passed
+    # (kombu >= 5.7 ``unacked_restore_interval``; its scan runs every time, throttle 1).
+    unacked_restore_interval_s: int = Field(10, ge=1)
     worker_eta_task_limit: int = 2000
 
     # --- Observability. A worker's main process serves Prometheus metrics on this port
@@ -206,14 +217,34 @@ class Settings(BaseSettings):
             return self  # no visibility timeout: RabbitMQ requeues what a lost connection held unacked
         # Redis redelivers an unacked message after visibility_timeout: a countdown
         # longer than that, or one that then runs to the hard limit, would run twice.
-        longest = max(self.max_countdown_s, self.retry_backoff_max_s) + self.task_time_limit_s
-        if self.visibility_timeout_s <= longest:
+        longest = self.longest_unacked_s
+        if self.visibility_timeout_s is not None and self.visibility_timeout_s <= longest:
             raise ValueError(
                 f"APERTURE_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must exceed the longest "
                 f"countdown plus the task time limit ({longest:g} s)"
             )
         return self
 
+    @property
+    def longest_unacked_s(self) -> float:
+        """The longest a worker holds a message unacknowledged by design: the longest countdown that rides
+        on a message (a wait up to ``max_countdown_s``, or a transient retry's) and then the task's run, up
+        to its hard time limit. Every other wait is parked in PostgreSQL."""
+        return max(self.max_countdown_s, TRANSIENT_RETRY_MAX_S) + self.task_time_limit_s
+
+    @property
+    def redis_visibility_timeout_s(self) -> int:
+        if self.visibility_timeout_s is not None:
+            return self.visibility_timeout_s
+        return math.ceil(self.longest_unacked_s + VISIBILITY_MARGIN_S)
+
+
+# The longest backoff of a task's own retry on a transient error (a database that restarted): a
+# countdown message (tasks/base.py).
+TRANSIENT_RETRY_MAX_S = 60
+# Above the longest a message is held unacked: a worker slow to ack after its time limit (a prefork child
+# being replaced) is not taken for dead.
+VISIBILITY_MARGIN_S = 30
 
 # A day: longer than any wait a job or a scoring round has (each is timed out at its deadline).
 RABBITMQ_MAX_COUNTDOWN_S = 24 * 3600.0

@@ -3,6 +3,8 @@
     python examples/send_task.py --broker redis://localhost:6379/0 \
         --request-id campaign-42 https://cdn.example.com/a.mp4 https://cdn.example.com/b.jpg
 
+or on RabbitMQ, ``--broker amqp://user:password@localhost:5672/vhost``.
+
 The message is `aperture.create_job` with JSON keyword arguments, as described by
 docs/schemas/aperture.create_job.json. The request id is the idempotency key: sending the same
 one again never creates a second job. Prints the message's task id.
@@ -39,6 +41,17 @@ def main() -> None:
         kwargs["callback"] = {"task": args.callback_task, "queue": args.callback_queue}
 
     app = Celery("my-application", broker=args.broker)
+    if args.broker.startswith(("amqp://", "amqps://")):
+        # RabbitMQ: the workers' queues are quorum queues behind topic exchanges, and RabbitMQ refuses a
+        # declaration that differs from the queue's, so declare each queue as they do; confirms make the send
+        # return once the broker has the message.
+        app.conf.update(
+            task_default_queue_type="quorum",
+            task_default_exchange_type="topic",
+            task_create_missing_queue_type="quorum",
+            task_create_missing_queue_exchange_type="topic",
+            broker_transport_options={"confirm_publish": True},
+        )
     try:
         # Serializer json: the workers accept nothing else. The queue is where the submit workers
         # listen; a message sent with no queue lands on "celery", which they consume too.

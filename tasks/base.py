@@ -17,6 +17,7 @@ from celery import current_app, shared_task
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from config.settings import TRANSIENT_RETRY_MAX_S
 from config.tasks import TaskSpec
 from services.durable import steps
 from services.durable.callbacks import deliver
@@ -34,7 +35,7 @@ TRANSIENT = (OperationalError, PoolTimeoutError)
 RETRY_TRANSIENT: dict[str, Any] = {
     "autoretry_for": TRANSIENT,
     "retry_backoff": 2,
-    "retry_backoff_max": 60,
+    "retry_backoff_max": TRANSIENT_RETRY_MAX_S,
     "retry_jitter": True,
     # An internal message only points at a row: past this, the dispatcher takes over from the row.
     "max_retries": 8,

@@ -60,6 +60,29 @@ def test_the_library_benchmark_runs_at_a_tiny_size():
     assert not _database_exists(database), "the benchmark left its database behind"
 
 
+def test_the_broker_benchmark_runs_both_brokers_side_by_side_at_a_smoke_size():
+    # jobs in flight on Redis (parked) and on a private RabbitMQ node (countdowns in its delay queues), each
+    # through a real worker and dispatcher: a row for each, every look due in the window served
+    from tests.support import RabbitMQUnavailable, rabbitmqctl
+
+    try:
+        rabbitmqctl("status")
+    except RabbitMQUnavailable as exc:
+        _missing("RabbitMQ", str(exc))  # fails under CI
+        pytest.skip(f"the broker benchmark needs RabbitMQ installed: {exc}")
+    out = run_bench(
+        "bench/bench_brokers.py", "--jobs", "60", "--measure", "3", "--warm", "20", "--settle", "0.5",
+        "--lead", "1", timeout=300,
+    )  # fmt: skip
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith(("| redis", "| rabbitmq"))}
+    assert set(rows) == {"redis", "rabbitmq"}, out
+    assert "countdown re-enqueue" in rows["rabbitmq"] and "parked" in rows["redis"]
+    for row in rows.values():
+        served, due = row.rstrip(" |").rsplit("|", 1)[1].split(" of ")
+        assert served.strip() == due.strip() and int(due) > 0, row
+    assert "RabbitMQ against Redis: worker PSS ratio" in out
+
+
 @pytest.mark.slow
 def test_the_rate_limit_benchmark_runs_at_a_smoke_size():
     # given the benchmark's own servers (chaos/harness.py): no timing is asserted, only that it

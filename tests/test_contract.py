@@ -48,9 +48,11 @@ def test_celery_is_configured_for_durability(app_env):
     vt = conf.broker_transport_options["visibility_timeout"]
     assert vt == conf.result_backend_transport_options["visibility_timeout"]
     from config import get_settings
+    from tasks.base import RETRY_TRANSIENT
 
     s = get_settings()
-    assert vt > max(s.max_countdown_s, s.retry_backoff_max_s) + s.task_time_limit_s
+    assert vt > max(s.max_countdown_s, RETRY_TRANSIENT["retry_backoff_max"]) + s.task_time_limit_s
+    assert conf.broker_transport_options["unacked_restore_throttle"] == 1
     assert conf.worker_eta_task_limit == s.worker_eta_task_limit
 
 

@@ -22,6 +22,7 @@ import psycopg
 import pytest
 from celery import Celery
 
+from cli.processes import Process
 from config.celery import celery_config
 from config.settings import Settings
 from config.tasks import ALL_TASKS, CREATE_JOB, SWEEP, QueueName
@@ -90,6 +91,8 @@ def rabbit_env_for(app_env: dict[str, str], amqp_url: str, database_url: str) ->
         "APERTURE_BROKER_URL": amqp_url,
         "APERTURE_REDIS_URL": app_env["APERTURE_BROKER_URL"],
         "APERTURE_DATABASE_URL": database_url,
+        # Only a message truly lost is re-sent by the dispatcher (a slow machine must not count as one).
+        "APERTURE_LOST_MESSAGE_AFTER_S": "30",
     }
 
 
@@ -208,17 +211,35 @@ def test_a_countdown_waits_in_the_broker_not_in_the_worker(rabbit_env, rabbit_wo
         app.close()
 
 
+def quiet_worker(env: dict[str, str], log_path: Path) -> Process:
+    """One worker process (INFO: its log's tail shows tasks, not heartbeats)."""
+    from cli.processes import worker_argv
+
+    argv = worker_argv(f"rmq-{uuid.uuid4().hex[:6]}@%h", concurrency=1, loglevel="INFO")
+    proc = Process(
+        "worker", argv, {**env, "APERTURE_METRICS_PORT": "0", "APERTURE_LOG_FORMAT": "text"}, log_path, cwd=ROOT
+    )
+    proc.wait_for_log("ready.", timeout=60)
+    return proc
+
+
 def test_a_message_held_by_a_worker_killed_with_kill_9_is_redelivered_at_once(
     app_env, vhosts, rabbit_db, simulator, tmp_root
 ):
     """No visibility timeout: the broker requeues what a dead connection held unacked, and another worker
     runs it. (On Redis the same message waits APERTURE_VISIBILITY_TIMEOUT_S.)"""
     env = rabbit_env_for(app_env, vhosts(), rabbit_db)
+    # Vidmob answers the submission slowly, and the worker waits for it: it stays inside create_job, its
+    # message unacked, until it is killed.
+    env |= {
+        "APERTURE_HTTP_READ_TIMEOUT_S": "60",
+        "APERTURE_TASK_SOFT_TIME_LIMIT_S": "60",
+        "APERTURE_TASK_TIME_LIMIT_S": "70",
+    }
     url = env["APERTURE_BROKER_URL"]
     reset_simulator(simulator.url)
-    # Vidmob answers the submission slowly: the worker is inside create_job, its message unacked.
-    sim_fault(simulator, method="POST", path="/v1/aperture/jobs", delay_s=30, times=1)
-    first = start_worker({**env, "APERTURE_METRICS_PORT": "0"}, tmp_root / "rabbit-kill-first.log", concurrency=1)
+    sim_fault(simulator, method="POST", path="/v1/aperture/jobs", delay_s=45, times=1)
+    first = quiet_worker(env, tmp_root / "rabbit-kill-first.log")
     second = None
     request_id = f"rmq-kill-{uuid.uuid4().hex[:8]}"
     try:
@@ -242,7 +263,7 @@ def test_a_message_held_by_a_worker_killed_with_kill_9_is_redelivered_at_once(
         wait_for(lambda: rabbitmq_ready(url, [submit])[submit] == 1, timeout=10, interval=0.05, what="the requeue")
         requeued_s = time.monotonic() - killed_at
 
-        second = start_worker({**env, "APERTURE_METRICS_PORT": "0"}, tmp_root / "rabbit-kill-second.log", concurrency=1)
+        second = quiet_worker(env, tmp_root / "rabbit-kill-second.log")
         second.wait_for_log(f"aperture.create_job[{task_id}] succeeded", timeout=60)
         assert requeued_s < 5
         assert len(job_rows(rabbit_db, request_id)) == 1  # run twice, stored once
@@ -251,3 +272,184 @@ def test_a_message_held_by_a_worker_killed_with_kill_9_is_redelivered_at_once(
         if second is not None:
             second.stop()
         reset_simulator(simulator.url)
+
+
+@pytest.fixture(scope="module")
+def rabbit_dispatcher(rabbit_env, tmp_root) -> Iterator[ObservedProcess]:
+    from cli.processes import DISPATCHER_READY, dispatcher
+    from tests.conftest import _free_port
+
+    port = _free_port()
+    proc = ObservedProcess(
+        "rabbit-dispatcher",
+        dispatcher(tmp_root, name="rabbit-dispatcher"),
+        {**rabbit_env, "APERTURE_DISPATCHER_METRICS_PORT": str(port)},
+        tmp_root / "rabbit-dispatcher.log",
+        cwd=ROOT,
+    )
+    proc.metrics_port = port
+    proc.wait_for_log(DISPATCHER_READY, timeout=30)
+    yield proc
+    proc.stop()
+
+
+def dispatcher_looks(dispatcher: ObservedProcess) -> float:
+    import requests
+
+    text = requests.get(f"http://127.0.0.1:{dispatcher.metrics_port}/metrics", timeout=5).text
+    return sum(
+        float(line.split()[1]) for line in text.splitlines() if line.startswith("aperture_dispatcher_looks_total")
+    )
+
+
+def test_polls_re_enqueue_themselves_on_countdowns_and_the_dispatcher_sends_none(
+    rabbit_env, rabbit_worker, rabbit_dispatcher, simulator
+):
+    """The default on RabbitMQ: each look of a tagging job and of a scoring round is a fresh countdown
+    message held by the broker; PostgreSQL records when it is due, and the dispatcher, whose passes see
+    every row, has nothing to send while no message is lost. The callback reaches the caller's queue."""
+    from kombu import Connection
+
+    from tests.support import dispatcher_passes, drain
+
+    reset_simulator(simulator.url)
+    app = project_app(rabbit_env)
+    callback_queue = f"test.tagged.{uuid.uuid4().hex[:6]}"
+    with Connection(rabbit_env["APERTURE_BROKER_URL"]) as conn:  # the caller's worker declares its queue
+        conn.SimpleQueue(callback_queue).close()
+    request_id, scoring_request = f"rmq-e2e-{uuid.uuid4().hex[:8]}", f"rmq-score-{uuid.uuid4().hex[:8]}"
+    passes_before = dispatcher_passes(rabbit_dispatcher)
+    try:
+        app.send_task(
+            CREATE_JOB.name,
+            kwargs={
+                "assets": [{"url": "https://cdn.example.com/rmq/e2e.mp4"}],
+                "request_id": request_id,
+                "callback": {"task": "caller.tagged", "queue": callback_queue},
+            },
+        )
+        # Vidmob cannot download it: one round, polled until it says so, then scored with that code.
+        app.send_task(
+            "aperture.score_media",
+            kwargs={
+                "id": "rmq-media",
+                "url": "https://cdn.example.com/sim-download-failure-rmq.mp4",
+                "request_id": scoring_request,
+            },
+        )
+    finally:
+        app.close()
+
+    db = rabbit_env["APERTURE_DATABASE_URL"]
+    wait_for(lambda: job_rows(db, request_id) and job_rows(db, request_id)[0][1] == "complete", timeout=60, what="job")
+
+    def scoring_state() -> str | None:
+        with psycopg.connect(db) as conn:
+            row = conn.execute("SELECT state FROM scored_media WHERE request_id = %s", (scoring_request,)).fetchone()
+        return row[0] if row and row[0] not in ("submitting", "polling") else None
+
+    assert wait_for(scoring_state, timeout=60, what="the scoring round to end") == "scored"
+    messages = wait_for(lambda: drain(rabbit_env["APERTURE_BROKER_URL"], callback_queue), what="the callback")
+    assert [m.headers["task"] for m in messages] == ["caller.tagged"]
+    assert messages[0].payload[1]["status"] == "complete"
+
+    log = rabbit_worker.log()
+    assert "aperture.poll_job[" in log and "aperture.poll_scoring[" in log
+    assert dispatcher_passes(rabbit_dispatcher) > passes_before + 10  # it ran, and looked at every row
+    assert dispatcher_looks(rabbit_dispatcher) == 0
+
+
+def wait_for_complete(database_url: str, request_id: str) -> None:
+    wait_for(
+        lambda: [state for _, state in job_rows(database_url, request_id)] == ["complete"],
+        timeout=60,
+        what=f"job {request_id} complete",
+    )
+
+
+def test_the_python_caller_example_gets_a_job_tagged_on_rabbitmq(rabbit_env, rabbit_worker, rabbit_dispatcher):
+    request_id = f"example-rmq-{uuid.uuid4().hex[:8]}"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "send_task.py"), "--broker", rabbit_env["APERTURE_BROKER_URL"],
+         "--request-id", request_id, "https://cdn.example.com/examples/rmq-python.mp4"],
+        env={"PATH": os.environ.get("PATH", "")}, cwd=ROOT / "docs", capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    wait_for_complete(rabbit_env["APERTURE_DATABASE_URL"], request_id)
+
+
+@pytest.fixture(scope="module")
+def celery_node() -> Path:
+    """examples/node with its one dependency, celery-node, installed from the npm registry (once)."""
+    import shutil
+
+    node_dir = ROOT / "examples" / "node"
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("node and npm are required under CI for the Node.js caller", pytrace=False)
+        pytest.skip("node and npm are not installed")
+    if not (node_dir / "node_modules" / "celery-node").is_dir():
+        installed = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--no-package-lock"], cwd=node_dir, capture_output=True,
+            text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert installed.returncode == 0, installed.stderr[-2000:]
+    return node_dir
+
+
+def test_a_nodejs_caller_with_celery_node_gets_a_job_tagged_on_rabbitmq(
+    rabbit_env, rabbit_worker, rabbit_dispatcher, celery_node
+):
+    request_id = f"example-node-{uuid.uuid4().hex[:8]}"
+    done = subprocess.run(
+        ["node", "send_task.js", "--broker", rabbit_env["APERTURE_BROKER_URL"], "--request-id", request_id,
+         "https://cdn.example.com/examples/rmq-node.mp4"],
+        env={"PATH": os.environ.get("PATH", "")}, cwd=celery_node, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    wait_for_complete(rabbit_env["APERTURE_DATABASE_URL"], request_id)
+
+
+def test_flower_shows_the_rabbitmq_queues_through_the_management_api(app_env, rabbit_db, tmp_root):
+    """Flower reads a RabbitMQ queue's length from the management API (`FLOWER_BROKER_API`). The machine's
+    node has the management plugin off, and a test never reconfigures it: a private node with the plugin."""
+    import requests
+
+    from bench.harness import PrivateRabbitMQ
+    from cli.flower import start_flower
+    from tests.conftest import _free_port
+
+    try:
+        node = PrivateRabbitMQ(management=True)
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        if REQUIRE_SERVICES:
+            raise
+        pytest.skip(f"no private RabbitMQ node here: {exc}")
+    flower = None
+    try:
+        env = rabbit_env_for(app_env, node.url, rabbit_db) | {
+            "FLOWER_BROKER_API": f"http://guest:guest@127.0.0.1:{node.management_port}/api/"
+        }
+        app = project_app(env)
+        for _ in range(3):  # no worker: they stay on aperture.poll
+            app.send_task("aperture.poll_job", kwargs={"job_id": str(uuid.uuid4()), "token": str(uuid.uuid4())})
+        app.close()
+        port, auth = _free_port(), ("tester", uuid.uuid4().hex)
+        flower = start_flower({**env, "FLOWER_BASIC_AUTH": ":".join(auth)}, tmp_root, port)
+
+        def lengths() -> dict[str, int] | None:
+            try:
+                reply = requests.get(f"http://127.0.0.1:{port}/api/queues/length", auth=auth, timeout=5)
+            except requests.ConnectionError:
+                return None
+            queues = {q["name"]: q.get("messages") for q in reply.json()["active_queues"]} if reply.ok else {}
+            return queues if queues.get(QueueName.POLL.value) == 3 else None
+
+        # The queues that exist (only aperture.poll, declared by the sends), each as RabbitMQ counts it.
+        wait_for(lengths, timeout=60, interval=1, what="Flower showing 3 messages on aperture.poll")
+    finally:
+        if flower is not None:
+            flower.stop()
+        node.stop()

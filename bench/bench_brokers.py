@@ -1,0 +1,212 @@
+"""Jobs in flight on both brokers, side by side in one run: RabbitMQ, where every look re-enqueues itself on a
+countdown held by the broker (the default there), against Redis, where every wait is parked in PostgreSQL and
+the dispatcher sends each look when due (the default there).
+
+Each side gets a scratch database, the simulator in this process (it never finishes a job, and the next look is
+an hour later), a private Redis (the fleet's rate limit and circuit breaker, and on its side the broker), and on
+the RabbitMQ side a private RabbitMQ node (``bench.harness.PrivateRabbitMQ``: its own ports and data directory,
+so its memory and disk are this run's alone), one real worker on every queue (``-c 2``, prefork) and one real
+dispatcher. As in ``bench_dispatcher.py inflight``: ``--warm`` looks due at once are drained first to measure
+what the worker sustains and to warm it up; then N jobs in flight, their next looks spread over a window that
+makes them fall due at ``--load`` (0.6) times that rate. On Redis the looks are parked rows; on RabbitMQ each
+is a countdown message already in the broker's delay queues (published before the window opens, each under its
+row's token, the row marked sent: what a poll that re-enqueued itself leaves behind). Measured over the first
+``--measure`` seconds: the worker's PSS (summed over its processes) against the same worker idle, the broker's
+memory (Redis ``used_memory``; the RabbitMQ node's Erlang memory) and disk (Redis's append-only file; the
+node's data directory), and the lateness of each look from its due time to its status call at the simulator.
+
+    python bench/bench_brokers.py [--jobs 10000 100000] [--load 0.6] [--measure 180] [--warm 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.bench_dispatcher import NEVER, ONE_LOOK, polled
+from bench.harness import PrivateRabbitMQ, fill, percentile, pss_kb, sim_jobs, start, stop, system_env, warm_up
+from cli.processes import DISPATCHER_READY, worker_argv
+from cli.processes import dispatcher as dispatcher_argv
+
+
+@dataclass
+class Side:
+    broker: str
+    design: str
+    jobs: int
+    window_s: float
+    sustained: float
+    publish_s: float
+    pss_idle_kb: float
+    pss_peak_kb: float
+    samples: int
+    memory_idle: int
+    memory_peak: int
+    disk: int
+    due: int
+    late: list[float]
+
+    def row(self) -> str:
+        return (
+            f"| {self.broker} | {self.design} | {self.jobs:,} | {self.pss_idle_kb / 1024:.1f} MB | "
+            f"{self.pss_peak_kb / 1024:.1f} MB | {self.pss_peak_kb / self.pss_idle_kb:.3f} | "
+            f"{self.memory_idle / 1e6:.1f} → {self.memory_peak / 1e6:.1f} MB | {self.disk / 1e6:.1f} MB | "
+            f"{percentile(self.late, 0.5):.2f} s | {percentile(self.late, 0.99):.2f} s | "
+            f"{max(self.late, default=float('nan')):.2f} s | {len(self.late):,} of {self.due:,} |"
+        )
+
+
+class Broker:
+    """What a side measures of its broker."""
+
+    def __init__(self, env: dict[str, Any], rabbit: PrivateRabbitMQ | None) -> None:
+        self.redis, self.rabbit = env["_redis"], rabbit
+
+    def memory(self) -> int:
+        if self.rabbit is not None:
+            return self.rabbit.memory_bytes()
+        return int(self.redis.client().info("memory")["used_memory"])
+
+    def disk(self) -> int:
+        if self.rabbit is not None:
+            return self.rabbit.disk_bytes()
+        return sum(p.stat().st_size for p in Path(self.redis.dir).rglob("*") if p.is_file())
+
+
+def publish_countdowns(env: dict[str, Any], url: str) -> float:
+    """Every parked row becomes what a poll that re-enqueued itself leaves: marked sent, and a countdown
+    message under its token in the broker, due at its ``next_poll_at``. Returns the seconds it took."""
+    from celery import Celery
+
+    from config import Settings
+    from config.celery import celery_config
+
+    settings = Settings()
+    app = Celery("bench-brokers")
+    app.config_from_object(celery_config(settings, env["APERTURE_BROKER_URL"]))
+    # Setting up the benchmark, not measured: without a confirm per message it fills 100,000 in a minute or
+    # two instead of ten (each confirm waits for the quorum queue's fsync).
+    app.conf.broker_transport_options = {"confirm_publish": False}
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "UPDATE jobs SET dispatched_at = now() WHERE dispatched_at IS NULL RETURNING id, poll_token, next_poll_at"
+        ).fetchall()
+    started = time.perf_counter()
+    with app.producer_or_acquire() as producer:
+        for job_id, token, due in rows:
+            countdown = max(1, math.ceil((due - dt.datetime.now(dt.UTC)).total_seconds()))
+            app.send_task(
+                "aperture.poll_job", kwargs={"job_id": str(job_id), "token": str(token)}, countdown=countdown,
+                producer=producer,
+            )  # fmt: skip
+    app.close()
+    return time.perf_counter() - started
+
+
+def side(broker: str, n: int, load: float, measure_s: float, warm: int, settle_s: float, lead_s: float) -> Side:
+    with system_env(NEVER, **ONE_LOOK) as base:
+        rabbit = PrivateRabbitMQ() if broker == "rabbitmq" else None
+        env = dict(base)
+        if rabbit is not None:
+            env |= {"APERTURE_BROKER_URL": rabbit.url, "APERTURE_REDIS_URL": base["_redis"].url}
+            os.environ.update({k: env[k] for k in ("APERTURE_BROKER_URL", "APERTURE_REDIS_URL")})
+            from config import get_settings
+
+            get_settings.cache_clear()
+        measured = Broker(env, rabbit)
+        url, sim = env["APERTURE_DATABASE_URL"], env["_sim"]
+        worker = start(env, "worker", worker_argv("brokers@%h"))
+        disp = start(env, "dispatcher", dispatcher_argv(env["_root"]))
+        try:
+            worker.wait_for_log("ready.")
+            disp.wait_for_log(DISPATCHER_READY)
+
+            sustained, idle = warm_up(url, sim, warm, worker.pid, settle_s)
+            memory_idle = measured.memory()
+
+            window = n / (load * sustained)
+            # On RabbitMQ the messages are published before the window opens: leave time for it.
+            lead = lead_s + (n / 500 if rabbit is not None else 0)
+            vidmob_ids = sim_jobs(sim, n)  # before t0 is set: the window opens ``lead`` after they exist
+            t0 = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=lead)
+            fill(url, vidmob_ids, t0, window / n)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("INSERT INTO bench_due SELECT id, next_poll_at FROM jobs")
+            publish_s = publish_countdowns(env, url) if rabbit is not None else 0.0
+            if (behind := (dt.datetime.now(dt.UTC) - t0).total_seconds()) > 0:
+                print(f"  warning: filling (and publishing, {publish_s:.0f} s) ended {behind:.0f} s into the window")
+            samples, memory_peak = [], memory_idle
+            end = t0 + dt.timedelta(seconds=min(measure_s, window))
+            while (now := dt.datetime.now(dt.UTC)) < end:
+                samples.append(pss_kb(worker.pid))
+                memory_peak = max(memory_peak, measured.memory())
+                time.sleep(min(5.0, (end - now).total_seconds()))
+            disk = measured.disk()
+            due = sum(1 for i in range(n) if i * window / n <= (end - t0).total_seconds())
+            deadline = time.monotonic() + 120
+            while True:
+                rows = [r for r in polled(url, t0 - dt.timedelta(seconds=1)) if r[0] <= end]
+                if len(rows) >= due or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+            late = [(called - due_at).total_seconds() for due_at, called in rows]
+        finally:
+            stop(disp, worker)
+            if rabbit is not None:
+                rabbit.stop()
+    design = "countdown re-enqueue" if rabbit is not None else "parked, dispatcher sends"
+    return Side(
+        broker, design, n, window, sustained, publish_s, idle, max(samples, default=idle), len(samples),
+        memory_idle, memory_peak, disk, due, late,
+    )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--load", type=float, default=0.6)
+    parser.add_argument("--measure", type=float, default=180)
+    parser.add_argument("--warm", type=int, default=2000)
+    parser.add_argument("--settle", type=float, default=5)
+    parser.add_argument("--lead", type=float, default=10)
+    parser.add_argument("--brokers", nargs="+", default=["redis", "rabbitmq"], choices=["redis", "rabbitmq"])
+    args = parser.parse_args()
+    sides: list[Side] = []
+    for n in args.jobs:
+        for broker in args.brokers:  # Redis first: the baseline, today's design
+            s = side(broker, n, args.load, args.measure, args.warm, args.settle, args.lead)
+            print(
+                f"{broker}: {n:,} in flight over {s.window_s:.0f} s (the worker sustains {s.sustained:.0f} looks/s"
+                + (f"; {n:,} countdown messages published in {s.publish_s:.0f} s" if s.publish_s else "")
+                + f"); {s.samples} samples"
+            )
+            sides.append(s)
+    print()
+    print("| broker | design | in flight | worker PSS idle | in flight (max) | ratio | broker memory | broker disk "
+          "| lateness p50 | p99 | max | looks served |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    for s in sides:
+        print(s.row())
+    for n in args.jobs if len(args.brokers) == 2 else []:
+        redis_side, rabbit_side = (s for s in sides if s.jobs == n)
+        ratio = (rabbit_side.pss_peak_kb / rabbit_side.pss_idle_kb) / (redis_side.pss_peak_kb / redis_side.pss_idle_kb)
+        p99 = percentile(rabbit_side.late, 0.99), percentile(redis_side.late, 0.99)
+        print(
+            f"{n:,} in flight, RabbitMQ against Redis: worker PSS ratio {ratio:.3f}, lateness p99 {p99[0]:.2f} s "
+            f"against {p99[1]:.2f} s (targets on RabbitMQ: PSS within 10% of idle, p99 at most 2 s)"
+        )
+
+
+if __name__ == "__main__":
+    main()
