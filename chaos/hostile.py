@@ -104,15 +104,13 @@ def classics() -> list[tuple[tuple, dict[str, Any]]]:
 
 
 def send_hostile(s: System, cases: int, row: Row, timeout: float) -> None:
-    from celery import Celery
     from kombu import Connection
 
     from services.durable.intake import request_id_for
     from services.durable.storable import pg_safe
 
     payloads = [((), p) for p in generated_payloads(max(0, cases - len(classics())))] + classics()
-    app = Celery(broker=s.redis.url)
-    app.conf.task_serializer = "json"
+    app = s.caller()
     expected: set[str] = set()
     described: dict[str, str] = {}
     try:
@@ -127,7 +125,7 @@ def send_hostile(s: System, cases: int, row: Row, timeout: float) -> None:
     finally:
         app.close()
     # JSON nested deeper than any encoder will write: sent as raw text, as a hostile client would.
-    with Connection(s.redis.url) as conn:
+    with Connection(s.broker_url) as conn:
         for depth in (5_000, 100_000):
             task_id = f"hostile-{uuid.uuid4().hex}"
             body = '[[], {"assets": [{"url": "https://cdn.example.com/deep.mp4"}], "notes": '
@@ -143,7 +141,7 @@ def send_hostile(s: System, cases: int, row: Row, timeout: float) -> None:
             expected.add(f"celery-task:{task_id}")
     # Other content types: a worker accepts JSON only and must refuse these before any task runs.
     refused_ids = [f"refused-{uuid.uuid4().hex}" for _ in range(3)]
-    with Connection(s.redis.url) as conn:
+    with Connection(s.broker_url) as conn:
         producer = conn.Producer()
         headers = {"lang": "py", "task": "aperture.create_job", "argsrepr": "", "kwargsrepr": ""}
         celery_body: tuple[Any, ...] = ((), {"assets": [{"url": "https://cdn.example.com/p.mp4"}]}, {})

@@ -11,7 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chaos.harness import ACTIVE, API_KEY, Row, System, system
+import psycopg
+
+from chaos.failover import ReplicatedPostgres
+from chaos.harness import ACTIVE, API_KEY, Postgres, Row, System, system
 
 
 @dataclass(frozen=True)
@@ -24,23 +27,33 @@ class Size:
     in_flight: int
     hostile_cases: int
     timeout_s: float
+    node_down_s: float
+    partition_s: float
+    partition_runs: int
+    partition_jobs: int
+    partition_db: bool  # also the partition from PostgreSQL
 
 
 SIZES = {
     "smoke": Size(
-        jobs=30, kills=2, pg_short_s=3, pg_long_s=10, outage_s=6, in_flight=20, hostile_cases=120, timeout_s=120
+        jobs=30, kills=2, pg_short_s=3, pg_long_s=10, outage_s=6, in_flight=20, hostile_cases=120, timeout_s=120,
+        node_down_s=5, partition_s=5, partition_runs=1, partition_jobs=30, partition_db=False,
     ),
     "full": Size(
         jobs=1000, kills=5, pg_short_s=20, pg_long_s=300, outage_s=120, in_flight=1000, hostile_cases=10_000,
-        timeout_s=900,
+        timeout_s=900, node_down_s=30, partition_s=60, partition_runs=10, partition_jobs=90, partition_db=True,
     ),
 }  # fmt: skip
 
 
-def kill9_workers(size: Size) -> Row:
+def label(name: str, broker: str) -> str:
+    return f"{name} [{broker}]"
+
+
+def kill9_workers(size: Size, broker: str) -> Row:
     """a. kill -9 of every worker process, ``size.kills`` times, while jobs are submitted and polled."""
-    row = Row("a. kill -9 every worker")
-    with system() as s:
+    row = Row(label("a. kill -9 every worker", broker))
+    with system(broker=broker) as s:
         ids = s.submit("kill", size.jobs)
         for _ in range(size.kills):
             time.sleep(random.uniform(1.0, 3.0))
@@ -52,9 +65,13 @@ def kill9_workers(size: Size) -> Row:
         # A message a worker had taken from Redis (BRPOP) but not yet recorded as unacked when it was
         # killed is gone with it (kombu's Redis transport): its request was never stored. The caller
         # finds no callback and sends it again with the same request id, as the contract allows.
+        # RabbitMQ keeps a delivered message until it is acked: nothing is sent again there, and a
+        # request never stored counts as lost.
         stored = s.states("kill")
         missing = [i for i in range(len(ids)) if ids[i] not in stored]
-        if missing:
+        if missing and broker == "rabbitmq":
+            row.notes.append(f"{len(missing)} requests never stored (not sent again)")
+        elif missing:
             s.submit("kill", len(ids), only=missing)
             row.notes.append(
                 f"{len(missing)} requests taken from Redis by a killed worker before kombu recorded them "
@@ -65,31 +82,40 @@ def kill9_workers(size: Size) -> Row:
         return s.count(row, "kill", len(ids))
 
 
-def redis_flush_and_restart(size: Size) -> Row:
-    """b. FLUSHALL mid-run, then a Redis restart mid-run. A request that was only in Redis when
-    it was flushed was never accepted: it is counted apart (never_accepted), not as lost."""
-    row = Row("b. Redis FLUSHALL + restart")
-    with system() as s:
+def redis_flush_and_restart(size: Size, broker: str) -> Row:
+    """b. FLUSHALL mid-run, then a restart of the broker mid-run. On Redis a request that was only in
+    Redis when it was flushed was never accepted: it is counted apart (never_accepted), not as lost. On
+    RabbitMQ Redis holds only the fleet's rate limit and circuit breaker, so the flush takes no message,
+    and the restart is of the RabbitMQ node (its quorum queues on disk)."""
+    row = Row(label("b. Redis FLUSHALL + broker restart", broker))
+    with system(broker=broker) as s:
         first = s.submit("flush", size.jobs // 2)
         time.sleep(1.5)
         client = s.redis.client()
-        waiting = client.llen("aperture.submit")
+        waiting = s.queued()
         client.flushall()
         stored_before = len(s.states("flush"))
-        row.notes.append(f"FLUSHALL with {waiting} requests still queued; {stored_before} were stored by then")
+        row.notes.append(
+            f"FLUSHALL with {waiting} messages in the broker; {stored_before} requests were stored by then"
+        )
         second = s.submit("flush2", size.jobs // 2)
         time.sleep(1.5)
-        s.redis.restart()
+        if s.rabbitmq is not None:
+            node = s.rabbitmq.nodes[0]
+            node.stop()
+            node.start()
+        else:
+            s.redis.restart()
         started = time.monotonic()
-        s.wait_ended("flush", stored_before, size.timeout_s)
+        s.wait_ended("flush", len(first) if s.rabbitmq else stored_before, size.timeout_s)
         s.wait_ended("flush2", len(second), size.timeout_s)
         row.recover_s = time.monotonic() - started
         stuck = [(r, st) for r, st in {**s.states("flush"), **s.states("flush2")}.items() if st in ACTIVE]
         if stuck:
             row.notes.append(f"not ended: {stuck[:5]}")
-        # Requests flushed before any worker stored them were never accepted.
-        stored = len(s.states("flush"))
-        row.never_accepted = len(first) - stored
+        # On Redis, requests flushed before any worker stored them were never accepted.
+        if s.rabbitmq is None:
+            row.never_accepted = len(first) - len(s.states("flush"))
         s.count(row, "flush", len(first))
         second_row = s.count(Row("b2"), "flush2", len(second))
         row.submitted += second_row.submitted
@@ -99,10 +125,11 @@ def redis_flush_and_restart(size: Size) -> Row:
         return row
 
 
-def postgres_down(size: Size, seconds: float, label: str) -> Row:
+def postgres_down(size: Size, broker: str, seconds: float, note: str) -> Row:
     """c. PostgreSQL stopped while requests keep arriving: none may be lost, however long."""
-    row = Row(f"c. PostgreSQL down {seconds:g} s{label}")
-    with system() as s:
+    row = Row(label(f"c. PostgreSQL down {seconds:g} s{note}", broker))
+    with system(broker=broker) as s:
+        assert isinstance(s.pg, Postgres)
         before = s.submit("pg", size.jobs // 2)
         time.sleep(1.0)
         s.pg.stop()
@@ -120,11 +147,11 @@ def postgres_down(size: Size, seconds: float, label: str) -> Row:
         return row
 
 
-def api_faults_and_outage(size: Size) -> Row:
+def api_faults_and_outage(size: Size, broker: str) -> Row:
     """d. Every kind of fault once, then an outage of every endpoint with jobs in flight: the
     requests made during the outage are bounded (each job backs off on its own)."""
-    row = Row(f"d. API faults + {size.outage_s:g} s outage")
-    with system() as s:
+    row = Row(label(f"d. API faults + {size.outage_s:g} s outage", broker))
+    with system(broker=broker) as s:
         for fault in (
             {"method": "POST", "path": "/v1/aperture/jobs", "status": 500},
             {"method": "POST", "path": "/v1/aperture/jobs", "status": 503, "retry_after": 1},
@@ -155,13 +182,13 @@ def api_faults_and_outage(size: Size) -> Row:
         return row
 
 
-def warm_shutdown(size: Size) -> Row:
+def warm_shutdown(size: Size, broker: str) -> Row:
     """e. TERM (warm shutdown) of a worker holding countdown messages, then a new worker."""
-    row = Row("e. TERM a worker with countdowns")
+    row = Row(label("e. TERM a worker with countdowns", broker))
     # Countdown messages are off by default (every wait is parked in PostgreSQL); this scenario
     # turns them on, as a deployment may, to check what a worker holds survives its TERM.
     countdowns = {"APERTURE_POLL_INTERVAL_S": "3", "APERTURE_POLL_INITIAL_S": "3", "APERTURE_MAX_COUNTDOWN_S": "5"}
-    with system(workers=1, env=countdowns) as s:
+    with system(workers=1, env=countdowns, broker=broker) as s:
         ids = s.submit("term", size.jobs)
         time.sleep(2.0)  # first polls are now countdown messages in the worker's memory
         s.workers[0].stop(timeout=60)  # stays down: the supervisor leaves a stopped process alone
@@ -170,6 +197,118 @@ def warm_shutdown(size: Size) -> Row:
         s.wait_ended("term", len(ids), size.timeout_s)
         row.recover_s = time.monotonic() - started
         return s.count(row, "term", len(ids))
+
+
+def end_both(s: System, row: Row, first: tuple[str, int], second: tuple[str, int], since: float, timeout: float) -> Row:
+    """Waits until both batches of requests (prefix, how many) ended, then fills ``row`` with both:
+    ``recover_s`` from ``since`` (the end of the fault)."""
+    for prefix, n in (first, second):
+        s.wait_ended(prefix, n, timeout)
+    row.recover_s = time.monotonic() - since
+    a = s.count(Row("first"), *first)
+    s.count(row, *second)
+    row.submitted, row.ended, row.lost = a.submitted + row.submitted, a.ended + row.ended, a.lost + row.lost
+    return row
+
+
+def postgres_failover(size: Size, broker: str) -> Row:
+    """i. The PostgreSQL primary killed with kill -9 mid-run and its synchronous replica promoted, as a
+    managed database fails over: the workers and the dispatcher carry on without a restart (their next
+    connection goes to the host that accepts writes), and every row committed before the kill is there."""
+    row = Row(label("i. PostgreSQL primary kill -9, replica promoted", broker))
+    with system(broker=broker, replicated_db=True) as s:
+        assert isinstance(s.pg, ReplicatedPostgres)
+        before = s.submit("fo", size.jobs // 2)
+        s.wait_ended("fo", len(before) // 3, size.timeout_s)  # some ended, the rest stored or in flight
+        committed = s.states("fo")
+        promote_s = s.pg.fail_over()
+        during = s.submit("fo2", size.jobs // 2)
+        end_both(s, row, ("fo", len(before)), ("fo2", len(during)), time.monotonic(), size.timeout_s)
+        after = s.states("fo")
+        gone = [r for r in committed if r not in after]
+        # A job that had ended before the kill must not be running again (its end was committed).
+        undone = [r for r, st in committed.items() if st not in ACTIVE and after.get(r) in ACTIVE]
+        row.lost += len(gone) + len(undone)
+        ended_before = sum(1 for st in committed.values() if st not in ACTIVE)
+        row.notes.append(
+            f"{len(committed)} requests committed before the kill ({ended_before} ended): {len(gone)} gone, "
+            f"{len(undone)} undone after it; replica promoted in {promote_s:.1f} s"
+        )
+        if s.restarts:
+            row.unexpected.append(f"{s.restarts} processes exited and were restarted")
+        return row
+
+
+def rabbitmq_node_killed(size: Size, broker: str) -> list[Row]:
+    """h. A 3-node RabbitMQ cluster: the node leading the quorum queues killed with kill -9 while requests
+    arrive and jobs are polled, requests sent while it is down, then the node brought back. A confirmed
+    message is on a majority of the nodes, so none is lost; the workers reconnect to another node."""
+    if broker != "rabbitmq":
+        return []  # a scenario of RabbitMQ's own
+    row = Row(label("h. RabbitMQ leader node kill -9 (3 nodes)", broker))
+    with system(broker=broker, rabbitmq_nodes=3) as s:
+        assert s.rabbitmq is not None
+        before = s.submit("node", size.jobs // 2)
+        time.sleep(2.0)
+        leader = s.rabbitmq.wait_for_leader("aperture.poll")
+        led = [str(q["name"]) for q in s.rabbitmq.queues() if q["leader"] == leader.name]
+        leader.kill9()
+        elected = s.rabbitmq.wait_for_leader("aperture.poll")
+        during = s.submit("node2", size.jobs // 2)
+        time.sleep(size.node_down_s)
+        leader.start()
+        end_both(s, row, ("node", len(before)), ("node2", len(during)), time.monotonic(), size.timeout_s)
+        row.notes.append(
+            f"killed {leader.name}, leader of {len(led)} queues ({', '.join(sorted(led)[:4])}...); "
+            f"aperture.poll led by {elected.name} next; {len(during)} requests sent while it was down "
+            f"{size.node_down_s:g} s"
+        )
+        return [row]
+
+
+def partitioned(size: Size, broker: str, server: str) -> Row:
+    """j. Every packet between the system's processes and ``server`` (the broker, or PostgreSQL)
+    dropped for ``size.partition_s``, then let through again: nothing is refused, connections hang. Jobs
+    are in flight when it starts, more requests come once it healed. The fleet must be back to full
+    speed within 10 s of the heal: the first job ends within 10 s, and every job ends."""
+    row = Row(label(f"j. {size.partition_s:g} s partition from {server}", broker))
+    with system(broker=broker, partition="broker" if server == "the broker" else "database") as s:
+        assert s.partition is not None
+        before = s.submit("part", size.partition_jobs * 2 // 3)
+        time.sleep(2.0)  # jobs being created and polled
+        s.partition.cut()
+        time.sleep(size.partition_s)
+        s.partition.heal()
+        healed = time.monotonic()
+        after = s.submit("part2", size.partition_jobs // 3)
+        first_end = _first_end_after(s, ["part", "part2"], healed, timeout=size.timeout_s)
+        end_both(s, row, ("part", len(before)), ("part2", len(after)), healed, size.timeout_s)
+        row.notes.append(f"first job ended {first_end:.1f} s after the heal; every job {row.recover_s:.1f} s after")
+        if first_end > 10:
+            row.unexpected.append(f"no job ended for {first_end:.0f} s after the partition healed (at most 10)")
+        if s.restarts:
+            row.unexpected.append(f"{s.restarts} processes exited and were restarted")
+        return row
+
+
+def _first_end_after(s: System, prefixes: list[str], since: float, timeout: float) -> float:
+    """Seconds from ``since`` until a job of ``prefixes`` not ended at ``since`` ends."""
+
+    def ended() -> set[str]:
+        done: set[str] = set()
+        for prefix in prefixes:
+            try:
+                done |= {r for r, st in s.states(prefix).items() if st not in ACTIVE}
+            except psycopg.OperationalError:
+                pass
+        return done
+
+    already = ended()
+    while time.monotonic() - since < timeout:
+        if ended() - already:
+            break
+        time.sleep(0.2)
+    return time.monotonic() - since
 
 
 def canary(s: System, row: Row) -> Row:
@@ -194,26 +333,36 @@ def canary(s: System, row: Row) -> Row:
     return row
 
 
-SCENARIOS: dict[str, Callable[[Size], Row | list[Row]]] = {
+SCENARIOS: dict[str, Callable[[Size, str], Row | list[Row]]] = {
     "a": kill9_workers,
     "b": redis_flush_and_restart,
-    "c": lambda size: [
-        postgres_down(size, size.pg_short_s, ""),
-        postgres_down(size, size.pg_long_s, " (past every retry window)" if size.pg_long_s >= 240 else " (scaled)"),
+    "c": lambda size, broker: [
+        postgres_down(size, broker, size.pg_short_s, ""),
+        postgres_down(
+            size, broker, size.pg_long_s, " (past every retry window)" if size.pg_long_s >= 240 else " (scaled)"
+        ),
     ],
     "d": api_faults_and_outage,
     "e": warm_shutdown,
+    "h": rabbitmq_node_killed,
+    "i": postgres_failover,
+    "j": lambda size, broker: [
+        *(partitioned(size, broker, "the broker") for _ in range(size.partition_runs)),
+        *([partitioned(size, broker, "PostgreSQL")] if size.partition_db else []),
+    ],
 }
 
 
-def hostile_and_canary(size: Size) -> Row:
+def hostile_and_canary(size: Size, broker: str) -> Row:
     """f + g. Hostile messages (see chaos/hostile.py), then the canary key everywhere."""
     from chaos.hostile import send_hostile
 
-    row = Row(f"f. {size.hostile_cases} hostile messages + g. canary")
-    with system() as s:
+    row = Row(label(f"f. {size.hostile_cases} hostile messages + g. canary", broker))
+    with system(broker=broker) as s:
         send_hostile(s, size.hostile_cases, row, timeout=size.timeout_s)
         return canary(s, row)
 
 
 SCENARIOS["f"] = hostile_and_canary
+# Scenarios a to i, in the order they run (f includes g).
+ORDER = "a,b,c,d,e,f,h,i,j"

@@ -79,8 +79,10 @@ def require_broker() -> str:
 def _safe_db_url() -> str:
     from sqlalchemy.engine import make_url
 
+    from models.db import sqlalchemy_url
+
     try:
-        return make_url(_settings().database_url or "").render_as_string(hide_password=True)
+        return make_url(sqlalchemy_url(_settings().database_url or "")).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001
         return "APERTURE_DATABASE_URL"
 

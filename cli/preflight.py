@@ -21,16 +21,18 @@ def check_database(url: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
+    from models.db import libpq_url, sqlalchemy_url
+
     try:
-        parsed = make_url(url)
-    except ArgumentError:
+        parsed = make_url(sqlalchemy_url(url))
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigurationError(
             "APERTURE_DATABASE_URL is not a database URL (expected postgresql://user:password@host:5432/name)"
         ) from None
-    shown = parsed.render_as_string(hide_password=True)
+    shown = parsed.set(drivername=url.split("://", 1)[0]).render_as_string(hide_password=True)
     if not parsed.drivername.startswith(("postgresql", "postgres")):
         raise ConfigurationError(f"APERTURE_DATABASE_URL must be a PostgreSQL URL, not {parsed.drivername}://")
-    libpq = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    libpq = libpq_url(url)  # as written: libpq reads a multi-host list itself
     try:
         psycopg.connect(libpq, connect_timeout=5).close()
     except psycopg.OperationalError as exc:

@@ -106,11 +106,17 @@ def _rabbitmq(settings: Settings) -> dict[str, Any]:
         # Quorum queues refuse a global QoS: the worker sets a per-consumer prefetch instead (default on,
         # stated so that it is not turned off by accident).
         "worker_detect_quorum_queues": True,
-        # The delay queues replicated too (Celery's default, stated): a countdown survives a node.
-        "broker_native_delayed_delivery_queue_type": "quorum",
+        # The delay queues replicated too by default (Celery's default): a countdown survives a node.
+        "broker_native_delayed_delivery_queue_type": settings.rabbitmq_delay_queue_type,
         # A caller's callback queue that does not exist yet is declared as Celery declares one by
         # default (classic, a direct exchange of its name), which is what a caller's own worker expects.
         "task_create_missing_queue_type": "classic",
+        # The worker's remote-control queue not exclusive (Celery's default makes it so): after a network
+        # partition the worker reconnects before RabbitMQ has noticed the old connection is gone (two
+        # missed heartbeats), and an exclusive queue still held by that connection refuses the new
+        # declaration with RESOURCE_LOCKED, which Celery treats as unrecoverable: every worker exited.
+        # Not exclusive, it is declared again and expires on its own once nobody consumes it.
+        "control_queue_exclusive": False,
     }
 
 

@@ -150,6 +150,10 @@ class Settings(BaseSettings):
     # RabbitMQ only: AMQP heartbeats, so a connection to a node that is gone (a partition, a lost host) is
     # noticed within about two intervals and its unacked messages requeued by the broker. 0 turns them off.
     broker_heartbeat_s: float = Field(30.0, ge=0)
+    # RabbitMQ only: the type of the broker's delay queues (Celery's native delayed delivery). quorum:
+    # replicated, at-least-once between levels; classic: faster hops, but a wait on a lost node is lost (the
+    # dispatcher then re-sends the look from its row, APERTURE_LOST_MESSAGE_AFTER_S after it was due).
+    rabbitmq_delay_queue_type: Literal["quorum", "classic"] = "quorum"
 
     # --- Celery limits.
     task_soft_time_limit_s: int = 120

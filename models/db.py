@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,11 +19,32 @@ class DatabaseNotConfigured(RuntimeError):
 
 
 def sqlalchemy_url(url: str) -> str:
-    """Accept the URLs people write (postgres://, postgresql://) and pin psycopg 3."""
+    """Accept the URLs people write (postgres://, postgresql://) and pin psycopg 3.
+
+    libpq's multi-host form (``postgresql://user@h1:5432,h2:5432/db?target_session_attrs=read-write``,
+    a primary and its replicas: each new connection goes to whichever host accepts writes) is
+    rewritten to the form SQLAlchemy parses, one ``host=h:port`` query parameter per host, which its
+    psycopg dialect hands back to libpq as the same host list."""
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
+            url = "postgresql+psycopg://" + url[len(prefix) :]
+            break
+    else:
+        return url
+    parts = urlsplit(url)
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    if "," not in hostlist:
+        return url
+    hosts = [("host", host) for host in hostlist.split(",")]
+    query = urlencode(hosts + parse_qsl(parts.query, keep_blank_values=True), safe=":")
+    netloc = f"{userinfo}@" if userinfo else ""
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return f"{parts.scheme}://{netloc}{parts.path or '/'}?{query}{fragment}"
+
+
+def libpq_url(url: str) -> str:
+    """The URL as libpq reads it (psycopg.connect, psql): ``postgresql://``, multi-host as written."""
+    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
 
 
 def database_url() -> str:
@@ -64,7 +87,23 @@ def get_engine() -> Engine:
             pool_size=settings.db_pool_size,
             max_overflow=4,
             pool_timeout=10,
-            connect_args={"application_name": "aperture", "connect_timeout": 10, "options": options},
+            connect_args={
+                "application_name": "aperture",
+                # Below the soft time limit too, for the same reason (a connect to a host that drops packets).
+                "connect_timeout": int(max(1, min(10.0, settings.task_soft_time_limit_s / 2))),
+                "options": options,
+                # A connection whose packets are dropped (a network partition; a failed-over address that
+                # no longer answers) is a connection error, retried as one, before the task's soft time
+                # limit: a step hung on it until then ended as SoftTimeLimitExceeded, which is not retried,
+                # and a request not yet stored was lost with its message (chaos scenario j, 60 s from
+                # PostgreSQL). Unacknowledged data for half the soft limit (at most 30 s), or an idle
+                # connection whose peer stops answering keepalives, fails it.
+                "tcp_user_timeout": int(min(30.0, settings.task_soft_time_limit_s / 2) * 1000),
+                "keepalives": 1,
+                "keepalives_idle": max(1, int(settings.task_soft_time_limit_s / 5)),
+                "keepalives_interval": 1,
+                "keepalives_count": 2,
+            },
         )
         _sessions = sessionmaker(bind=_engine, expire_on_commit=False)
         _engine_pid = os.getpid()

@@ -1,10 +1,11 @@
 """When to look at a durable row next.
 
 A look is parked in Postgres (``next_poll_at``) for the dispatcher to send when due, or, for a
-wait of at most ``max_countdown_s`` (0 by default: only a look due at once), a message: countdown
-messages sit unacknowledged in a worker's RAM and are redelivered after the broker's visibility
-timeout, so only near-term ones may ride on them (docs/operations.md). Pure functions: ``now``
-and settings are passed in.
+wait of at most ``max_countdown_s``, a countdown message. On Redis that is 0 by default (only a look due
+at once): a countdown message sits unacknowledged in a worker's RAM and is redelivered after the
+visibility timeout, so only near-term ones may ride on it. On RabbitMQ it is a day: the broker holds the
+countdown in its delay queues, and the row still says when it is due (docs/operations.md). Pure
+functions: ``now`` and settings are passed in.
 """
 
 from __future__ import annotations
