@@ -316,16 +316,26 @@ def jobs() -> None:
     help="Only active jobs whose next look is overdue by more than APERTURE_LOST_MESSAGE_AFTER_S, "
     "or past their deadline; and jobs flagged duplicate_risk (Vidmob may hold a second job).",
 )
+@click.option("--caller", help="Only jobs of this caller (an application's name; `default` for those that name none).")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per job instead of a table.")
-def jobs_list(states: tuple[str, ...], older_than: dt.timedelta | None, stuck: bool, limit: int, as_json: bool) -> None:
+def jobs_list(
+    states: tuple[str, ...], older_than: dt.timedelta | None, stuck: bool, caller: str | None, limit: int, as_json: bool
+) -> None:
     """Jobs, newest first."""
     from services.tagging.reads import list_jobs
 
     now = dt.datetime.now(dt.UTC)
     with database() as session:
         rows = list_jobs(
-            session, now=now, settings=_settings(), states=states, older_than=older_than, stuck=stuck, limit=limit
+            session,
+            now=now,
+            settings=_settings(),
+            states=states,
+            older_than=older_than,
+            stuck=stuck,
+            caller=caller,
+            limit=limit,
         )
     if as_json:
         for job in rows:
@@ -333,6 +343,7 @@ def jobs_list(states: tuple[str, ...], older_than: dt.timedelta | None, stuck: b
         return
     table = compact_table(f"{len(rows)} job(s)" + (" (stuck)" if stuck else "") + ", newest first")
     add_cell(table, "job")  # the first 8 digits, which `jobs show` and `jobs retry` accept
+    add_cell(table, "caller")
     add_cell(table, "request id")
     add_cell(table, "state")
     add_cell(table, "assets", justify="right")
@@ -340,10 +351,11 @@ def jobs_list(states: tuple[str, ...], older_than: dt.timedelta | None, stuck: b
     add_cell(table, "next look")
     add_cell(table, "error", ratio=1, min_width=5)
     # What the other columns leave on an 80-column terminal (polls and the rest: `jobs show`).
-    request_id_width = max(20, console.width - 60)
+    request_id_width = max(20, console.width - 72)
     for job in rows:
         table.add_row(
             str(job.id)[:8],
+            escape(shorten(job.caller, 12)),
             escape(shorten(job.request_id, request_id_width)),
             _state(job.state.value),
             str(job.asset_count),
@@ -436,6 +448,10 @@ def job_summary(job) -> dict[str, Any]:
     return {
         "id": str(job.id),
         "request_id": job.request_id,
+        "caller": job.caller,
+        "priority": job.priority,
+        "replays": job.replays,
+        "key_conflict_of": str(job.key_conflict_of) if job.key_conflict_of else None,
         "state": job.state.value,
         "error": job.error,
         "vidmob_job_id": job.vidmob_job_id,
@@ -519,7 +535,8 @@ def print_job(job, attempts, pack=None) -> None:
     facts.add_column(overflow="fold")
     rows = [
         ("job id", str(job.id)),
-        ("request id", job.request_id),
+        ("request id", job.request_id + (f"  (sent again {job.replays} time(s): replays)" if job.replays else "")),
+        ("caller", f"{job.caller} ({job.priority})"),
         ("state", _state(job.state.value)),
         ("error", job.error or "-"),
         ("Vidmob job", f"{job.vidmob_job_id or '-'} ({job.dialect} dialect)"),
@@ -535,11 +552,11 @@ def print_job(job, attempts, pack=None) -> None:
         ("deadline", _when(job.deadline_at, now)),
     ]
     if pack is not None:
-        rows[4:5] = _pack_rows(job, pack, now)
+        rows[5:6] = _pack_rows(job, pack, now)
     sources = reused_from(job)
     if sources:
         reused = "; ".join(f"job {job_id} (tagged {_when(when, now)})" for job_id, when in sources)
-        rows.insert(5, ("tags", f"reused from {reused}, no Vidmob call"))
+        rows.insert(6, ("tags", f"reused from {reused}, no Vidmob call"))
     for name, value in rows:
         facts.add_row(name, value)
     console.print(facts)

@@ -44,10 +44,13 @@ def list_jobs(
     states: tuple[str, ...] = (),
     older_than: dt.timedelta | None = None,
     stuck: bool = False,
+    caller: str | None = None,
     limit: int = 50,
 ) -> list[Job]:
     """Newest first."""
     query = select(Job)
+    if caller is not None:
+        query = query.where(Job.caller == caller)
     if states:
         query = query.where(Job.state.in_(states))
     if older_than is not None:
@@ -74,7 +77,13 @@ def find_job(session: Session, ident: str) -> Job:
     else:
         job = session.execute(select(Job).where(Job.id == job_id).options(*options)).scalar_one_or_none()
     if job is None:
-        job = session.execute(select(Job).where(Job.request_id == ident).options(*options)).scalar_one_or_none()
+        # A request id is a key per caller, and a reused one has refusals beside it: the key's holder,
+        # when one caller holds it.
+        holders = select(Job).where(Job.request_id == ident, Job.key_conflict_of.is_(None)).options(*options)
+        found = session.execute(holders.limit(2)).scalars().all()
+        if len(found) > 1:
+            raise UnknownJob(f"several callers use request id {ident!r}: give the job id (`aperture jobs list`)")
+        job = found[0] if found else None
     if job is None and _ID_PREFIX.match(ident):
         # The start of a job id, as `aperture jobs list` shows it: a range on the primary key.
         digits = ident.replace("-", "").lower()
