@@ -370,7 +370,9 @@ def jobs_list(
 @click.argument("ident", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="As one JSON object.")
 def jobs_show(ident: str, as_json: bool) -> None:
-    """A job by job id or request id: state, error, times, assets with tags, API attempts."""
+    """A job by job id or request id: state, error, times, assets with tags, API attempts; a job waiting
+    for a slot under the open-jobs cap, its place in the order slots go."""
+    from services.tagging.capacity import place_of
     from services.tagging.reads import UnknownJob, attempts_of, find_job, pack_view
 
     with database() as session:
@@ -380,10 +382,13 @@ def jobs_show(ident: str, as_json: bool) -> None:
             raise OperatorError(str(exc)) from exc
         attempts = attempts_of(session, job.id)
         pack = pack_view(session, job)
+        place = place_of(session, job.id, settings=_settings(), now=dt.datetime.now(dt.UTC))
     if as_json:
-        click.echo(json.dumps(job_detail(job, attempts, pack), indent=2))
+        detail = job_detail(job, attempts, pack)
+        detail["waiting"] = None if place is None else {"place": place.place, "of": place.waiting}
+        click.echo(json.dumps(detail, indent=2))
         return
-    print_job(job, attempts, pack)
+    print_job(job, attempts, pack, place)
 
 
 @jobs.command("retry")
@@ -472,6 +477,7 @@ def job_summary(job) -> dict[str, Any]:
                 ("dispatched_at", job.dispatched_at),
                 ("leased_until", job.leased_until),
                 ("deadline_at", job.deadline_at),
+                ("waiting_since", job.waiting_since),
             )
         },
     }
@@ -528,7 +534,7 @@ def reused_from(job) -> list[tuple[str, dt.datetime]]:
     return sorted(found, key=lambda source: source[1])
 
 
-def print_job(job, attempts, pack=None) -> None:
+def print_job(job, attempts, pack=None, place=None) -> None:
     now = dt.datetime.now(dt.UTC)
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
@@ -557,6 +563,9 @@ def print_job(job, attempts, pack=None) -> None:
     if sources:
         reused = "; ".join(f"job {job_id} (tagged {_when(when, now)})" for job_id, when in sources)
         rows.insert(6, ("tags", f"reused from {reused}, no Vidmob call"))
+    if place is not None:
+        waited = f", since {_when(job.waiting_since, now)}" if job.waiting_since else ""
+        rows.insert(4, ("waiting", f"place {place.place} of {place.waiting} for a free slot (fair order{waited})"))
     for name, value in rows:
         facts.add_row(name, value)
     console.print(facts)

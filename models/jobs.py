@@ -120,7 +120,11 @@ class Job(Durable, Base):
         Index("ix_jobs_packed_in_job_id", "packed_in_job_id", postgresql_where=text("packed_in_job_id IS NOT NULL")),
         Index("ix_jobs_open_packs", "dialect", postgresql_where=text("pack_open_until IS NOT NULL")),
         # The submissions waiting for a slot under the open-jobs cap, in the order they came.
-        Index("ix_jobs_waiting", "waiting_since", postgresql_where=text("waiting_since IS NOT NULL")),
+        Index(
+            "ix_jobs_waiting",
+            "waiting_since",
+            postgresql_where=text("waiting_since IS NOT NULL AND state = 'submitting'"),
+        ),
         # Usage by caller over a window (aperture callers) and the open jobs per caller (admission).
         Index("ix_jobs_caller_created_at", "caller", "created_at"),
         CheckConstraint("priority IN ('interactive', 'bulk')", name="priority"),

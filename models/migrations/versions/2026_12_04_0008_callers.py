@@ -65,7 +65,9 @@ def upgrade() -> None:
         for table in TABLES:
             for name, definition in _indexes(table).items():
                 create_index_concurrently(name, definition, unique=True)
-        create_index_concurrently("ix_jobs_waiting", "ON jobs (waiting_since) WHERE waiting_since IS NOT NULL")
+        create_index_concurrently(
+            "ix_jobs_waiting", "ON jobs (waiting_since) WHERE waiting_since IS NOT NULL AND state = 'submitting'"
+        )
         create_index_concurrently("ix_jobs_caller_created_at", "ON jobs (caller, created_at)")
     for table in TABLES:
         op.drop_constraint(f"uq_{table}_request_id", table, type_="unique")
