@@ -150,3 +150,21 @@ def test_aperture_jobs_show_and_list_say_the_place_and_the_caller(capped: Fleet)
     assert "place 2 of 2 for a free slot" in text.output
     listed = runner.invoke(main, ["jobs", "list", "--caller", "b", "--json"])
     assert [json.loads(line)["request_id"] for line in listed.output.splitlines()] == [b]
+
+
+def test_the_metrics_count_jobs_by_caller_with_a_bounded_set_of_names(
+    capped: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.metrics import JobsCollector
+
+    monkeypatch.setenv("APERTURE_UNKNOWN_CALLER", "accept")
+    get_settings.cache_clear()
+    send(capped, "a", 3)
+    send(capped, "stranger-1", 1)
+    send(capped, "stranger-2", 1)
+    families = {m.name: m for m in JobsCollector().collect()}
+    jobs_by = {(s.labels["caller"], s.labels["state"]): s.value for s in families["aperture_caller_jobs"].samples}
+    waiting = {s.labels["caller"]: s.value for s in families["aperture_caller_jobs_waiting"].samples}
+    # Two of a's took the slots; every other request waits. Unconfigured names are "other".
+    assert jobs_by == {("a", "polling"): 2, ("a", "submitting"): 1, ("other", "submitting"): 2}
+    assert waiting == {"a": 1, "other": 2}

@@ -8,13 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from config import Settings
 from models import ACTIVE_JOB_STATES, LOOKED_AT_JOB_STATES, ApiAttempt, Asset, Job, JobState
+from services.callers import metric_label
 from services.tagging.capacity import open_jobs
 
 
@@ -151,6 +152,10 @@ class JobCounts:
     duplicate_risk: int = 0
     open: int = 0  # Vidmob jobs open at once (services/tagging/capacity.py)
     open_cap: int = 0
+    # Active jobs by (caller, state), and those waiting for a slot by caller: configured callers and
+    # ``default`` by name, every other caller as ``other`` (metrics keep a bounded set of labels).
+    active_by_caller: dict[tuple[str, str], int] = field(default_factory=dict)
+    waiting_by_caller: dict[str, int] = field(default_factory=dict)
 
     @property
     def in_flight(self) -> int:
@@ -165,7 +170,20 @@ def job_counts(session: Session, *, now: dt.datetime, settings: Settings) -> Job
     stuck = session.execute(select(func.count()).select_from(Job).where(stuck_condition(now, settings))).scalar_one()
     flagged = session.execute(select(func.count()).select_from(Job).where(Job.duplicate_risk)).scalar_one()
     opened = open_jobs(session, settings=settings, now=now)
-    return JobCounts(by_state, stuck, flagged, opened, settings.max_open_jobs)
+    active: dict[tuple[str, str], int] = {}
+    waiting: dict[str, int] = {}
+    rows = session.execute(
+        select(Job.caller, Job.state, Job.waiting_since.is_not(None), func.count())
+        .where(Job.state.in_(ACTIVE_JOB_STATES))
+        .group_by(Job.caller, Job.state, Job.waiting_since.is_not(None))
+    )
+    for caller, state, is_waiting, count in rows:
+        label = metric_label(caller, settings)
+        key = (label, JobState(state).value)
+        active[key] = active.get(key, 0) + count
+        if is_waiting and state == JobState.SUBMITTING:
+            waiting[label] = waiting.get(label, 0) + count
+    return JobCounts(by_state, stuck, flagged, opened, settings.max_open_jobs, active, waiting)
 
 
 @dataclass(frozen=True)
