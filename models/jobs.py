@@ -107,6 +107,8 @@ class Job(Durable, Base):
     # (``interactive`` before ``bulk``), and since when the submission waits for a slot under the
     # open-jobs cap (NULL: not waiting).
     priority: Mapped[str] = mapped_column(String(16), server_default=text("'interactive'"))
+    # Assets its Vidmob job carried (reused ones are never sent): a caller's budget and usage count them.
+    sent_assets: Mapped[int | None] = mapped_column(Integer)
     waiting_since: Mapped[tz_datetime | None]
 
     assets: Mapped[list[Asset]] = relationship(

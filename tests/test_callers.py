@@ -5,6 +5,7 @@ broker guarantees about the sender (RabbitMQ's user_id) is tests/test_callers_ra
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections.abc import Iterator
@@ -200,3 +201,46 @@ def test_a_caller_name_that_is_not_a_name_is_refused_and_stored(callers: Fleet) 
     (job,) = rows("badname")
     assert result["state"] == "rejected" and job.caller == "default"
     assert job.error is not None and job.error.startswith("caller: must be a name")
+
+
+@pytest.fixture
+def budgeted(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fleet]:
+    """``thrifty`` may send 3 assets a day to Vidmob and is refused past it; ``patient`` waits instead."""
+    configured = {"thrifty": {"assets_per_day": 3}, "patient": {"assets_per_day": 1, "over_budget": "wait"}}
+    monkeypatch.setenv("APERTURE_CALLERS", json.dumps(configured))
+    get_settings.cache_clear()
+    yield fleet
+    get_settings.cache_clear()
+
+
+def assets(*names: str) -> list[dict[str, str]]:
+    return [{"url": f"{CDN}/budget/{n}.mp4"} for n in names]
+
+
+def test_past_its_budget_a_request_is_refused_with_the_reason_and_told(budgeted: Fleet) -> None:
+    hook = {"task": "thrifty.done", "queue": "thrifty"}
+    budgeted.create_job(assets=assets("a", "b"), request_id="day-1", caller="thrifty", batch=False, callback=hook)
+    assert budgeted.wait_for_job("day-1").state is JobState.COMPLETE
+    # The same two assets again are answered by reuse: no Vidmob call, nothing spent.
+    budgeted.create_job(assets=assets("a", "b"), request_id="day-2", caller="thrifty", batch=False, callback=hook)
+    assert budgeted.wait_for_job("day-2").state is JobState.COMPLETE
+    budgeted.create_job(assets=assets("c", "d"), request_id="day-3", caller="thrifty", batch=False, callback=hook)
+    over = budgeted.wait_for_job("day-3")
+    assert over.state is JobState.REJECTED
+    assert over.error == (
+        "caller 'thrifty' is over its budget: 2 of 3 assets sent to Vidmob today (UTC), and this request needs 2 more"
+    )
+    budgeted.run_until(lambda: len(callbacks_on(budgeted, "thrifty")) == 3, what="three callbacks")
+    assert [c["status"] for c in callbacks_on(budgeted, "thrifty")] == ["complete", "complete", "rejected"]
+    assert sim_stats(budgeted.simulator)["jobs_created"] == 1
+
+
+def test_a_caller_that_waits_past_its_budget_waits_for_the_next_day(budgeted: Fleet) -> None:
+    budgeted.create_job(assets=assets("p1"), request_id="p-1", caller="patient", batch=False)
+    assert budgeted.wait_for_job("p-1").state is JobState.COMPLETE
+    budgeted.create_job(assets=assets("p2"), request_id="p-2", caller="patient", batch=False)
+    (waiting,) = rows("p-2")
+    tomorrow = (waiting.created_at.astimezone(dt.UTC) + dt.timedelta(days=1)).date()
+    assert waiting.state is JobState.SUBMITTING and waiting.next_poll_at is not None
+    assert waiting.next_poll_at.astimezone(dt.UTC).date() == tomorrow
+    assert waiting.error is not None and waiting.error.endswith("waiting for the next day")

@@ -382,6 +382,7 @@ CHANGED_BY_0003 = {
     ),
     ("jobs", "priority"),
     ("jobs", "waiting_since"),
+    ("jobs", "sent_assets"),
 }
 
 

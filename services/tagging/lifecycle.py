@@ -59,7 +59,7 @@ def record_submission(
     outcome = lifecycle.reschedule(
         session, KIND, claim, state=JobState.SUBMITTING, to_state=JobState.POLLING,
         delay_s=first_look(prediction, settings=settings), settings=settings, now=now,
-        values={"vidmob_job_id": answer, "submitted_at": now},
+        values={"vidmob_job_id": answer, "submitted_at": now, "sent_assets": len(claim.assets)},
     )  # fmt: skip
     if outcome.stale:
         # Only possible if this task outlived its lease, which the hard time limit prevents.

@@ -17,6 +17,7 @@ Reviewed by hand, for ``jobs`` and ``scored_media`` alike:
   ``ux_<table>_key_conflicts`` (request_id, caller, request_fingerprint) on the refusals, are built
   CONCURRENTLY outside the migration's transaction before the old unique constraint on request_id goes:
   until then the old one keeps the key unique, after it the new one (every row has caller 'default').
+- ``jobs.sent_assets`` (nullable: NULL on jobs submitted before; a budget counts what is sent from now on).
 - ``jobs.priority`` (constant default 'interactive', with its CHECK added NOT VALID then validated, which
   takes no lock that stops writes) and ``jobs.waiting_since`` (nullable), with the partial index of the
   waiting submissions and (caller, created_at) for usage by caller, built CONCURRENTLY.
@@ -59,6 +60,7 @@ def upgrade() -> None:
         op.add_column(table, sa.Column("last_replay_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("jobs", sa.Column("priority", sa.String(16), server_default=sa.text("'interactive'"), nullable=False))
     op.add_column("jobs", sa.Column("waiting_since", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("jobs", sa.Column("sent_assets", sa.Integer(), nullable=True))
     op.execute("ALTER TABLE jobs ADD CONSTRAINT ck_jobs_priority CHECK (priority IN ('interactive', 'bulk')) NOT VALID")
     op.execute("ALTER TABLE jobs VALIDATE CONSTRAINT ck_jobs_priority")
     with outside_the_transaction():
@@ -87,6 +89,7 @@ def downgrade() -> None:
     op.drop_index("ix_jobs_caller_created_at", table_name="jobs")
     op.drop_index("ix_jobs_waiting", table_name="jobs")
     op.execute("ALTER TABLE jobs DROP CONSTRAINT ck_jobs_priority")
+    op.drop_column("jobs", "sent_assets")
     op.drop_column("jobs", "waiting_since")
     op.drop_column("jobs", "priority")
     for table in TABLES:
