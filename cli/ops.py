@@ -423,6 +423,77 @@ def jobs_retry(ident: str) -> None:
     console.print(f"job {job.id} re-submitted{abandoned}: `aperture jobs show {job.id}` to follow it")
 
 
+# --- callers -------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--since", "window", default="24h", show_default=True, type=parse_duration, help="The usage window.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per caller instead of a table.")
+def callers(window: dt.timedelta, as_json: bool) -> None:
+    """The applications that send requests: their settings (APERTURE_CALLERS) and what they used."""
+    from config.settings import DEFAULT_CALLER
+    from services.tagging.budgets import budget_of
+    from services.tagging.reads import Usage, usage_by_caller
+
+    settings = _settings()
+    now = dt.datetime.now(dt.UTC)
+    with database() as session:
+        usage = usage_by_caller(session, since=now - window, settings=settings)
+        names = sorted(set(usage) | set(settings.callers) | {DEFAULT_CALLER})
+        budgets = {name: budget_of(session, name, settings=settings, now=now) for name in names}
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        config = settings.caller(name)
+        used = usage.get(name, Usage(name))
+        budget = budgets[name]
+        rows.append(
+            {
+                "caller": name,
+                "configured": config is not None,
+                "weight": config.weight if config else 1.0,
+                "callback_queues": list(config.callback_queues) if config and config.callback_queues else None,
+                "callback_task_prefixes": (
+                    list(config.callback_task_prefixes) if config and config.callback_task_prefixes else None
+                ),
+                "assets_per_day": config.assets_per_day if config else None,
+                "over_budget": config.over_budget if config else None,
+                "since": (now - window).isoformat(),
+                "requests": used.requests,
+                "rejected": used.rejected,
+                "assets_sent": used.assets_sent,
+                "assets_reused": used.assets_reused,
+                "vidmob_jobs": used.vidmob_jobs,
+                "api_calls": used.api_calls,
+                "waiting": used.waiting,
+                "budget_left": budget.left if budget else None,
+            }
+        )
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    table = compact_table(f"{len(rows)} caller(s), usage since {_ago(window)} ago")
+    for header in ("caller", "weight", "callbacks to"):
+        add_cell(table, header)
+    for header in ("requests", "rejected", "sent", "reused", "Vidmob jobs", "API calls", "waiting", "budget left"):
+        add_cell(table, header, justify="right")
+    for row in rows:
+        queues = ", ".join(row["callback_queues"] or []) or ("any" if row["caller"] == DEFAULT_CALLER else "own")
+        left = "-" if row["budget_left"] is None else f"{row['budget_left']}/{row['assets_per_day']}"
+        table.add_row(
+            escape(row["caller"]) + ("" if row["configured"] or row["caller"] == DEFAULT_CALLER else " (unconfigured)"),
+            f"{row['weight']:g}",
+            escape(queues),
+            *(
+                str(row[k])
+                for k in ("requests", "rejected", "assets_sent", "assets_reused", "vidmob_jobs", "api_calls")
+            ),
+            str(row["waiting"]),
+            left,
+        )
+    console.print(table)
+
+
 # --- schema --------------------------------------------------------------------------------------
 
 

@@ -168,3 +168,26 @@ def test_the_metrics_count_jobs_by_caller_with_a_bounded_set_of_names(
     # Two of a's took the slots; every other request waits. Unconfigured names are "other".
     assert jobs_by == {("a", "polling"): 2, ("a", "submitting"): 1, ("other", "submitting"): 2}
     assert waiting == {"a": 1, "other": 2}
+
+
+def test_aperture_callers_says_each_callers_settings_and_usage(capped: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    monkeypatch.setenv("APERTURE_CALLERS", json.dumps({"a": {"weight": 2, "assets_per_day": 10}, "b": {}}))
+    get_settings.cache_clear()
+    send(capped, "a", 3)
+    capped.create_job(assets=[{"url": f"{CDN}/a-interactive-0.mp4"}], request_id="again", caller="b", batch=False)
+    capped.run_until(lambda: all_complete(4), timeout=30, what="every request complete")
+    listed = CliRunner().invoke(main, ["callers", "--json"])
+    assert listed.exit_code == 0, listed.output
+    by_name = {row["caller"]: row for line in listed.output.splitlines() for row in [json.loads(line)]}
+    a, b = by_name["a"], by_name["b"]
+    assert (a["weight"], a["requests"], a["assets_sent"], a["vidmob_jobs"], a["budget_left"]) == (2.0, 3, 3, 3, 7)
+    assert a["api_calls"] >= 6  # a create and at least one status call per job
+    # b's one asset was tagged for a minutes ago: answered by reuse, nothing sent.
+    assert (b["requests"], b["assets_sent"], b["assets_reused"], b["vidmob_jobs"], b["api_calls"]) == (1, 0, 1, 0, 0)
+    assert by_name["default"]["requests"] == 0
+    table = CliRunner().invoke(main, ["callers"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "7/10" in table.output, table.output

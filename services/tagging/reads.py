@@ -10,7 +10,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from config import Settings
@@ -204,3 +204,67 @@ def completion_since(session: Session, job_id: uuid.UUID, since: dt.datetime) ->
     if row is None:
         return None
     return Completion(row.poll_count, max(0.0, (row.completed_at - row.created_at).total_seconds()))
+
+
+# --- usage by caller (aperture callers) ---------------------------------------------------------
+
+
+@dataclass
+class Usage:
+    """What one caller used since a time, and what it has now."""
+
+    caller: str
+    requests: int = 0
+    rejected: int = 0
+    assets_sent: int = 0  # carried by its Vidmob jobs (its packs' included)
+    assets_reused: int = 0  # answered from earlier tags, no Vidmob call
+    vidmob_jobs: int = 0
+    api_calls: int = 0
+    waiting: int = 0  # for a slot under the open-jobs cap, now
+
+
+def usage_by_caller(session: Session, *, since: dt.datetime, settings: Settings) -> dict[str, Usage]:
+    """Every caller with a request since ``since`` or waiting now, by name (the (caller, created_at)
+    index bounds the rows read: a job is submitted within its deadline of its creation)."""
+    found: dict[str, Usage] = {}
+
+    def of(caller: str) -> Usage:
+        return found.setdefault(caller, Usage(caller))
+
+    recent = Job.created_at >= since
+    for caller, requests, rejected in session.execute(
+        select(Job.caller, func.count(), func.count().filter(Job.state == JobState.REJECTED))
+        .where(recent, Job.is_pack.is_(False))
+        .group_by(Job.caller)
+    ):
+        of(caller).requests, of(caller).rejected = requests, rejected
+    submitted = and_(Job.created_at >= since - dt.timedelta(seconds=settings.job_deadline_s), Job.submitted_at >= since)
+    for caller, jobs, sent in session.execute(
+        select(Job.caller, func.count(), func.coalesce(func.sum(Job.sent_assets), 0))
+        .where(submitted)
+        .group_by(Job.caller)
+    ):
+        of(caller).vidmob_jobs, of(caller).assets_sent = jobs, int(sent or 0)
+    for caller, reused in session.execute(
+        select(Job.caller, func.count())
+        .join(Asset, Asset.job_id == Job.id)
+        .where(recent, Asset.reused_from_asset_id.is_not(None))
+        .group_by(Job.caller)
+    ):
+        of(caller).assets_reused = reused
+    for caller, calls in session.execute(
+        select(Job.caller, func.count())
+        .join(ApiAttempt, ApiAttempt.job_id == Job.id)
+        .where(
+            Job.created_at >= since - dt.timedelta(seconds=settings.job_deadline_s), ApiAttempt.attempted_at >= since
+        )
+        .group_by(Job.caller)
+    ):
+        of(caller).api_calls = calls
+    for caller, waiting in session.execute(
+        select(Job.caller, func.count())
+        .where(Job.waiting_since.is_not(None), Job.state == JobState.SUBMITTING)
+        .group_by(Job.caller)
+    ):
+        of(caller).waiting = waiting
+    return found
