@@ -244,3 +244,12 @@ def test_a_caller_that_waits_past_its_budget_waits_for_the_next_day(budgeted: Fl
     assert waiting.state is JobState.SUBMITTING and waiting.next_poll_at is not None
     assert waiting.next_poll_at.astimezone(dt.UTC).date() == tomorrow
     assert waiting.error is not None and waiting.error.endswith("waiting for the next day")
+
+
+def test_log_lines_of_a_request_name_its_caller(callers: Fleet) -> None:
+    from services import log_context
+
+    log_context.clear()
+    callers.create_job(**request(f"{CDN}/log.mp4", "logged", caller="shop"))
+    assert log_context.bound()["caller"] == "shop"
+    log_context.clear()
