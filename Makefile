@@ -59,6 +59,9 @@ BENCH_THROUGHPUT_JOBS ?= 5000
 BENCH_REUSE_URLS ?= 1000
 # Batching: 1,000 single-asset requests arriving over 60 s, with the default window and with batching off (3 minutes).
 BENCH_BATCHING_REQUESTS ?= 1000
+# Fair admission: a cap of 20 open Vidmob jobs, 5 s jobs; A sends 2,000 at once while B sends one every 2 s, then
+# A and C 1,000 each; the fair order and today's (APERTURE_ADMISSION=recheck) side by side (about 40 minutes).
+BENCH_FAIRNESS_ARGS ?= --cap 20 --job-s 5 --a-requests 2000 --b-every 2 --ac-requests 1000
 
 # Both brokers side by side: 100,000 jobs in flight on RabbitMQ (countdowns held by a private node) and on Redis
 # (parked), 3 minutes measured of each (about 25 minutes in all); then Redis's held messages after a kill -9 of
@@ -76,6 +79,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_reuse.py --urls $(BENCH_REUSE_URLS)
 	$(BIN)/python bench/bench_batching.py --requests $(BENCH_BATCHING_REQUESTS)
 	$(BIN)/python bench/bench_tags.py
+	$(BIN)/python bench/bench_fairness.py $(BENCH_FAIRNESS_ARGS)
 	$(BIN)/python bench/bench_brokers.py --jobs $(BENCH_BROKER_JOBS)
 	$(BIN)/python bench/bench_redis_held.py kill
 	$(BIN)/python bench/bench_redis_held.py restart

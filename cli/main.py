@@ -111,9 +111,10 @@ from cli.media import media  # noqa: E402
 
 main.add_command(media)
 
-from cli.ops import jobs, schema, submit  # noqa: E402
+from cli.ops import callers, jobs, schema, submit  # noqa: E402
 
 main.add_command(submit)
+main.add_command(callers)
 main.add_command(jobs)
 main.add_command(schema)
 

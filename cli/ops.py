@@ -320,16 +320,26 @@ def jobs() -> None:
     help="Only active jobs whose next look is overdue by more than APERTURE_LOST_MESSAGE_AFTER_S, "
     "or past their deadline; and jobs flagged duplicate_risk (Vidmob may hold a second job).",
 )
+@click.option("--caller", help="Only jobs of this caller (an application's name; `default` for those that name none).")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per job instead of a table.")
-def jobs_list(states: tuple[str, ...], older_than: dt.timedelta | None, stuck: bool, limit: int, as_json: bool) -> None:
+def jobs_list(
+    states: tuple[str, ...], older_than: dt.timedelta | None, stuck: bool, caller: str | None, limit: int, as_json: bool
+) -> None:
     """Jobs, newest first."""
     from services.tagging.reads import list_jobs
 
     now = dt.datetime.now(dt.UTC)
     with database() as session:
         rows = list_jobs(
-            session, now=now, settings=_settings(), states=states, older_than=older_than, stuck=stuck, limit=limit
+            session,
+            now=now,
+            settings=_settings(),
+            states=states,
+            older_than=older_than,
+            stuck=stuck,
+            caller=caller,
+            limit=limit,
         )
     if as_json:
         for job in rows:
@@ -337,6 +347,7 @@ def jobs_list(states: tuple[str, ...], older_than: dt.timedelta | None, stuck: b
         return
     table = compact_table(f"{len(rows)} job(s)" + (" (stuck)" if stuck else "") + ", newest first")
     add_cell(table, "job")  # the first 8 digits, which `jobs show` and `jobs retry` accept
+    add_cell(table, "caller")
     add_cell(table, "request id")
     add_cell(table, "state")
     add_cell(table, "assets", justify="right")
@@ -344,10 +355,11 @@ def jobs_list(states: tuple[str, ...], older_than: dt.timedelta | None, stuck: b
     add_cell(table, "next look")
     add_cell(table, "error", ratio=1, min_width=5)
     # What the other columns leave on an 80-column terminal (polls and the rest: `jobs show`).
-    request_id_width = max(20, console.width - 60)
+    request_id_width = max(20, console.width - 72)
     for job in rows:
         table.add_row(
             str(job.id)[:8],
+            escape(shorten(job.caller, 12)),
             escape(shorten(job.request_id, request_id_width)),
             _state(job.state.value),
             str(job.asset_count),
@@ -362,7 +374,9 @@ def jobs_list(states: tuple[str, ...], older_than: dt.timedelta | None, stuck: b
 @click.argument("ident", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="As one JSON object.")
 def jobs_show(ident: str, as_json: bool) -> None:
-    """A job by job id or request id: state, error, times, assets with tags, API attempts."""
+    """A job by job id or request id: state, error, times, assets with tags, API attempts; a job waiting
+    for a slot under the open-jobs cap, its place in the order slots go."""
+    from services.tagging.capacity import place_of
     from services.tagging.reads import UnknownJob, attempts_of, find_job, pack_view
 
     with database() as session:
@@ -372,10 +386,13 @@ def jobs_show(ident: str, as_json: bool) -> None:
             raise OperatorError(str(exc)) from exc
         attempts = attempts_of(session, job.id)
         pack = pack_view(session, job)
+        place = place_of(session, job.id, settings=_settings(), now=dt.datetime.now(dt.UTC))
     if as_json:
-        click.echo(json.dumps(job_detail(job, attempts, pack), indent=2))
+        detail = job_detail(job, attempts, pack)
+        detail["waiting"] = None if place is None else {"place": place.place, "of": place.waiting}
+        click.echo(json.dumps(detail, indent=2))
         return
-    print_job(job, attempts, pack)
+    print_job(job, attempts, pack, place)
 
 
 @jobs.command("retry")
@@ -410,6 +427,77 @@ def jobs_retry(ident: str) -> None:
     console.print(f"job {job.id} re-submitted{abandoned}: `aperture jobs show {job.id}` to follow it")
 
 
+# --- callers -------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--since", "window", default="24h", show_default=True, type=parse_duration, help="The usage window.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per caller instead of a table.")
+def callers(window: dt.timedelta, as_json: bool) -> None:
+    """The applications that send requests: their settings (APERTURE_CALLERS) and what they used."""
+    from config.settings import DEFAULT_CALLER
+    from services.tagging.budgets import budget_of
+    from services.tagging.reads import Usage, usage_by_caller
+
+    settings = _settings()
+    now = dt.datetime.now(dt.UTC)
+    with database() as session:
+        usage = usage_by_caller(session, since=now - window, settings=settings)
+        names = sorted(set(usage) | set(settings.callers) | {DEFAULT_CALLER})
+        budgets = {name: budget_of(session, name, settings=settings, now=now) for name in names}
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        config = settings.caller(name)
+        used = usage.get(name, Usage(name))
+        budget = budgets[name]
+        rows.append(
+            {
+                "caller": name,
+                "configured": config is not None,
+                "weight": config.weight if config else 1.0,
+                "callback_queues": list(config.callback_queues) if config and config.callback_queues else None,
+                "callback_task_prefixes": (
+                    list(config.callback_task_prefixes) if config and config.callback_task_prefixes else None
+                ),
+                "assets_per_day": config.assets_per_day if config else None,
+                "over_budget": config.over_budget if config else None,
+                "since": (now - window).isoformat(),
+                "requests": used.requests,
+                "rejected": used.rejected,
+                "assets_sent": used.assets_sent,
+                "assets_reused": used.assets_reused,
+                "vidmob_jobs": used.vidmob_jobs,
+                "api_calls": used.api_calls,
+                "waiting": used.waiting,
+                "budget_left": budget.left if budget else None,
+            }
+        )
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    table = compact_table(f"{len(rows)} caller(s), usage since {_ago(window)} ago")
+    for header in ("caller", "weight", "callbacks to"):
+        add_cell(table, header)
+    for header in ("requests", "rejected", "sent", "reused", "Vidmob jobs", "API calls", "waiting", "budget left"):
+        add_cell(table, header, justify="right")
+    for row in rows:
+        queues = ", ".join(row["callback_queues"] or []) or ("any" if row["caller"] == DEFAULT_CALLER else "own")
+        left = "-" if row["budget_left"] is None else f"{row['budget_left']}/{row['assets_per_day']}"
+        table.add_row(
+            escape(row["caller"]) + ("" if row["configured"] or row["caller"] == DEFAULT_CALLER else " (unconfigured)"),
+            f"{row['weight']:g}",
+            escape(queues),
+            *(
+                str(row[k])
+                for k in ("requests", "rejected", "assets_sent", "assets_reused", "vidmob_jobs", "api_calls")
+            ),
+            str(row["waiting"]),
+            left,
+        )
+    console.print(table)
+
+
 # --- schema --------------------------------------------------------------------------------------
 
 
@@ -440,6 +528,10 @@ def job_summary(job) -> dict[str, Any]:
     return {
         "id": str(job.id),
         "request_id": job.request_id,
+        "caller": job.caller,
+        "priority": job.priority,
+        "replays": job.replays,
+        "key_conflict_of": str(job.key_conflict_of) if job.key_conflict_of else None,
         "state": job.state.value,
         "error": job.error,
         "vidmob_job_id": job.vidmob_job_id,
@@ -460,6 +552,7 @@ def job_summary(job) -> dict[str, Any]:
                 ("dispatched_at", job.dispatched_at),
                 ("leased_until", job.leased_until),
                 ("deadline_at", job.deadline_at),
+                ("waiting_since", job.waiting_since),
             )
         },
     }
@@ -516,14 +609,15 @@ def reused_from(job) -> list[tuple[str, dt.datetime]]:
     return sorted(found, key=lambda source: source[1])
 
 
-def print_job(job, attempts, pack=None) -> None:
+def print_job(job, attempts, pack=None, place=None) -> None:
     now = dt.datetime.now(dt.UTC)
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column(overflow="fold")
     rows = [
         ("job id", str(job.id)),
-        ("request id", job.request_id),
+        ("request id", job.request_id + (f"  (sent again {job.replays} time(s): replays)" if job.replays else "")),
+        ("caller", f"{job.caller} ({job.priority})"),
         ("state", _state(job.state.value)),
         ("error", job.error or "-"),
         ("Vidmob job", f"{job.vidmob_job_id or '-'} ({job.dialect} dialect)"),
@@ -539,11 +633,14 @@ def print_job(job, attempts, pack=None) -> None:
         ("deadline", _when(job.deadline_at, now)),
     ]
     if pack is not None:
-        rows[4:5] = _pack_rows(job, pack, now)
+        rows[5:6] = _pack_rows(job, pack, now)
     sources = reused_from(job)
     if sources:
         reused = "; ".join(f"job {job_id} (tagged {_when(when, now)})" for job_id, when in sources)
-        rows.insert(5, ("tags", f"reused from {reused}, no Vidmob call"))
+        rows.insert(6, ("tags", f"reused from {reused}, no Vidmob call"))
+    if place is not None:
+        waited = f", since {_when(job.waiting_since, now)}" if job.waiting_since else ""
+        rows.insert(4, ("waiting", f"place {place.place} of {place.waiting} for a free slot (fair order{waited})"))
     for name, value in rows:
         facts.add_row(name, value)
     console.print(facts)

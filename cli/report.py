@@ -60,6 +60,7 @@ def render(report: Report) -> str:
         _section("co-occurrence", "Tags found together", *_co_occurrence(report)),
         _section("over-time", "Assets and jobs over time", *_over_time(report)),
         _section("vidmob-calls", "Vidmob calls per job", *_calls(report)),
+        _section("usage-by-caller", "Usage by caller", *_callers(report)),
     ]
     title = f"Aperture library: {report.scope.describe()}"
     return _PAGE.format(
@@ -252,6 +253,29 @@ def _calls(report: Report) -> tuple[str, go.Figure | None]:
     return (
         f"{calls.calls:,} Vidmob API calls for {calls.jobs:,} tagging jobs ({mean:.1f} per job): submissions, "
         "polls and result downloads, each kept with its outcome (api_attempts).",
+        fig,
+    )
+
+
+def _callers(report: Report) -> tuple[str, go.Figure | None]:
+    usage = report.callers
+    if not usage:
+        return "No requests yet.", None
+    names = [u.caller for u in usage]
+    fig = go.Figure()
+    for name, values, color in (
+        ("assets tagged by Vidmob", [u.assets_tagged for u in usage], "#4C78A8"),
+        ("assets reused (no Vidmob call)", [u.assets_reused for u in usage], "#54A24B"),
+        ("Vidmob API calls", [u.calls for u in usage], "#F58518"),
+    ):
+        fig.add_bar(name=name, x=names, y=values, marker_color=color)
+    fig.update_layout(barmode="group", height=420)
+    fig.update_xaxes(title_text="caller")
+    requests = sum(u.requests for u in usage)
+    return (
+        f"{requests:,} requests from {len(usage)} caller(s): per caller (the application that sent them, "
+        "`default` for those that name none), the assets Vidmob tagged for it, those answered by reuse "
+        "instead, and the Vidmob API calls its jobs made.",
         fig,
     )
 

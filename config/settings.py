@@ -9,12 +9,35 @@ so pointing a deployment at the real API is a change of those three only.
 from __future__ import annotations
 
 import math
+import re
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A caller's name: an application, as it names itself on Redis or as its RabbitMQ user.
+CALLER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+DEFAULT_CALLER = "default"
+
+
+class CallerSettings(BaseModel):
+    """One application's rules (``APERTURE_CALLERS``, a JSON object by caller name)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Its share of the open-jobs cap while several callers wait: slots go in proportion to weights.
+    weight: float = Field(1.0, gt=0, le=1000)
+    # Where its callbacks may go. None: a caller's own names only (a queue named like itself or
+    # starting "<caller>.", tasks starting "<caller>."); the default caller unconfigured keeps the
+    # contract's rules (any queue and task not this system's or the broker's).
+    callback_queues: tuple[str, ...] | None = None
+    callback_task_prefixes: tuple[str, ...] | None = None
+    # Assets sent to Vidmob per UTC day (reused assets do not count); None: no budget. Past it a
+    # request is refused ("refuse") or waits for the next day ("wait").
+    assets_per_day: int | None = Field(None, ge=0)
+    over_budget: Literal["refuse", "wait"] = "refuse"
 
 
 class Settings(BaseSettings):
@@ -56,6 +79,17 @@ class Settings(BaseSettings):
     # Vidmob tagging jobs open at once (being created or polled), 0 for no cap: a job beyond it waits
     # in PostgreSQL (submitting, parked) and is looked at again after the poll interval.
     max_open_jobs: int = Field(0, ge=0)
+    # Which waiting submission a free slot goes to (services/tagging/capacity.py): "fair", weighted
+    # fair order across callers, first come first served within one, admitted as soon as a slot is
+    # freed; "recheck", each waiting submission looks again after the poll interval, in no order.
+    admission: Literal["fair", "recheck"] = "fair"
+
+    # --- Callers (services/callers.py): the applications that send requests, by name, with their
+    # weight, callback allowlist and budget. A name not here is accepted as the default caller
+    # ("default"), under its own name with the rules of a caller without settings ("accept"), or its
+    # request rejected with the reason ("reject").
+    callers: dict[str, CallerSettings] = Field(default_factory=dict)
+    unknown_caller: Literal["default", "accept", "reject"] = "default"
     # Reuse (services/tagging/reuse.py): a request whose every asset (URL, with the same dialect and
     # set of client tags) was tagged within this many seconds is answered from PostgreSQL, no Vidmob
     # call. 0 turns it off; a request's own `fresh: true` skips it.
@@ -219,6 +253,9 @@ class Settings(BaseSettings):
                 "APERTURE_REDIS_URL is not set: with RabbitMQ as APERTURE_BROKER_URL, the fleet rate limit and "
                 "circuit breaker still need a Redis (e.g. APERTURE_REDIS_URL=redis://localhost:6379/0)"
             )
+        for name in self.callers:
+            if not re.match(CALLER_PATTERN, name):
+                raise ValueError(f"APERTURE_CALLERS: {name!r} is not a caller name ({CALLER_PATTERN})")
         if self.broker_is_rabbitmq:
             return self  # no visibility timeout: RabbitMQ requeues what a lost connection held unacked
         # Redis redelivers an unacked message after visibility_timeout: a countdown
@@ -230,6 +267,9 @@ class Settings(BaseSettings):
                 f"countdown plus the task time limit ({longest:g} s)"
             )
         return self
+
+    def caller(self, name: str) -> CallerSettings | None:
+        return self.callers.get(name)
 
     @property
     def longest_unacked_s(self) -> float:

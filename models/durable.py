@@ -48,9 +48,21 @@ class Durable:
         # Declared by each model: its state (an enum of its own), and when its work is given up.
         state: Mapped[StrEnum]
         deadline_at: Mapped[dt.datetime | None]
+    # Who sent it (services/callers.py): an application's name, "default" for a caller that names
+    # none (every row stored before callers existed, migration 0008).
+    caller: Mapped[str] = mapped_column(String(100), server_default=text("'default'"))
     # The caller's idempotency key; when they give none, the Celery task id of the message,
-    # so a redelivered message still finds its row.
-    request_id: Mapped[str] = mapped_column(String(255), unique=True)
+    # so a redelivered message still finds its row. Unique per caller (``ux_<table>_key``), among
+    # the rows that are not refusals of a reused key.
+    request_id: Mapped[str] = mapped_column(String(255))
+    # A hash of the validated request (services/durable/intake.fingerprint): the same key with the
+    # same fingerprint is a replay, with another a refusal. NULL on rows stored before 0008.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # A refusal of a key already used for a different request: the row that holds the key.
+    key_conflict_of: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # How often the same request came again under its key (a replay creates nothing), and when last.
+    replays: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_replay_at: Mapped[tz_datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
     # The request as received (truncated if absurdly large), kept for audit and retry.
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
@@ -109,4 +121,21 @@ def durable_table_args(table: str, looked_at: tuple[str, ...]) -> tuple[Index | 
         # The dispatcher's owed callbacks.
         Index(f"ix_{table}_callback_owed", "ended_at", postgresql_where=text("callback_status = 'pending'")),
         Index(f"ix_{table}_state_created_at", "state", "created_at"),
+        # The idempotency key: one row per (request_id, caller), besides the refusals of that key
+        # (one per different request it was reused for). request_id first: operators look rows up by it.
+        Index(
+            f"ux_{table}_key",
+            "request_id",
+            "caller",
+            unique=True,
+            postgresql_where=text("key_conflict_of IS NULL"),
+        ),
+        Index(
+            f"ux_{table}_key_conflicts",
+            "request_id",
+            "caller",
+            "request_fingerprint",
+            unique=True,
+            postgresql_where=text("key_conflict_of IS NOT NULL"),
+        ),
     )

@@ -103,6 +103,13 @@ class Job(Durable, Base):
     completed_at: Mapped[tz_datetime | None]  # first seen COMPLETE: adaptive polling learns from it
     # The caller's label for a set of jobs (a campaign, a brand): a subset of the library (services/library/).
     collection: Mapped[str | None] = mapped_column(String(100))
+    # Admission (services/tagging/capacity.py): the caller's priority within its own waiting work
+    # (``interactive`` before ``bulk``), and since when the submission waits for a slot under the
+    # open-jobs cap (NULL: not waiting).
+    priority: Mapped[str] = mapped_column(String(16), server_default=text("'interactive'"))
+    # Assets its Vidmob job carried (reused ones are never sent): a caller's budget and usage count them.
+    sent_assets: Mapped[int | None] = mapped_column(Integer)
+    waiting_since: Mapped[tz_datetime | None]
 
     assets: Mapped[list[Asset]] = relationship(
         back_populates="job", order_by="Asset.position", cascade="all, delete-orphan"
@@ -114,6 +121,15 @@ class Job(Durable, Base):
         # A pack's members (its end moves them), and the packs still taking members (a handful).
         Index("ix_jobs_packed_in_job_id", "packed_in_job_id", postgresql_where=text("packed_in_job_id IS NOT NULL")),
         Index("ix_jobs_open_packs", "dialect", postgresql_where=text("pack_open_until IS NOT NULL")),
+        # The submissions waiting for a slot under the open-jobs cap, in the order they came.
+        Index(
+            "ix_jobs_waiting",
+            "waiting_since",
+            postgresql_where=text("waiting_since IS NOT NULL AND state = 'submitting'"),
+        ),
+        # Usage by caller over a window (aperture callers) and the open jobs per caller (admission).
+        Index("ix_jobs_caller_created_at", "caller", "created_at"),
+        CheckConstraint("priority IN ('interactive', 'bulk')", name="priority"),
     )
 
 

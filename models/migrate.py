@@ -45,8 +45,8 @@ def outside_the_transaction() -> Iterator[None]:
             op.execute(sa.text("SELECT set_config('statement_timeout', :timeout, false)").bindparams(timeout=timeout))
 
 
-def create_index_concurrently(name: str, definition: str) -> None:
-    """``CREATE INDEX CONCURRENTLY name definition`` (``definition``: ``ON table (...) [WHERE ...]``), inside
+def create_index_concurrently(name: str, definition: str, *, unique: bool = False) -> None:
+    """``CREATE [UNIQUE] INDEX CONCURRENTLY name definition`` (``definition``: ``ON table (...) [WHERE ...]``), inside
     ``outside_the_transaction()``. An index left INVALID by an interrupted build is dropped and built again.
     Names and definitions come from the migrations' own constants, never from input."""
     invalid = (
@@ -62,4 +62,4 @@ def create_index_concurrently(name: str, definition: str) -> None:
     )
     if invalid:
         op.execute(f"DROP INDEX CONCURRENTLY {name}")
-    op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} {definition}")
+    op.execute(f"CREATE {'UNIQUE ' if unique else ''}INDEX CONCURRENTLY IF NOT EXISTS {name} {definition}")

@@ -8,13 +8,14 @@ them. Changing a field here changes a public API (architecture.md).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from clients.scoring import CHANNELS as SCORING_CHANNELS
 from clients.scoring import normalize_channel
+from config.settings import CALLER_PATTERN
 from config.tasks import CREATE_JOB, SCORE_MEDIA
 
 # Set by the worker in place of a message's arguments it refused to decode (too large, nested too
@@ -94,6 +95,15 @@ CallbackQueue = Annotated[
 ]
 
 
+CallerName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=CALLER_PATTERN)]
+CALLER_DESCRIPTION = (
+    "The sending application's name. On Redis it is self-declared (give each application its own Redis ACL "
+    "user); on RabbitMQ the caller is the message's user_id property, which the broker checks, and this "
+    "field, when given, must equal it. Absent: the `default` caller. Request ids are keys per caller."
+)
+Priority = Literal["interactive", "bulk"]
+
+
 class _Strict(BaseModel):
     # Unknown fields are refused: a typo in an optional field must not be silently ignored.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -126,7 +136,15 @@ class CreateJobRequest(_Strict):
     assets: list[AssetIn] = Field(min_length=1, max_length=MAX_ASSETS)
     client_tags: list[ClientTagIn] = Field(default_factory=list, max_length=MAX_CLIENT_TAGS)
     request_id: Identifier | None = Field(
-        None, description="Idempotency key: the same key again never creates a second Vidmob job."
+        None,
+        description="Idempotency key, per caller: the same key with the same request again never creates a "
+        "second Vidmob job; with a different request it is refused (rejected, with the reason and a callback).",
+    )
+    caller: CallerName | None = Field(None, description=CALLER_DESCRIPTION)
+    priority: Priority = Field(
+        "interactive",
+        description="While the open-jobs cap makes work wait: the order within the caller's own waiting "
+        "requests (`interactive` first, then `bulk`; first come first served within each).",
     )
     collection: (
         Annotated[
@@ -179,8 +197,11 @@ class ScoreMediaRequest(_Strict):
     )
     workspace_id: Annotated[int, Field(gt=0)] | None = None
     request_id: Identifier | None = Field(
-        None, description="Idempotency key: the same key again never scores the media a second time."
+        None,
+        description="Idempotency key, per caller: the same key with the same request again never scores the "
+        "media a second time; with a different request it is refused (rejected, with the reason and a callback).",
     )
+    caller: CallerName | None = Field(None, description=CALLER_DESCRIPTION)
     callback: CallbackIn | None = None
 
 

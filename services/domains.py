@@ -13,6 +13,7 @@ from typing import Any
 from services import scoring, tagging
 from services.durable.kind import DurableKind
 from services.scoring.tag_batches import on_tagging_job_ended
+from services.tagging.capacity import on_job_ended
 from services.tagging.packing import on_pack_ended
 
 KINDS: tuple[DurableKind[Any, Any], ...] = (tagging.KIND, scoring.KIND)
@@ -24,4 +25,6 @@ def wire() -> tuple[DurableKind[Any, Any], ...]:
     # A pack's end ends its members (or sends them alone) first: their own ends then run these hooks too.
     tagging.KIND.ended.connect(on_pack_ended)
     tagging.KIND.ended.connect(on_tagging_job_ended)
+    # Last: by then the job's end (and its pack's members') is written, so its slot counts as free.
+    tagging.KIND.ended.connect(on_job_ended)
     return KINDS

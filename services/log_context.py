@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
-CONTEXT_FIELDS = ("job_id", "scoring_id", "request_id", "vidmob_job_id")
+CONTEXT_FIELDS = ("job_id", "scoring_id", "request_id", "caller", "vidmob_job_id")
 _context: ContextVar[dict[str, str] | None] = ContextVar("aperture_log_context", default=None)
 
 
@@ -14,8 +14,8 @@ _context: ContextVar[dict[str, str] | None] = ContextVar("aperture_log_context",
 
 
 def bind(**fields: object) -> None:
-    """Add row fields (``job_id`` or ``scoring_id``, ``request_id``, ``vidmob_job_id``) to every line logged from
-    here until the task ends. None values are skipped, so a caller can pass what it has."""
+    """Add row fields (``job_id`` or ``scoring_id``, ``request_id``, ``caller``, ``vidmob_job_id``) to every
+    line logged from here until the task ends. None values are skipped, so a caller can pass what it has."""
     unknown = set(fields) - set(CONTEXT_FIELDS)
     if unknown:
         raise TypeError(f"unknown log context field(s): {', '.join(sorted(unknown))}")

@@ -100,13 +100,29 @@ def accept_and_submit(
     that owes. Returns the row's id (``job_id`` or ``scoring_id``), its state, and whether
     this message created it."""
     accepted, outcome = steps.accept_then_submit(
-        spec, submit, payload, task_id=task.request.id, task_name=task.name, positional_args=args
+        spec,
+        submit,
+        payload,
+        task_id=task.request.id,
+        task_name=task.name,
+        positional_args=args,
+        broker_user=broker_user(task),
     )
     send_after_commit(outcome)
     if accepted.error:
         log.warning("%s %s rejected: %s", spec.kind.name, accepted.row_id, accepted.error)
     state = outcome.state or accepted.state
     return {spec.kind.id_kwarg: str(accepted.row_id), "state": state.value, "created": accepted.created}
+
+
+def broker_user(task: Any) -> str | None:
+    """The AMQP ``user_id`` of the message, on RabbitMQ only: RabbitMQ refuses a message whose
+    ``user_id`` is not the user of the connection that published it, so there it names the sender.
+    Redis checks nothing (a property there is whatever the sender wrote): None."""
+    if not str(task.app.conf.broker_url or "").startswith(("amqp", "pyamqp")):
+        return None
+    user = (getattr(task.request, "properties", None) or {}).get("user_id")
+    return user if isinstance(user, str) and user else None
 
 
 def run_step(task: Any, step: Step[Any, Any], row_id: object, token: object) -> None:

@@ -163,3 +163,20 @@ def test_the_batching_benchmark_runs_at_a_smoke_size():
     assert off == 30 and 1 <= on <= 2, row
     for figure in ("batching on ", "baseline ", "gained "):
         assert any(line.strip().startswith(figure.strip()) and "p95" in line for line in out.splitlines()), figure
+
+
+@pytest.mark.slow
+def test_the_fairness_benchmark_runs_at_a_smoke_size():
+    # given a cap of 4 and 0.5 s jobs (B sends one a second: under its share, as at full size): no timing
+    # is asserted, only that it runs B alone, the fair order and today's, and prints every figure
+    out = run_bench(
+        "bench/bench_fairness.py",
+        *("--cap", "4", "--job-s", "0.5", "--a-requests", "24", "--b-every", "1"),
+        *("--ac-requests", "12", "--b-alone-s", "2", "--concurrency", "2"),
+        timeout=240,
+    )
+    assert "B alone: time to complete p50" in out
+    for figure in ("B's p95 / B alone's p95", "cap busy while work waits", "A's share of slots while A and C wait"):
+        [row] = [line for line in out.splitlines() if line.strip().startswith(figure)]
+        # fair, today, ratio, target: met | MISSED
+        assert row.split()[-1] in ("met", "MISSED"), row

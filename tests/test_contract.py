@@ -76,7 +76,11 @@ BAD_PAYLOADS = {
     ),
     "assets not a list": ({"assets": "https://cdn.example.com/a.mp4"}, "assets: Input should be a valid list"),
     "url not a string": ({"assets": [{"url": 42}]}, "assets.0.url: Input should be a valid string"),
-    "unknown field": ({"assets": [GOOD_ASSET], "priority": "high"}, "priority: unknown field"),
+    "unknown field": ({"assets": [GOOD_ASSET], "urgency": "high"}, "urgency: unknown field"),
+    "unknown priority": (
+        {"assets": [GOOD_ASSET], "priority": "high"},
+        "priority: Input should be 'interactive' or 'bulk'",
+    ),
     "unknown asset field": ({"assets": [{"url": GOOD_ASSET["url"], "size": 3}]}, "assets.0.size: unknown field"),
     "missing assets": ({"client_tags": []}, "assets: Field required"),
 }

@@ -16,7 +16,7 @@ from tests.support import send, sim_fault, wait_for, wait_for_job
 
 CDN = "https://cdn.example.com/logging"
 FIELDS = {"ts", "level", "logger", "process", "message", "task_name", "task_id", "attempt"}
-FIELDS |= {"job_id", "request_id", "vidmob_job_id"}
+FIELDS |= {"job_id", "request_id", "caller", "vidmob_job_id"}
 OUR_LOGGERS = ("services.", "tasks.", "clients.", "workers.", "celery.")
 LOG_LEVEL = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
 
@@ -74,6 +74,8 @@ def test_a_jobs_log_lines_are_json_with_task_and_job_fields(system):
     assert any(e["logger"] == "clients.http" for e in create), "the client's per-attempt line is in the job's context"
     poll = [e for e in ours if e["task_name"] == "aperture.poll_job"]
     assert all(e["job_id"] == str(job.id) for e in poll)
+    # A request that names no caller is the default caller's, and its lines say so.
+    assert all(e["caller"] == "default" for e in poll)
     for event in ours:
         if event["vidmob_job_id"] is not None:
             assert event["vidmob_job_id"] == job.vidmob_job_id

@@ -30,7 +30,7 @@ from psycopg.types.json import Jsonb
 from tests.conftest import _missing, embedded_server
 
 ADMIN_URL = os.environ.get("APERTURE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-HEAD = "0007"
+HEAD = "0008"
 
 # Differences alembic's compare_metadata may report between the models and `upgrade head`,
 # as "<op> <table>.<object>" (see _describe). Each entry must say why it is accepted.
@@ -373,6 +373,16 @@ CHANGED_BY_0003 = {
     ("scored_media", "poll_dispatched"),
     ("scored_media", "dispatched_at"),
     ("scored_media", "leased_until"),
+    # 0008: who sent each request ('default' on every existing row: checked below), its key's
+    # fingerprint and refusals (NULL), replays (0), admission (interactive, not waiting).
+    *(
+        (table, column)
+        for table in ("jobs", "scored_media")
+        for column in ("caller", "request_fingerprint", "key_conflict_of", "replays", "last_replay_at")
+    ),
+    ("jobs", "priority"),
+    ("jobs", "waiting_since"),
+    ("jobs", "sent_assets"),
 }
 
 
@@ -424,6 +434,10 @@ def test_upgrade_0002_to_head_keeps_every_row_and_repairs_callbacks(empty_db: st
     with psycopg.connect(empty_db, autocommit=True) as conn:
         # Every row kept, every column that 0003 does not repair unchanged.
         assert _rows(conn) == before
+        # Every request stored before callers existed is the default caller's, and keeps its key.
+        for table in ("jobs", "scored_media"):
+            callers = conn.execute(f"SELECT DISTINCT caller, replays FROM {table}").fetchall()  # noqa: S608
+            assert callers == [("default", 0)]
 
         # (a) JSON null became SQL NULL; the callback nobody could send is no longer owed.
         assert _callback(conn, "jobs", ids["job_null"]) == (None, True, "none")

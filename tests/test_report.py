@@ -32,7 +32,7 @@ from tests.conftest import REQUIRE_SERVICES, ROOT
 from tests.test_library import T0, tag_job
 
 ARTEFACTS = ROOT / ".aperture" / "test-artefacts"
-CHARTS = ("tag-frequency", "client-tags", "co-occurrence", "over-time", "vidmob-calls")
+CHARTS = ("tag-frequency", "client-tags", "co-occurrence", "over-time", "vidmob-calls", "usage-by-caller")
 STATUS = "GET /v1/aperture/jobs/{job_id}/status"
 
 SPOTS = [
@@ -134,6 +134,8 @@ def test_the_report_opens_offline_in_chromium_and_draws_every_chart(library, ape
     assert charts.heatmaps["co-occurrence"] == 1
     assert charts.bars["over-time"] >= 4
     assert charts.bars["vidmob-calls"] >= 3 + 2
+    # One caller (default): its assets tagged and its calls (nothing reused: no bar for it).
+    assert charts.bars["usage-by-caller"] == 2
     assert "brand: logo visible" in charts.texts["tag-frequency"]
     assert "people: human presence" in charts.texts["co-occurrence"]
 

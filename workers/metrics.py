@@ -289,6 +289,22 @@ class JobsCollector:
             value=counts.open,
         )
         yield GaugeMetricFamily("aperture_jobs_open_cap", "APERTURE_MAX_OPEN_JOBS (0: no cap).", value=counts.open_cap)
+        by_caller = GaugeMetricFamily(
+            "aperture_caller_jobs",
+            "Active jobs by caller (configured callers and default by name, the rest as other) and state.",
+            labels=["caller", "state"],
+        )
+        for (caller, state), count in sorted(counts.active_by_caller.items()):
+            by_caller.add_metric([caller, state], count)
+        yield by_caller
+        waiting = GaugeMetricFamily(
+            "aperture_caller_jobs_waiting",
+            "Jobs waiting for a slot under APERTURE_MAX_OPEN_JOBS, by caller (as aperture_caller_jobs).",
+            labels=["caller"],
+        )
+        for caller, count in sorted(counts.waiting_by_caller.items()):
+            waiting.add_metric([caller], count)
+        yield waiting
         yield GaugeMetricFamily(
             "aperture_jobs_duplicate_risk",
             "Jobs resubmitted after a create call whose outcome was unknown: Vidmob may hold a second job.",

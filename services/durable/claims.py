@@ -31,7 +31,7 @@ class Claim:
     """The right to act on a row, held until the next transition: ``token`` is the row's
     new token. Domains subclass it with what their call needs."""
 
-    # The row's own columns the claim reads back (beside these four), by field name.
+    # The row's own columns the claim reads back (beside these five), by field name.
     COLUMNS: ClassVar[tuple[Any, ...]] = ()
     # Anyone may take the row over once it is due and no live lease holds it (not only the holder
     # of the current token): for steps that are safe to repeat after a crash.
@@ -44,6 +44,7 @@ class Claim:
     row_id: uuid.UUID
     token: uuid.UUID
     request_id: str
+    caller: str
     deadline_at: dt.datetime | None
 
     def past_deadline(self, now: dt.datetime) -> bool:
@@ -72,6 +73,7 @@ def _claimed_columns(model: type[Durable], returning: Iterable[Any]) -> tuple[An
         model.id.label("row_id"),
         model.poll_token.label("token"),
         model.request_id,
+        model.caller,
         model.deadline_at,
         *returning,
     )
@@ -93,7 +95,7 @@ def claim(
     """Swap the row's token for a new one and lease the row until the task's hard time limit.
     Only the message holding the current token may, or (``takeover_after_lease``) anyone once the
     row is due and no live lease holds it: a redelivered first message, after a crash.
-    Returns ``row_id``, the new ``token``, ``request_id``, ``deadline_at`` and the
+    Returns ``row_id``, the new ``token``, ``request_id``, ``caller``, ``deadline_at`` and the
     ``returning`` columns (for ``Claim.of``), or None: stale, duplicate, or not in ``state``."""
     model = kind.model
     conditions: list[ColumnElement[bool]] = []

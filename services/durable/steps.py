@@ -140,7 +140,7 @@ def _begin(
     held = step.claim(session, row_id, token, settings=settings, now=now)
     if held is None:
         return Outcome()
-    log_context.bind(**{kind.id_kwarg: row_id, "request_id": held.request_id})
+    log_context.bind(**{kind.id_kwarg: row_id, "request_id": held.request_id, "caller": held.caller})
     if step.time_out is not None and held.past_deadline(now):
         return step.time_out(session, held, now)
     if step.hold is not None:
@@ -204,11 +204,13 @@ def accept_then_submit(
     task_name: str,
     positional_args: tuple[Any, ...] = (),
     settings: Settings | None = None,
+    broker_user: str | None = None,
 ) -> tuple[intake.Accepted, Outcome]:
     """A public task's whole step: store the request and, while it waits to be submitted,
     claim it, in one transaction (one commit fewer per job; a rejected one is stored alone),
     then submit it. A redelivered message finds its row: it submits only if the first
-    delivery's lease ran out (the claim decides). A rejected request's callback is owed at once."""
+    delivery's lease ran out (the claim decides). A rejected request's callback is owed at once.
+    ``broker_user``: who sent the message, as the broker vouches for it (services/callers.py)."""
     settings = settings or get_settings()
     begun: _Held[C] | Outcome | None = None
     try:
@@ -221,6 +223,7 @@ def accept_then_submit(
                 settings=settings,
                 now=utcnow(),
                 positional_args=positional_args,
+                broker_user=broker_user,
             )
             if accepted.state == intake.SUBMITTING:
                 begun = _begin(submit, session, accepted.row_id, accepted.token, settings=settings, task_name=task_name)
@@ -232,9 +235,16 @@ def accept_then_submit(
         reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
         with session_scope() as session:
             accepted = intake.accept_unstorable(
-                session, spec, payload, reason, task_id=task_id, settings=settings, now=utcnow()
+                session,
+                spec,
+                payload,
+                reason,
+                task_id=task_id,
+                settings=settings,
+                now=utcnow(),
+                broker_user=broker_user,
             )
-    log_context.bind(**{spec.kind.id_kwarg: accepted.row_id})
+    log_context.bind(**{spec.kind.id_kwarg: accepted.row_id, "caller": accepted.caller})
     outcome = Outcome(state=accepted.state)
     if accepted.created and accepted.error:
         outcome.callbacks.append(OwedCallback(spec.kind, accepted.row_id))

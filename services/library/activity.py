@@ -1,4 +1,4 @@
-"""The library's activity over time, and what it cost in Vidmob calls: for the HTML report.
+"""The library's activity over time, what it cost in Vidmob calls, and who asked: for the HTML report.
 
 Taggings and jobs are counted as they happened (a URL tagged twice counts twice, a failed job
 counts), per time bucket sized to the span (seconds for a demo, weeks for a year). A ``Scope``
@@ -178,3 +178,46 @@ def calls_per_job(session: Session, scope: Scope | None = None, *, latest: int =
 def _utc(value: dt.datetime) -> dt.datetime:
     # date_trunc(unit, timestamptz, 'UTC') gives a timestamp without time zone, in UTC.
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+@dataclass(frozen=True)
+class CallerUsage:
+    """What one caller's requests of the subset asked of Vidmob, and what reuse answered instead."""
+
+    caller: str
+    requests: int
+    assets_tagged: int  # tagged by Vidmob for this caller's requests
+    assets_reused: int  # answered from earlier tags, with no Vidmob call
+    calls: int  # Vidmob API calls made for its jobs (its packs' included)
+
+
+def usage_by_caller(session: Session, scope: Scope | None = None) -> tuple[CallerUsage, ...]:
+    """Per caller, most requests first: requests, assets tagged by Vidmob or reused, Vidmob calls."""
+    scope = scope or Scope()
+    requests = dict(
+        session.execute(
+            select(Job.caller, func.count()).where(Job.is_pack.is_(False), *_job_scope(scope)).group_by(Job.caller)
+        ).all()
+    )
+    tagged: dict[str, list[int]] = {}
+    reused = Asset.reused_from_asset_id.is_not(None)
+    for caller, fresh, copied in session.execute(
+        select(Job.caller, func.count().filter(~reused), func.count().filter(reused))
+        .join(Asset, Asset.job_id == Job.id)
+        .where(Asset.tagged_at.is_not(None), *_job_scope(scope))
+        .group_by(Job.caller)
+    ):
+        tagged[caller] = [fresh, copied]
+    calls = dict(
+        session.execute(
+            select(Job.caller, func.count())
+            .join(ApiAttempt, ApiAttempt.job_id == Job.id)
+            .where(*_job_scope(scope))
+            .group_by(Job.caller)
+        ).all()
+    )
+    usage = []
+    for c in set(requests) | set(tagged) | set(calls):
+        fresh, copied = tagged.get(c, [0, 0])
+        usage.append(CallerUsage(c, requests.get(c, 0), fresh, copied, calls.get(c, 0)))
+    return tuple(sorted(usage, key=lambda u: (-u.requests, u.caller)))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from services.library.activity import Activity, CallsPerJob, activity, calls_per_job
+from services.library.activity import Activity, CallerUsage, CallsPerJob, activity, calls_per_job, usage_by_caller
 from services.library.counts import client_tag_coverage, counts_are_exact, list_collections, tag_frequency, tag_pairs
 from services.library.records import ClientTagCoverage, CollectionSize, Frequency, Scope, TagMatch, TagPair, TagRef
 
@@ -26,6 +26,7 @@ class Report:
     pairs: tuple[TagPair, ...]  # every pair of them found together on an asset
     activity: Activity
     calls: CallsPerJob
+    callers: tuple[CallerUsage, ...] = ()  # usage by caller, most requests first
 
 
 def gather_report(session: Session, scope: Scope | None = None, *, now: dt.datetime) -> Report:
@@ -46,4 +47,5 @@ def gather_report(session: Session, scope: Scope | None = None, *, now: dt.datet
         pairs=tuple(pairs),
         activity=activity(session, scope),
         calls=calls_per_job(session, scope),
+        callers=usage_by_caller(session, scope),
     )

@@ -53,7 +53,7 @@ INTAKE = Intake(
     kind=KIND,
     contract=ScoreMediaRequest,
     usage="aperture.score_media takes keyword arguments only "
-    "(id, url, version, channels, workspace_id, request_id, callback)",
+    "(id, url, version, channels, workspace_id, request_id, caller, callback)",
     fields=_media,
     rejected_fields=_rejected,
     on_created=_first_round,

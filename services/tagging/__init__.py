@@ -13,7 +13,8 @@ stores:
 - annotations.py     storing a completed job's tags (upserts)
 - reuse.py           assets answered from earlier tags, with no Vidmob call
 - packing.py         batching: small requests in one Vidmob job (a pack), and a pack's end
-- capacity.py        the cap on Vidmob jobs open at once
+- budgets.py         a caller's assets sent to Vidmob per day, and what happens past it
+- capacity.py        the cap on Vidmob jobs open at once, and fair admission across callers
 - callbacks.py       what the caller's callback says
 - reads.py           read-only views of jobs, for the CLI and the metrics
 - operator_retry.py  an operator's retry of a failed or timed-out job

@@ -39,6 +39,7 @@ class SubmitClaim(Claim):
         Job.batch,
         Job.is_pack,
         Job.packed_in_job_id,
+        Job.waiting_since,
     )
     # A worker that died mid-call is taken over once its lease has run out (the intent row
     # makes the possible duplicate visible).
@@ -53,6 +54,7 @@ class SubmitClaim(Claim):
     batch: bool  # the caller's consent to share a Vidmob job (services/tagging/packing.py)
     is_pack: bool  # a pack: its assets are its members'
     packed_in_job_id: uuid.UUID | None  # set once packed: a request sent alone after its pack failed
+    waiting_since: dt.datetime | None  # waiting for a slot under the open-jobs cap (services/tagging/capacity.py)
 
     @classmethod
     def claim_values(cls, row_id: uuid.UUID) -> dict[str, Any]:

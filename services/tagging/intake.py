@@ -23,6 +23,7 @@ def _job(request: CreateJobRequest, settings: Settings, now: dt.datetime) -> dic
         "collection": request.collection,
         "fresh": request.fresh,
         "batch": request.batch,
+        "priority": request.priority,
     }
 
 
@@ -46,7 +47,7 @@ INTAKE = Intake(
     kind=KIND,
     contract=CreateJobRequest,
     usage="aperture.create_job takes keyword arguments only"
-    " (assets, client_tags, request_id, collection, callback, fresh, batch)",
+    " (assets, client_tags, request_id, caller, priority, collection, callback, fresh, batch)",
     fields=_job,
     rejected_fields=_rejected,
     on_created=_assets,

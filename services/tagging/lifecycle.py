@@ -22,6 +22,7 @@ from services.durable import attempts, durations, lifecycle, policy
 from services.durable.claims import Claim
 from services.durable.messages import Outcome
 from services.durable.prediction import Prediction
+from services.tagging import capacity
 from services.tagging.annotations import store_annotations
 from services.tagging.claims import PollClaim, SubmitClaim
 from services.tagging.kind import KIND
@@ -50,12 +51,15 @@ def record_submission(
             unknown_outcomes=attempts.count_unknown_posts(session, KIND, claim.row_id),
             max_unknown_outcomes=settings.submit_max_retries,
         )
-        return lifecycle.apply(session, KIND, claim, decision, state=JobState.SUBMITTING, settings=settings, now=now)
+        outcome = lifecycle.apply(session, KIND, claim, decision, state=JobState.SUBMITTING, settings=settings, now=now)
+        # The create call failed: if it held a slot under the open-jobs cap, the slot is free again.
+        capacity.admit_waiting(session, settings=settings, now=now)
+        return outcome
     prediction = _predict(session, claim.dialect, len(claim.assets), settings=settings, now=now)
     outcome = lifecycle.reschedule(
         session, KIND, claim, state=JobState.SUBMITTING, to_state=JobState.POLLING,
         delay_s=first_look(prediction, settings=settings), settings=settings, now=now,
-        values={"vidmob_job_id": answer, "submitted_at": now},
+        values={"vidmob_job_id": answer, "submitted_at": now, "sent_assets": len(claim.assets)},
     )  # fmt: skip
     if outcome.stale:
         # Only possible if this task outlived its lease, which the hard time limit prevents.

@@ -12,9 +12,10 @@ on its size, counted by the open-jobs cap, learned from by adaptive polling). It
 the assets of its members, each URL once. A member is an ordinary request row in state ``packed``
 with ``packed_in_job_id``: it keeps its own assets, tags and callback.
 
-Only requests of the same dialect and the same set of client tags share a pack (the client tags
-go to Vidmob once per job). Joining is one transaction with the member's claim: a transaction-level
-advisory lock per (dialect, client tags) serializes the joins of one kind of request, so two
+Only requests of the same caller, dialect and set of client tags share a pack (the client tags
+go to Vidmob once per job; the pack is one job of its caller under the open-jobs cap's fair order).
+Joining is one transaction with the member's claim: a transaction-level advisory lock per (caller,
+dialect, client tags) serializes the joins of one kind of request, so two
 workers never open two packs for it at once, and the pack's row lock makes a join and the pack's
 own submission (which closes it: ``pack_open_until`` is cleared by its claim) exclude each other. A
 kill -9 at any point leaves either the request waiting for its submission, or a member of a pack
@@ -62,10 +63,10 @@ PACK_REQUEST_PREFIX = "aperture-pack:"
 JOIN_OBSERVERS: list[Callable[[int], None]] = []
 
 
-def _lock_key(dialect: str, client_tags: list[dict[str, Any]]) -> int:
-    """One advisory lock per kind of request that may share a pack (a set of client tags: any order)."""
+def _lock_key(dialect: str, client_tags: list[dict[str, Any]], caller: str) -> int:
+    """One advisory lock per kind of request that may share a pack (a caller, a set of client tags: any order)."""
     canonical = json.dumps(sorted(client_tags, key=lambda t: json.dumps(t, sort_keys=True)), sort_keys=True)
-    return zlib.crc32(f"aperture.pack:{dialect}:{canonical}".encode())
+    return zlib.crc32(f"aperture.pack:{dialect}:{caller}:{canonical}".encode())
 
 
 def packable(claim: SubmitClaim, settings: Settings) -> bool:
@@ -86,7 +87,7 @@ def join_if_packable(session: Session, claim: SubmitClaim, *, settings: Settings
         return None
     assets = len(claim.assets)
     tags = [{"label": t.label, "description": t.description} for t in claim.client_tags]
-    session.execute(select(func.pg_advisory_xact_lock(_lock_key(claim.dialect, tags))))
+    session.execute(select(func.pg_advisory_xact_lock(_lock_key(claim.dialect, tags, claim.caller))))
     room = (
         select(Job.id)
         .where(
@@ -94,6 +95,8 @@ def join_if_packable(session: Session, claim: SubmitClaim, *, settings: Settings
             Job.is_pack,
             Job.state == JobState.SUBMITTING,
             Job.dialect == claim.dialect,
+            # A pack is one job of one caller under the open-jobs cap's fair order.
+            Job.caller == claim.caller,
             Job.client_tags.contains(tags),
             Job.client_tags.contained_by(tags),
             Job.asset_count + assets <= settings.batch_max_assets,
@@ -144,6 +147,7 @@ def _open_pack(
     values = {
         "id": pack_id,
         "request_id": f"{PACK_REQUEST_PREFIX}{pack_id}",
+        "caller": claim.caller,
         "state": JobState.SUBMITTING,
         "payload": {"pack": {"window_s": settings.batch_window_s, "max_assets": settings.batch_max_assets}},
         "callback": None,

@@ -8,13 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from config import Settings
 from models import ACTIVE_JOB_STATES, LOOKED_AT_JOB_STATES, ApiAttempt, Asset, Job, JobState
+from services.callers import metric_label
 from services.tagging.capacity import open_jobs
 
 
@@ -44,10 +45,13 @@ def list_jobs(
     states: tuple[str, ...] = (),
     older_than: dt.timedelta | None = None,
     stuck: bool = False,
+    caller: str | None = None,
     limit: int = 50,
 ) -> list[Job]:
     """Newest first."""
     query = select(Job)
+    if caller is not None:
+        query = query.where(Job.caller == caller)
     if states:
         query = query.where(Job.state.in_(states))
     if older_than is not None:
@@ -74,7 +78,13 @@ def find_job(session: Session, ident: str) -> Job:
     else:
         job = session.execute(select(Job).where(Job.id == job_id).options(*options)).scalar_one_or_none()
     if job is None:
-        job = session.execute(select(Job).where(Job.request_id == ident).options(*options)).scalar_one_or_none()
+        # A request id is a key per caller, and a reused one has refusals beside it: the key's holder,
+        # when one caller holds it.
+        holders = select(Job).where(Job.request_id == ident, Job.key_conflict_of.is_(None)).options(*options)
+        found = session.execute(holders.limit(2)).scalars().all()
+        if len(found) > 1:
+            raise UnknownJob(f"several callers use request id {ident!r}: give the job id (`aperture jobs list`)")
+        job = found[0] if found else None
     if job is None and _ID_PREFIX.match(ident):
         # The start of a job id, as `aperture jobs list` shows it: a range on the primary key.
         digits = ident.replace("-", "").lower()
@@ -142,6 +152,10 @@ class JobCounts:
     duplicate_risk: int = 0
     open: int = 0  # Vidmob jobs open at once (services/tagging/capacity.py)
     open_cap: int = 0
+    # Active jobs by (caller, state), and those waiting for a slot by caller: configured callers and
+    # ``default`` by name, every other caller as ``other`` (metrics keep a bounded set of labels).
+    active_by_caller: dict[tuple[str, str], int] = field(default_factory=dict)
+    waiting_by_caller: dict[str, int] = field(default_factory=dict)
 
     @property
     def in_flight(self) -> int:
@@ -156,7 +170,20 @@ def job_counts(session: Session, *, now: dt.datetime, settings: Settings) -> Job
     stuck = session.execute(select(func.count()).select_from(Job).where(stuck_condition(now, settings))).scalar_one()
     flagged = session.execute(select(func.count()).select_from(Job).where(Job.duplicate_risk)).scalar_one()
     opened = open_jobs(session, settings=settings, now=now)
-    return JobCounts(by_state, stuck, flagged, opened, settings.max_open_jobs)
+    active: dict[tuple[str, str], int] = {}
+    waiting: dict[str, int] = {}
+    rows = session.execute(
+        select(Job.caller, Job.state, Job.waiting_since.is_not(None), func.count())
+        .where(Job.state.in_(ACTIVE_JOB_STATES))
+        .group_by(Job.caller, Job.state, Job.waiting_since.is_not(None))
+    )
+    for caller, state, is_waiting, count in rows:
+        label = metric_label(caller, settings)
+        key = (label, JobState(state).value)
+        active[key] = active.get(key, 0) + count
+        if is_waiting and state == JobState.SUBMITTING:
+            waiting[label] = waiting.get(label, 0) + count
+    return JobCounts(by_state, stuck, flagged, opened, settings.max_open_jobs, active, waiting)
 
 
 @dataclass(frozen=True)
@@ -177,3 +204,67 @@ def completion_since(session: Session, job_id: uuid.UUID, since: dt.datetime) ->
     if row is None:
         return None
     return Completion(row.poll_count, max(0.0, (row.completed_at - row.created_at).total_seconds()))
+
+
+# --- usage by caller (aperture callers) ---------------------------------------------------------
+
+
+@dataclass
+class Usage:
+    """What one caller used since a time, and what it has now."""
+
+    caller: str
+    requests: int = 0
+    rejected: int = 0
+    assets_sent: int = 0  # carried by its Vidmob jobs (its packs' included)
+    assets_reused: int = 0  # answered from earlier tags, no Vidmob call
+    vidmob_jobs: int = 0
+    api_calls: int = 0
+    waiting: int = 0  # for a slot under the open-jobs cap, now
+
+
+def usage_by_caller(session: Session, *, since: dt.datetime, settings: Settings) -> dict[str, Usage]:
+    """Every caller with a request since ``since`` or waiting now, by name (the (caller, created_at)
+    index bounds the rows read: a job is submitted within its deadline of its creation)."""
+    found: dict[str, Usage] = {}
+
+    def of(caller: str) -> Usage:
+        return found.setdefault(caller, Usage(caller))
+
+    recent = Job.created_at >= since
+    for caller, requests, rejected in session.execute(
+        select(Job.caller, func.count(), func.count().filter(Job.state == JobState.REJECTED))
+        .where(recent, Job.is_pack.is_(False))
+        .group_by(Job.caller)
+    ):
+        of(caller).requests, of(caller).rejected = requests, rejected
+    submitted = and_(Job.created_at >= since - dt.timedelta(seconds=settings.job_deadline_s), Job.submitted_at >= since)
+    for caller, jobs, sent in session.execute(
+        select(Job.caller, func.count(), func.coalesce(func.sum(Job.sent_assets), 0))
+        .where(submitted)
+        .group_by(Job.caller)
+    ):
+        of(caller).vidmob_jobs, of(caller).assets_sent = jobs, int(sent or 0)
+    for caller, reused in session.execute(
+        select(Job.caller, func.count())
+        .join(Asset, Asset.job_id == Job.id)
+        .where(recent, Asset.reused_from_asset_id.is_not(None))
+        .group_by(Job.caller)
+    ):
+        of(caller).assets_reused = reused
+    for caller, calls in session.execute(
+        select(Job.caller, func.count())
+        .join(ApiAttempt, ApiAttempt.job_id == Job.id)
+        .where(
+            Job.created_at >= since - dt.timedelta(seconds=settings.job_deadline_s), ApiAttempt.attempted_at >= since
+        )
+        .group_by(Job.caller)
+    ):
+        of(caller).api_calls = calls
+    for caller, waiting in session.execute(
+        select(Job.caller, func.count())
+        .where(Job.waiting_since.is_not(None), Job.state == JobState.SUBMITTING)
+        .group_by(Job.caller)
+    ):
+        of(caller).waiting = waiting
+    return found

@@ -13,7 +13,7 @@ from services.durable.attempts import AttemptLog
 from services.durable.messages import Outcome
 from services.durable.steps import Step
 from services.gateway import tags_client
-from services.tagging import capacity, packing, reuse
+from services.tagging import budgets, capacity, packing, reuse
 from services.tagging.claims import PollClaim, SubmitClaim
 from services.tagging.kind import KIND
 from services.tagging.lifecycle import SUBMIT_ENDPOINTS, record_poll, record_submission, time_out
@@ -46,6 +46,10 @@ def _hold(
     packed = packing.join_if_packable(session, claim, settings=settings, now=now)
     if packed is not None:
         return packed
+    # Then the caller's budget (what is left to send counts, reused assets never do), then a slot.
+    over = budgets.hold_if_over(session, claim, settings=settings, now=now)
+    if over is not None:
+        return over
     return capacity.hold_if_full(session, claim, settings=settings, now=now) or narrowed
 
 
