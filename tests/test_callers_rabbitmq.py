@@ -70,7 +70,14 @@ def url(rabbitmq: dict[str, str], who: str) -> str:
 def client(rabbitmq: dict[str, str], who: str) -> Celery:
     """An application's own Celery client, publishing with confirms (a refusal is an error at once)."""
     app = Celery(f"client-{who}", broker=url(rabbitmq, who), set_as_current=False)
-    app.conf.broker_transport_options = {"confirm_publish": True}
+    # The four settings README gives a caller on RabbitMQ: it declares the queue as the workers do.
+    app.conf.update(
+        task_default_queue_type="quorum",
+        task_default_exchange_type="topic",
+        task_create_missing_queue_type="quorum",
+        task_create_missing_queue_exchange_type="topic",
+        broker_transport_options={"confirm_publish": True},
+    )
     return app
 
 

@@ -5,6 +5,7 @@ importing a light module of this package (the liveness probe `python -m workers.
 needs the broker URL nor pays for loading every task.
 
 - application.py   the app factory: settings, Celery config, and everything wired at start-up
+- consumer.py      the worker's consumer, so a Redis restart does not end the worker
 - dispatcher.py    `python -m workers.dispatcher`: sends the looks PostgreSQL says are due
 - bounded_json.py  the worker's JSON decoder: messages too large or too deep become rejections
 - signals.py       the worker's process hooks (pool after fork, log context, metrics observers)
