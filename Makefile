@@ -28,14 +28,18 @@ lint: $(BIN)/.installed
 # Lint and types, headless Chromium for the report's test and RabbitMQ for the tests on it (Debian's
 # packages, installed when missing and RabbitMQ started when not running: as root), the chaos suite at smoke
 # size (its own servers and processes; on RabbitMQ only the scenarios where the broker decides what is lost:
-# kill -9 of the workers, a cluster node killed), then the tests in two
+# kill -9 of the workers, a cluster node killed; the two brokers' runs side by side, each printed whole,
+# since they mostly wait on outages and recoveries, not the CPU), then the tests in two
 # processes (each with its own databases, Redis database, simulator and worker: most tests wait on the
 # simulator's clock, not the CPU), whose summary closes the run with the 15 slowest.
 test: lint
 	scripts/ensure-chromium.sh
 	scripts/ensure-rabbitmq.sh
-	$(BIN)/python -m chaos --size smoke --broker redis
-	$(BIN)/python -m chaos --size smoke --broker rabbitmq --only a,h
+	@log=$$(mktemp); \
+	$(BIN)/python -m chaos --size smoke --broker rabbitmq --only a,h > $$log 2>&1 & rabbit=$$!; \
+	$(BIN)/python -m chaos --size smoke --broker redis; redis=$$?; \
+	wait $$rabbit; rabbit=$$?; cat $$log; rm -f $$log; \
+	test $$redis -eq 0 -a $$rabbit -eq 0
 	$(BIN)/python -m pytest -n 2 --durations=15
 
 # Benchmarks at full size: a million jobs for the sweeper, a million assets and ten million tags for

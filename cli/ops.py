@@ -347,7 +347,14 @@ def jobs_list(
         return
     table = compact_table(f"{len(rows)} job(s)" + (" (stuck)" if stuck else "") + ", newest first")
     add_cell(table, "job")  # the first 8 digits, which `jobs show` and `jobs retry` accept
-    add_cell(table, "caller")
+    # The caller's column only when the rows have more than one: a fleet of one application (or a list
+    # filtered by --caller) keeps the 80-column table it had, and the title names the one caller.
+    callers_listed = {job.caller for job in rows}
+    by_caller = len(callers_listed) > 1
+    if by_caller:
+        add_cell(table, "caller")
+    elif callers_listed:
+        table.title = f"{table.title}, caller {escape(next(iter(callers_listed)))}"
     add_cell(table, "request id")
     add_cell(table, "state")
     add_cell(table, "assets", justify="right")
@@ -355,11 +362,13 @@ def jobs_list(
     add_cell(table, "next look")
     add_cell(table, "error", ratio=1, min_width=5)
     # What the other columns leave on an 80-column terminal (polls and the rest: `jobs show`).
-    request_id_width = max(20, console.width - 72)
+    request_id_width = max(20, console.width - (72 if by_caller else 60))
     for job in rows:
+        cells = [str(job.id)[:8]]
+        if by_caller:
+            cells.append(escape(shorten(job.caller, 12)))
         table.add_row(
-            str(job.id)[:8],
-            escape(shorten(job.caller, 12)),
+            *cells,
             escape(shorten(job.request_id, request_id_width)),
             _state(job.state.value),
             str(job.asset_count),

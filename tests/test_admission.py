@@ -150,6 +150,11 @@ def test_aperture_jobs_show_and_list_say_the_place_and_the_caller(capped: Fleet)
     assert "place 2 of 2 for a free slot" in text.output
     listed = runner.invoke(main, ["jobs", "list", "--caller", "b", "--json"])
     assert [json.loads(line)["request_id"] for line in listed.output.splitlines()] == [b]
+    # The table has a caller column when it lists several callers, and names the one it lists otherwise
+    table = runner.invoke(main, ["jobs", "list"], env={"COLUMNS": "120"}).output
+    assert "caller" in table.splitlines()[2] and {"a", "b"} <= {line.split()[1] for line in table.splitlines()[4:-1]}
+    only_b = runner.invoke(main, ["jobs", "list", "--caller", "b"], env={"COLUMNS": "120"}).output
+    assert "caller b" in only_b.splitlines()[0] and "caller" not in only_b.splitlines()[2]
 
 
 def test_the_metrics_count_jobs_by_caller_with_a_bounded_set_of_names(

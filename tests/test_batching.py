@@ -83,15 +83,18 @@ def batching_worker(app_env, worker, tmp_root):
     worker.stop()
     env = app_env | {
         **batching_env(WORKER_WINDOW_S),
-        # A message the killed worker held comes back within seconds (the test below kills it).
-        "APERTURE_VISIBILITY_TIMEOUT_S": "10",
+        # The least the settings allow (above a transient retry plus the hard time limit): a message the
+        # killed worker held comes back within about a minute (the test below kills it after all are stored).
+        "APERTURE_VISIBILITY_TIMEOUT_S": "70",
         "APERTURE_METRICS_PORT": "0",
     }
-    proc = start_worker(env, tmp_root / "batching-worker.log")
-    try:
+    proc = None
+    try:  # the session's worker comes back even when this one fails to start
+        proc = start_worker(env, tmp_root / "batching-worker.log")
         yield proc
     finally:
-        proc.stop()
+        if proc is not None:
+            proc.stop()
         worker.restart()
         worker.wait_for_log("ready.", timeout=60)
 
