@@ -24,7 +24,6 @@ from clients.ratelimit import FAMILIES, OBSERVERS, FleetRateLimiter, family_of
 from models import Job, JobState
 from models.db import session_scope
 from tests.conftest import API_KEY
-from tests.support import reset_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS = "GET /v1/aperture/jobs/{job_id}/status"
@@ -275,15 +274,12 @@ def test_without_redis_the_limiter_stands_aside(sim):
 
 
 @pytest.fixture
-def capped(app_env, simulator, monkeypatch):
-    """The tagging steps run in this process with APERTURE_MAX_OPEN_JOBS=3, and every look far
-    enough away that no dispatcher of another test's system sends one meanwhile."""
+def capped(fleet, monkeypatch):
+    """The tagging steps run in this process with APERTURE_MAX_OPEN_JOBS=3, on the in-process tier's
+    own database: no dispatcher sends a look meanwhile (a freed slot makes the next waiting
+    submission due at once, which a dispatcher on the same database would race the test for)."""
     from config import get_settings
-    from models.db import get_engine
 
-    with get_engine().begin() as conn:
-        conn.exec_driver_sql("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
-    reset_simulator(simulator.url)
     for name, value in {
         "APERTURE_MAX_OPEN_JOBS": "3",
         "APERTURE_POLL_INITIAL_S": "60",
@@ -292,7 +288,7 @@ def capped(app_env, simulator, monkeypatch):
     }.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
-    yield simulator
+    yield fleet.simulator
     monkeypatch.undo()
     get_settings.cache_clear()
 
