@@ -2,18 +2,18 @@
 countdown held by the broker (the default there), against Redis, where every wait is parked in PostgreSQL and
 the dispatcher sends each look when due (the default there).
 
-Each side gets a scratch database, the simulator in this process (it never finishes a job, and the next look is
-an hour later), a private Redis (the fleet's rate limit and circuit breaker, and on its side the broker), and on
-the RabbitMQ side a private RabbitMQ node (``bench.harness.PrivateRabbitMQ``: its own ports and data directory,
-so its memory and disk are this run's alone), one real worker on every queue (``-c 2``, prefork) and one real
-dispatcher. As in ``bench_dispatcher.py inflight``: ``--warm`` looks due at once are drained first to measure
-what the worker sustains and to warm it up; then N jobs in flight, their next looks spread over a window that
-makes them fall due at ``--load`` (0.6) times that rate. On Redis the looks are parked rows; on RabbitMQ each
+Each side gets a scratch database, the simulator in this process (it never finishes a job, and the next look is an
+hour later), a private Redis (the fleet's rate limit and circuit breaker, and on its side the broker), and on the
+RabbitMQ side a private RabbitMQ node (the chaos suite's ``chaos.rabbitmq.RabbitMQ``: its own ports and data
+directory, so its memory and disk are this run's alone), one real worker on every queue (``-c 2``, prefork) and
+one real dispatcher. As in ``bench_dispatcher.py inflight``: ``--warm`` looks due at once are drained first to
+measure what the worker sustains and to warm it up; then N jobs in flight, their next looks spread over a window
+that makes them fall due at ``--load`` (0.6) times that rate. On Redis the looks are parked rows; on RabbitMQ each
 is a countdown message already in the broker's delay queues (published before the window opens, each under its
 row's token, the row marked sent: what a poll that re-enqueued itself leaves behind). Measured over the first
 ``--measure`` seconds: the worker's PSS (summed over its processes) against the same worker idle, the broker's
-memory (Redis ``used_memory``; the RabbitMQ node's Erlang memory) and disk (Redis's append-only file; the
-node's data directory), and the lateness of each look from its due time to its status call at the simulator.
+memory (Redis ``used_memory``; the RabbitMQ node's Erlang memory) and disk (Redis's append-only file; the node's
+data directory), and the lateness of each look from its due time to its status call at the simulator.
 
     python bench/bench_brokers.py [--jobs 10000 100000] [--load 0.6] [--measure 180] [--warm 2000]
 """
@@ -35,7 +35,8 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_dispatcher import NEVER, ONE_LOOK, polled
-from bench.harness import PrivateRabbitMQ, fill, percentile, pss_kb, sim_jobs, start, stop, system_env, warm_up
+from bench.harness import fill, percentile, pss_kb, sim_jobs, start, stop, system_env, warm_up
+from chaos.rabbitmq import RabbitMQ
 from cli.processes import DISPATCHER_READY, worker_argv
 from cli.processes import dispatcher as dispatcher_argv
 
@@ -70,7 +71,7 @@ class Side:
 class Broker:
     """What a side measures of its broker."""
 
-    def __init__(self, env: dict[str, Any], rabbit: PrivateRabbitMQ | None) -> None:
+    def __init__(self, env: dict[str, Any], rabbit: RabbitMQ | None) -> None:
         self.redis, self.rabbit = env["_redis"], rabbit
 
     def memory(self) -> int:
@@ -116,7 +117,7 @@ def publish_countdowns(env: dict[str, Any], url: str) -> float:
 
 def side(broker: str, n: int, load: float, measure_s: float, warm: int, settle_s: float, lead_s: float) -> Side:
     with system_env(NEVER, **ONE_LOOK) as base:
-        rabbit = PrivateRabbitMQ() if broker == "rabbitmq" else None
+        rabbit = RabbitMQ() if broker == "rabbitmq" else None
         env = dict(base)
         if rabbit is not None:
             env |= {"APERTURE_BROKER_URL": rabbit.url, "APERTURE_REDIS_URL": base["_redis"].url}
@@ -164,7 +165,7 @@ def side(broker: str, n: int, load: float, measure_s: float, warm: int, settle_s
         finally:
             stop(disp, worker)
             if rabbit is not None:
-                rabbit.stop()
+                rabbit.close()
     design = "countdown re-enqueue" if rabbit is not None else "parked, dispatcher sends"
     return Side(
         broker, design, n, window, sustained, publish_s, idle, max(samples, default=idle), len(samples),

@@ -46,7 +46,9 @@ def _check_installed() -> None:
 class Node(ServerProcess):
     """One node: ``start()`` returns once it accepts AMQP connections."""
 
-    def __init__(self, root: Path, name: str, home: Path, host: str, prefix: list[str]) -> None:
+    def __init__(
+        self, root: Path, name: str, home: Path, host: str, prefix: list[str], *, management: bool = False
+    ) -> None:
         self.name = name  # the Erlang node name, e.g. chaos-1a2b-1@localhost
         self.dir = root / name.split("@")[0]
         self.dir.mkdir()
@@ -64,7 +66,12 @@ class Node(ServerProcess):
             # Queue lengths (rabbitmqctl list_queues) refreshed every second, not every 5 s.
             "collect_statistics_interval = 1000\n"
         )
-        (self.dir / "enabled_plugins").write_text("[].\n")
+        # ``management``: the HTTP API (Flower's broker tab reads queue lengths from it) on a port of its own.
+        self.management_port = free_port() if management else None
+        if self.management_port:
+            with config.open("a") as file:
+                file.write(f"management.tcp.ip = {host}\nmanagement.tcp.port = {self.management_port}\n")
+        (self.dir / "enabled_plugins").write_text("[rabbitmq_management].\n" if management else "[].\n")
         (self.dir / "rabbitmq-env.conf").write_text("")  # not the system's, which names rabbit@localhost
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -117,7 +124,9 @@ class RabbitMQ:
     connects to the next one.
     """
 
-    def __init__(self, *, nodes: int = 1, host: str = "127.0.0.1", prefix: list[str] | None = None) -> None:
+    def __init__(
+        self, *, nodes: int = 1, host: str = "127.0.0.1", prefix: list[str] | None = None, management: bool = False
+    ) -> None:
         _check_installed()
         # A directory of its own, owned by the user the nodes run as (a chaos system's own directory
         # is root's, closed to others).
@@ -127,7 +136,10 @@ class RabbitMQ:
         cookie = home / ".erlang.cookie"
         cookie.write_text(secrets.token_hex(16).upper())
         tag = f"chaos-{secrets.token_hex(2)}"
-        self.nodes = [Node(self.root, f"{tag}-{i + 1}@localhost", home, host, prefix or []) for i in range(nodes)]
+        self.nodes = [
+            Node(self.root, f"{tag}-{i + 1}@localhost", home, host, prefix or [], management=management)
+            for i in range(nodes)
+        ]
         give_to(self.root, USER)
         os.chmod(cookie, 0o400)
         try:
@@ -183,6 +195,15 @@ class RabbitMQ:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"queue {queue!r} has no running leader after {timeout:g} s")
             time.sleep(0.5)
+
+    def memory_bytes(self) -> int:
+        """What the first running node's Erlang VM has allocated (its whole memory, as `rabbitmqctl status`
+        counts it)."""
+        return int(self.ctl("eval", "erlang:memory(total).").strip())
+
+    def disk_bytes(self) -> int:
+        """What the nodes keep on disk (their data directories)."""
+        return sum(p.stat().st_size for node in self.nodes for p in (node.dir / "mnesia").rglob("*") if p.is_file())
 
     def close(self) -> None:
         for node in self.nodes:

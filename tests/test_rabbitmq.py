@@ -417,12 +417,12 @@ def test_flower_shows_the_rabbitmq_queues_through_the_management_api(app_env, ra
     node has the management plugin off, and a test never reconfigures it: a private node with the plugin."""
     import requests
 
-    from bench.harness import PrivateRabbitMQ
+    from chaos.rabbitmq import RabbitMQ
     from cli.flower import start_flower
     from tests.conftest import _free_port
 
     try:
-        node = PrivateRabbitMQ(management=True)
+        node = RabbitMQ(management=True)
     except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
         if REQUIRE_SERVICES:
             raise
@@ -430,7 +430,7 @@ def test_flower_shows_the_rabbitmq_queues_through_the_management_api(app_env, ra
     flower = None
     try:
         env = rabbit_env_for(app_env, node.url, rabbit_db) | {
-            "FLOWER_BROKER_API": f"http://guest:guest@127.0.0.1:{node.management_port}/api/"
+            "FLOWER_BROKER_API": f"http://guest:guest@127.0.0.1:{node.nodes[0].management_port}/api/"
         }
         app = project_app(env)
         for _ in range(3):  # no worker: they stay on aperture.poll
@@ -452,4 +452,4 @@ def test_flower_shows_the_rabbitmq_queues_through_the_management_api(app_env, ra
     finally:
         if flower is not None:
             flower.stop()
-        node.stop()
+        node.close()
