@@ -17,7 +17,7 @@ from celery import current_app, shared_task
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from config.settings import TRANSIENT_RETRY_MAX_S
+from config.settings import TRANSIENT_RETRY_MAX_S, is_rabbitmq_url
 from config.tasks import TaskSpec
 from services.durable import steps
 from services.durable.callbacks import deliver
@@ -119,7 +119,7 @@ def broker_user(task: Any) -> str | None:
     """The AMQP ``user_id`` of the message, on RabbitMQ only: RabbitMQ refuses a message whose
     ``user_id`` is not the user of the connection that published it, so there it names the sender.
     Redis checks nothing (a property there is whatever the sender wrote): None."""
-    if not str(task.app.conf.broker_url or "").startswith(("amqp", "pyamqp")):
+    if not is_rabbitmq_url(task.app.conf.broker_url):
         return None
     user = (getattr(task.request, "properties", None) or {}).get("user_id")
     return user if isinstance(user, str) and user else None
