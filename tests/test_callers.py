@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from config import get_settings
-from models import CallbackStatus, Job, JobState, ScoredMedia
+from models import CallbackStatus, Job, JobState, ScoredMedia, ScoredMediaTaggingJob
 from models.db import session_scope
 from tests.inprocess import Fleet
 from tests.support import sim_stats
@@ -128,6 +128,34 @@ def test_scoring_keys_are_per_caller_too(callers: Fleet) -> None:
     assert refused.error == (
         f'request_id "score-1" was already used for a different request: scored media {first["scoring_id"]}'
     )
+
+
+def test_the_scoring_loops_tagging_jobs_belong_to_the_callers_of_their_media(callers: Fleet) -> None:
+    # Given media of two callers, which Vidmob has never tagged, scored at once
+    sent = {caller: f"loop-{caller}-{uuid.uuid4()}" for caller in ("shop", "ads")}
+    for caller, request_id in sent.items():
+        callers.score_media(id=f"loop-{caller}", url=f"{CDN}/loop-{caller}.mp4", request_id=request_id, caller=caller)
+
+    # When the fleet has tagged and rescored both
+    def scored() -> dict[str, ScoredMedia] | None:
+        with session_scope() as s:
+            media = s.execute(select(ScoredMedia).where(ScoredMedia.request_id.in_(sent.values()))).scalars().all()
+            done = {m.caller: m for m in media if not m.state.is_active}
+        return done if len(done) == 2 else None
+
+    media = callers.run_until(scored, timeout=45, what="both media scored")
+    # Then each was tagged by a job of its own caller (counted in that caller's usage and budget)
+    with session_scope() as s:
+        owners = dict(
+            s.execute(
+                select(ScoredMedia.caller, Job.caller)
+                .join(ScoredMediaTaggingJob, ScoredMediaTaggingJob.scored_media_id == ScoredMedia.id)
+                .join(Job, Job.id == ScoredMediaTaggingJob.job_id)
+                .where(ScoredMedia.id.in_([m.id for m in media.values()]))
+            ).all()
+        )
+    assert {m.state.value for m in media.values()} == {"scored"}
+    assert owners == {"shop": "shop", "ads": "ads"}
 
 
 @pytest.mark.parametrize(

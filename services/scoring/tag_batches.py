@@ -35,7 +35,8 @@ TAGGING_REQUEST_PREFIX = "aperture-scoring-tags:"
 
 def flush_tagging(session: Session, *, settings: Settings, now: dt.datetime) -> Outcome:
     """Put every media waiting for tags into tagging jobs, once the oldest has waited the
-    batch window: normally ONE job for all of them (up to ``tag_batch_max``).
+    batch window: normally ONE job for all of them (up to ``tag_batch_max``), one per caller
+    when several callers' media wait.
 
     A media tagged before (its job failed) goes alone, so one bad asset cannot fail its
     neighbours twice; so does a media whose id is already in the batch with another URL
@@ -45,6 +46,7 @@ def flush_tagging(session: Session, *, settings: Settings, now: dt.datetime) -> 
     rows = session.execute(
         select(
             ScoredMedia.id,
+            ScoredMedia.caller,
             ScoredMedia.media_id,
             ScoredMedia.url,
             ScoredMedia.tag_attempts,
@@ -58,18 +60,21 @@ def flush_tagging(session: Session, *, settings: Settings, now: dt.datetime) -> 
     if not rows or rows[0].flagged_at + dt.timedelta(seconds=settings.tag_batch_window_s) > now:
         return Outcome()  # nothing waiting, or the oldest still has time: its own message comes later
 
-    batch: list[Any] = []
+    # One batch per caller: the tagging job is the caller's, counted in its usage, its budget and its
+    # share of the open-jobs cap, as a tagging request of its own would be.
+    batches: dict[str, list[Any]] = {}
     alone: list[list[Any]] = []
-    urls_by_media_id: dict[str, str] = {}
+    urls_by_media_id: dict[tuple[str, str], str] = {}
     for row in rows:
-        if row.tag_attempts > 0 or urls_by_media_id.get(row.media_id, row.url) != row.url:
+        key = (row.caller, row.media_id)
+        if row.tag_attempts > 0 or urls_by_media_id.get(key, row.url) != row.url:
             alone.append([row])
         else:
-            urls_by_media_id[row.media_id] = row.url
-            batch.append(row)
+            urls_by_media_id[key] = row.url
+            batches.setdefault(row.caller, []).append(row)
 
     outcome = Outcome()
-    for group in ([batch] if batch else []) + alone:
+    for group in [*batches.values(), *alone]:
         outcome.extend(_tag_group(session, group, settings=settings, now=now))
     if len(rows) == settings.tag_batch_max:  # more may be waiting: flush again at once
         outcome.messages.append(Message(tasks.FLUSH_TAGGING.name, {}))
@@ -81,6 +86,7 @@ def _tag_group(session: Session, group: list[Any], *, settings: Settings, now: d
     payload = {
         "assets": [{"url": url, "id": media_id} for media_id, url in assets],
         "request_id": f"{TAGGING_REQUEST_PREFIX}{uuid.uuid4()}",
+        "caller": group[0].caller,
         # Vidmob said the media is not tagged: it must tag them, whatever tags PostgreSQL holds.
         "fresh": True,
         # Already one job for every media waiting, and Vidmob must know each one by its media id,
