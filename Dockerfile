@@ -39,4 +39,4 @@ WORKDIR /home/aperture
 EXPOSE 8080 5555 9808
 # Exec form, no shell and no entrypoint wrapper: Celery is PID 1 and gets the container's TERM
 # itself (warm shutdown).
-CMD ["celery", "-A", "workers", "worker", "-Q", "aperture.submit,celery,aperture.maintenance,aperture.poll", "-c", "4", "-E", "--without-gossip", "--without-mingle", "-l", "INFO"]
+CMD ["celery", "-A", "workers", "worker", "-Q", "aperture.submit,aperture.admit,celery,aperture.maintenance,aperture.poll", "-c", "4", "-E", "--without-gossip", "--without-mingle", "-l", "INFO"]

@@ -17,7 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-ALL_QUEUES = "aperture.submit,aperture.poll,aperture.maintenance,celery"
+from config.tasks import QueueName
+
+# A worker of every queue, as the embedded system, the tests, the chaos suite and the benchmarks run it.
+ALL_QUEUES = ",".join(q.value for q in QueueName)
 LOG_TAIL = 3000  # characters of the log an error shows
 
 

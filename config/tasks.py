@@ -14,6 +14,11 @@ from enum import StrEnum
 class QueueName(StrEnum):
     # Public entry points (create_job, score_media) and their submissions: short HTTP calls.
     SUBMIT = "aperture.submit"
+    # Stored submissions sent to Vidmob when due (a slot under APERTURE_MAX_OPEN_JOBS freed for them,
+    # a retry's time come, a tag batch of the scoring loop): apart from aperture.submit so that a
+    # burst of new requests never holds back a submission whose slot is already free, which would
+    # leave the slot empty while work waits. Served by the submit workers.
+    ADMIT = "aperture.admit"
     # Polls of Vidmob jobs, sent by the dispatcher when due: kept apart so a burst of new
     # submissions never starves polls of jobs already paid for, and so each scales on its own.
     POLL = "aperture.poll"
@@ -37,7 +42,7 @@ SCORE_MEDIA = TaskSpec("aperture.score_media", QueueName.SUBMIT, public=True)
 
 # Internal: sent only by this system. Names stay stable anyway: messages in flight during a
 # deploy must still find their task.
-SUBMIT_JOB = TaskSpec("aperture.submit_job", QueueName.SUBMIT)
+SUBMIT_JOB = TaskSpec("aperture.submit_job", QueueName.ADMIT)
 POLL_JOB = TaskSpec("aperture.poll_job", QueueName.POLL)
 SUBMIT_SCORING = TaskSpec("aperture.submit_scoring", QueueName.SUBMIT)
 RESCORE = TaskSpec("aperture.rescore", QueueName.SUBMIT)

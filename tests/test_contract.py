@@ -33,6 +33,7 @@ def test_task_names_and_queues_are_pinned(app_env):
     routes = app.conf.task_routes
     assert routes["aperture.create_job"]["queue"] == "aperture.submit"
     assert routes["aperture.poll_job"]["queue"] == "aperture.poll"
+    assert routes["aperture.submit_job"]["queue"] == "aperture.admit"
     assert routes["aperture.sweep"]["queue"] == "aperture.maintenance"
     assert app.conf.task_default_queue == "celery"  # callers that name no queue are still served
 

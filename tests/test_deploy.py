@@ -54,7 +54,7 @@ K8S_DIR = ROOT / "deploy" / "k8s"
 KEDA_SCHEMA = ROOT / "deploy" / "schemas" / "keda-scaledobject-v1alpha1.schema.json"
 
 QUEUES = {q.value for q in QueueName}
-SUBMIT_QUEUES = {QueueName.SUBMIT.value, QueueName.DEFAULT.value, QueueName.MAINTENANCE.value}
+SUBMIT_QUEUES = {QueueName.SUBMIT.value, QueueName.ADMIT.value, QueueName.DEFAULT.value, QueueName.MAINTENANCE.value}
 POLL_QUEUES = {QueueName.POLL.value}
 # Images of other projects the compose file runs, and the programs it runs in them.
 FOREIGN_PROGRAMS = {"redis": {"redis-server", "redis-cli"}, "postgres": {"pg_isready"}}
