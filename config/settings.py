@@ -27,7 +27,8 @@ class CallerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # Its share of the open-jobs cap while several callers wait: slots go in proportion to weights.
+    # Its share of the open-jobs cap and of the fleet rate limit while several callers wait: slots go in
+    # proportion to weights.
     weight: float = Field(1.0, gt=0, le=1000)
     # Where its callbacks may go. None: a caller's own names only (a queue named like itself or
     # starting "<caller>.", tasks starting "<caller>."); the default caller unconfigured keeps the

@@ -17,6 +17,7 @@ from clients.http import Attempt, VidmobHttp
 from clients.ratelimit import FleetRateLimiter
 from clients.tags import TagsClient, make_tags_client
 from config import get_settings
+from config.settings import DEFAULT_CALLER
 
 OnAttempt = Callable[[Attempt], None]
 
@@ -60,7 +61,11 @@ def _fleet_gates() -> tuple[CircuitBreaker | None, FleetRateLimiter | None]:
         # A worker never waits for a slot past half its soft time limit, whatever the setting says.
         max_wait = min(settings.rate_limit_max_wait_s, settings.task_soft_time_limit_s / 2)
         limiter = FleetRateLimiter(
-            client, per_second=settings.rate_limit_per_s, max_wait_s=max_wait, margin_s=settings.rate_limit_margin_s
+            client,
+            per_second=settings.rate_limit_per_s,
+            max_wait_s=max_wait,
+            margin_s=settings.rate_limit_margin_s,
+            weights={name: caller.weight for name, caller in settings.callers.items()},
         )
         _gates, _gates_pid = (breaker, limiter), os.getpid()
     return _gates
@@ -72,11 +77,13 @@ def reset() -> None:
     _gates, _gates_pid = (None, None), None
 
 
-def vidmob_http(on_attempt: OnAttempt | None = None) -> VidmobHttp:
+def vidmob_http(on_attempt: OnAttempt | None = None, *, caller: str = DEFAULT_CALLER) -> VidmobHttp:
     """The client with the fleet's gates: the circuit breaker first (a refused call takes no rate
-    slot), then the rate limit; both see every attempt (failures, 429s) before ``on_attempt``."""
+    slot), then the rate limit, whose slots go to callers in fair shares (``caller``: whose request
+    the calls are for); both see every attempt (failures, 429s) before ``on_attempt``."""
     settings = get_settings()
-    gates = [gate for gate in _fleet_gates() if gate is not None]
+    breaker, limiter = _fleet_gates()
+    gates = [gate for gate in (breaker, limiter) if gate is not None]
     record = on_attempt
 
     def observed(attempt: Attempt) -> None:
@@ -86,8 +93,10 @@ def vidmob_http(on_attempt: OnAttempt | None = None) -> VidmobHttp:
             record(attempt)
 
     def before_request(endpoint: str) -> None:
-        for gate in gates:
-            gate.before_request(endpoint)
+        if breaker is not None:
+            breaker.before_request(endpoint)
+        if limiter is not None:
+            limiter.before_request(endpoint, caller)
 
     return VidmobHttp(
         settings.vidmob_api_base_url,
@@ -103,6 +112,6 @@ def vidmob_http(on_attempt: OnAttempt | None = None) -> VidmobHttp:
     )
 
 
-def tags_client(dialect: str, on_attempt: OnAttempt | None = None) -> TagsClient:
+def tags_client(dialect: str, on_attempt: OnAttempt | None = None, *, caller: str = DEFAULT_CALLER) -> TagsClient:
     # A job's dialect column is a plain string; make_tags_client refuses one it does not know.
-    return make_tags_client(dialect, vidmob_http(on_attempt))  # type: ignore[arg-type]  # str, not the Literal
+    return make_tags_client(dialect, vidmob_http(on_attempt, caller=caller))  # type: ignore[arg-type]  # str, not the Literal

@@ -408,3 +408,41 @@ def test_a_slot_is_held_its_second_plus_the_margin(fleet_redis):
     # then once the margin has passed too, a slot is free
     time.sleep(max(0.0, taken + 1.35 - time.time()))
     limiter.before_request("GET /v1/aperture/jobs/{job_id}/status")
+
+
+def _shares(fleet_redis, *, weights: dict[str, float], threads: dict[str, int], seconds: float = 4.0) -> dict[str, int]:
+    """Slots taken by each caller's threads (``threads``: how many each runs, each taking slots one
+    after the other as fast as it is given them) at 10 a second, counted from the first second to
+    ``seconds`` (not the slots that threads still waiting at the end take after it)."""
+    limiter = FleetRateLimiter(fleet_redis, per_second=10, max_wait_s=30, margin_s=0.0, weights=weights)
+    began = time.monotonic()
+    taken: dict[str, int] = dict.fromkeys(threads, 0)
+
+    def run(caller: str) -> None:
+        while time.monotonic() - began < seconds:
+            limiter.before_request(STATUS, caller)
+            if 1.0 < time.monotonic() - began < seconds:
+                taken[caller] += 1
+
+    with ThreadPoolExecutor(max_workers=sum(threads.values())) as pool:
+        for future in [pool.submit(run, c) for c, n in threads.items() for _ in range(n)]:
+            future.result()
+    return taken
+
+
+def test_while_the_limit_binds_callers_share_its_slots_whatever_their_number_of_requests(fleet_redis):
+    # given one caller with twelve requests waiting at any time and another with two
+    taken = _shares(fleet_redis, weights={}, threads={"bulk": 12, "few": 2})
+    # then each gets about half of the slots (in first-come order "few" got 3% of them, measured the same way)
+    share = taken["few"] / (taken["few"] + taken["bulk"])
+    assert 0.4 <= share <= 0.6, taken
+    # and every slot of the window was used: 10 a second over the three seconds counted
+    assert sum(taken.values()) >= 27, taken
+
+
+def test_the_limits_slots_go_in_proportion_to_the_callers_weights(fleet_redis):
+    # given two callers each with three requests waiting, one of weight 3
+    taken = _shares(fleet_redis, weights={"gold": 3.0}, threads={"gold": 3, "plain": 3})
+    # then the weighted one gets about three slots in four
+    share = taken["gold"] / (taken["gold"] + taken["plain"])
+    assert 0.65 <= share <= 0.85, taken

@@ -22,7 +22,7 @@ from services.scoring.lifecycle import (
 
 def _submit_media(claim: SubmitClaim, log: AttemptLog) -> Submitted:
     try:
-        unique_id = ScoringClient(vidmob_http(log)).submit_media(
+        unique_id = ScoringClient(vidmob_http(log, caller=claim.caller)).submit_media(
             media_id=claim.media_id,
             url=claim.url,
             version=claim.version,
@@ -36,7 +36,7 @@ def _submit_media(claim: SubmitClaim, log: AttemptLog) -> Submitted:
 
 
 def _status_and_scores(claim: PollClaim, log: AttemptLog) -> Polled:
-    client = ScoringClient(vidmob_http(log))
+    client = ScoringClient(vidmob_http(log, caller=claim.caller))
     status = client.get_status(claim.lookup_id)
     scores = client.get_scores(claim.lookup_id, claim.channels) if status is MediaScoringStatus.COMPLETE else None
     return Polled(status, scores)

@@ -20,11 +20,11 @@ from services.tagging.lifecycle import SUBMIT_ENDPOINTS, record_poll, record_sub
 
 
 def _create_job(claim: SubmitClaim, log: AttemptLog) -> str:
-    return tags_client(claim.dialect, log).create_job(claim.assets, claim.client_tags)
+    return tags_client(claim.dialect, log, caller=claim.caller).create_job(claim.assets, claim.client_tags)
 
 
 def _get_status(claim: PollClaim, log: AttemptLog) -> TagsJobStatus:
-    return tags_client(claim.dialect, log).get_status(claim.vidmob_job_id)
+    return tags_client(claim.dialect, log, caller=claim.caller).get_status(claim.vidmob_job_id)
 
 
 def _intent(claim: SubmitClaim) -> tuple[str, str]:
