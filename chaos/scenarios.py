@@ -62,24 +62,38 @@ def kill9_workers(size: Size, broker: str) -> Row:
             time.sleep(1.0)
         started = time.monotonic()
         s.settled("kill", size.timeout_s)
-        # A message a worker had taken from Redis (BRPOP) but not yet recorded as unacked when it was
-        # killed is gone with it (kombu's Redis transport): its request was never stored. The caller
-        # finds no callback and sends it again with the same request id, as the contract allows.
-        # RabbitMQ keeps a delivered message until it is acked: nothing is sent again there, and a
-        # request never stored counts as lost.
-        stored = s.states("kill")
-        missing = [i for i in range(len(ids)) if ids[i] not in stored]
-        if missing and broker == "rabbitmq":
-            row.notes.append(f"{len(missing)} requests never stored (not sent again)")
-        elif missing:
-            s.submit("kill", len(ids), only=missing)
-            row.notes.append(
-                f"{len(missing)} requests taken from Redis by a killed worker before kombu recorded them "
-                f"(never stored): sent again by the caller with the same request id"
-            )
-            s.wait_ended("kill", len(ids), size.timeout_s)
+        send_again_never_stored(
+            s,
+            row,
+            "kill",
+            ids,
+            broker,
+            size.timeout_s,
+            why="taken from Redis by a killed worker before kombu recorded them",
+        )
         row.recover_s = time.monotonic() - started
         return s.count(row, "kill", len(ids))
+
+
+def send_again_never_stored(
+    s: System, row: Row, prefix: str, ids: list[str], broker: str, timeout: float, *, why: str
+) -> None:
+    """Once the system has settled: the requests of ``prefix`` that left no row. kombu's Redis transport
+    removes a message with BRPOP and records it as unacked only once the reply has arrived, so a message
+    whose worker died (or whose reply a partition dropped) in between is gone: its request was never
+    stored. The caller finds no callback and sends it again with the same request id, as the contract
+    allows (a replay if it was stored after all), and the note says how many. RabbitMQ keeps a delivered
+    message until it is acked: nothing is sent again there, and a request never stored counts as lost."""
+    stored = s.states(prefix)
+    missing = [i for i in range(len(ids)) if ids[i] not in stored]
+    if missing and broker == "rabbitmq":
+        row.notes.append(f"{len(missing)} requests never stored (not sent again)")
+    elif missing:
+        s.submit(prefix, len(ids), only=missing)
+        row.notes.append(
+            f"{len(missing)} requests {why} (never stored): sent again by the caller with the same request id"
+        )
+        s.wait_ended(prefix, len(ids), timeout)
 
 
 def redis_flush_and_restart(size: Size, broker: str) -> Row:
@@ -282,6 +296,17 @@ def partitioned(size: Size, broker: str, server: str) -> Row:
         healed = time.monotonic()
         after = s.submit("part2", size.partition_jobs // 3)
         first_end = _first_end_after(s, ["part", "part2"], healed, timeout=size.timeout_s)
+        for prefix in ("part", "part2"):
+            s.settled(prefix, size.timeout_s)
+        send_again_never_stored(
+            s,
+            row,
+            "part",
+            before,
+            broker,
+            size.timeout_s,
+            why="taken from Redis (BRPOP) whose reply the partition dropped",
+        )
         end_both(s, row, ("part", len(before)), ("part2", len(after)), healed, size.timeout_s)
         row.notes.append(f"first job ended {first_end:.1f} s after the heal; every job {row.recover_s:.1f} s after")
         if first_end > 10:
