@@ -55,6 +55,9 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
+        # Reconnects to a broker that went away every 2 s at most, not up to 30 s apart; and on Redis a
+        # restart while the worker holds unacked messages would otherwise end the worker (workers/consumer.py).
+        "worker_consumer": "workers.consumer:Consumer",
         "timezone": "UTC",
         "enable_utc": True,
     }
@@ -79,8 +82,6 @@ def _redis(settings: Settings) -> dict[str, Any]:
     return {
         "broker_transport_options": transport_options,
         "result_backend_transport_options": transport_options,
-        # A Redis restart while the worker holds unacked messages would end the worker (workers/consumer.py).
-        "worker_consumer": "workers.consumer:Consumer",
         "task_queues": [Queue(q.value, Exchange(q.value), routing_key=q.value) for q in QueueName],
     }
 

@@ -1,4 +1,4 @@
-"""The worker's consumer, with one workaround: a Redis restart must not end the worker.
+"""The worker's consumer, with one workaround (a Redis restart must not end the worker) and one choice.
 
 On a connection error Celery 5.7's consumer first ``collect()``s the broken connection, which detaches its
 transport (``transport.client = None``), and then ``close()``s it. With kombu 5.7's Redis transport, when the
@@ -11,6 +11,13 @@ error"). Reproduced by ``bench/bench_redis_held.py restart``; the report is in d
 Here that second close, on a connection whose transport ``collect()`` already detached, ignores the
 ``AttributeError``: the messages stay in Redis's ``unacked`` hash and are restored after the visibility
 timeout, as for a worker killed with kill -9, and the consumer reconnects as it does for any other error.
+
+And one choice: how soon the consumer tries again to reach a broker that went away. Celery asks kombu's
+``ensure_connection`` for its defaults, 2 s, then 2 s more each time, up to 30 s apart; after a minute's
+outage or partition the next try can come 16 s after the broker is back. Here the tries come
+``RECONNECT_MAX_S`` apart at most (each bounded by the connect timeout), so a worker is back within
+seconds of its broker, at the cost of one refused connection (and one log line) per interval while it
+is away. Both brokers use this consumer.
 """
 
 from __future__ import annotations
@@ -19,8 +26,26 @@ from typing import Any
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 
+# The longest wait between two tries at the broker while it is unreachable.
+RECONNECT_MAX_S = 2.0
+
 
 class Consumer(CeleryConsumer):
+    def ensure_connected(self, conn: Any) -> Any:
+        ensure = conn.ensure_connection
+
+        def sooner(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("interval_start", 1.0)
+            kwargs.setdefault("interval_step", 1.0)
+            kwargs.setdefault("interval_max", RECONNECT_MAX_S)
+            return ensure(*args, **kwargs)
+
+        conn.ensure_connection = sooner
+        try:
+            return super().ensure_connected(conn)
+        finally:
+            conn.ensure_connection = ensure
+
     def on_connection_error_after_connected(self, exc: Exception) -> None:
         connection: Any = self.connection  # kombu's Connection: its close is replaced for this one call
         if connection is not None:
