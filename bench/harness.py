@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from cli.processes import DISPATCHER_READY, Process, dispatcher, worker_argv
+from cli.processes import DISPATCHER_READY, Process, dispatcher, interrupt_on_term, worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key"
@@ -73,6 +73,7 @@ def system_env(sim_config: dict[str, Any] | None = None, **extra: str) -> Iterat
     from chaos.harness import Redis
     from simulator import SimulatorConfig, start_simulator
 
+    interrupt_on_term()  # a benchmark stopped from outside still stops what it started
     root = Path(tempfile.mkdtemp(prefix="aperture-bench-"))
     redis_server = Redis(root)
     sim = start_simulator(config=SimulatorConfig(**({"api_key": API_KEY} | (sim_config or {}))))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from chaos.harness import BROKERS, Row, dump, print_rows
 from chaos.scenarios import ORDER, SCENARIOS, SIZES
+from cli.processes import interrupt_on_term
 
 
 def main() -> int:
@@ -21,6 +22,7 @@ def main() -> int:
     parser.add_argument("--only", default=ORDER, help="scenario letters, comma-separated")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
+    interrupt_on_term()  # a run stopped from outside still stops every process and server it started
     size = SIZES[args.size]
     rows: list[Row] = []
     started = time.monotonic()

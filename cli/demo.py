@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import time
 import uuid
 from collections import Counter
@@ -28,7 +27,7 @@ from sqlalchemy.orm import selectinload
 
 from cli.embedded import ExtraMissing, ensure_infrastructure
 from cli.preflight import check_broker, check_database, check_redis
-from cli.processes import NotReady, Process, start_dispatcher, start_worker
+from cli.processes import NotReady, Process, interrupt_on_term, start_dispatcher, start_worker
 from config import get_settings
 from config.celery import caller_config
 from config.settings import is_rabbitmq_url
@@ -238,14 +237,10 @@ def write_demo_report(console: Console) -> Path | None:
     return path
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # TERM (docker stop, systemd, kill) stops `up` as cleanly as Ctrl-C
-
-
 def run_demo(
     console: Console, *, timeout: float = 180, keep_running: bool = False, flower_port: int | None = None
 ) -> int:
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_term()  # TERM (docker stop, systemd, kill) stops `up` as cleanly as Ctrl-C
     system = System(console, flower_port=flower_port)
     try:
         env = system.start()

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +23,19 @@ from config.tasks import QueueName
 # A worker of every queue, as the embedded system, the tests, the chaos suite and the benchmarks run it.
 ALL_QUEUES = ",".join(q.value for q in QueueName)
 LOG_TAIL = 3000  # characters of the log an error shows
+
+
+def interrupt_on_term() -> None:
+    """TERM (docker stop, systemd, kill, a timeout) ends this process as Ctrl-C does: KeyboardInterrupt
+    through every ``finally`` and ``with``, so the processes it started are stopped, not left running
+    (Python's default for TERM exits at once, and each child is a process group of its own, which the
+    signal never reaches). Only the main thread may set a handler: elsewhere this does nothing."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 class NotReady(RuntimeError):
