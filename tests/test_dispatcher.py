@@ -20,9 +20,10 @@ from config import Settings, get_settings
 from models import Job, JobState, ScoringState
 from models.db import get_engine, session_scope
 from services import scoring
+from services.domains import KINDS
 from services.durable.claims import claim
 from services.durable.schedule import schedule, utcnow
-from services.durable.sweeper import due_looks
+from services.durable.sweeper import due_looks, not_sent
 from services.tagging import KIND
 from tests import factories
 from tests.support import send, wait_for, wait_for_job
@@ -79,6 +80,39 @@ def test_a_look_resent_after_the_lost_horizon_keeps_its_token_so_the_late_messag
         first = claim(s, KIND, job_id, token, state=JobState.POLLING, settings=settings, now=utcnow())
         again = claim(s, KIND, job_id, token, state=JobState.POLLING, settings=settings, now=utcnow())
     assert first is not None and again is None
+
+
+def test_looks_the_broker_refused_go_with_the_next_pass_not_after_the_lost_horizon(quiet_db) -> None:
+    settings: Settings = quiet_db
+    # Given three due looks a pass claimed, of which the broker took only the first (it went away)
+    then = utcnow() + LATER
+    looks = polling_jobs(3, due_at=then - dt.timedelta(seconds=1), sent_at=None)
+    with session_scope() as s:
+        claimed = due_looks(s, KIND, settings=settings, now=then, limit=10).messages
+    # When the dispatcher parks the two it could not send
+    assert not_sent(KINDS, claimed[1:]) == 2
+    # Then the next pass, a moment later, sends those two again under the same tokens, and not the first
+    with session_scope() as s:
+        again = due_looks(s, KIND, settings=settings, now=then + dt.timedelta(seconds=0.2), limit=10)
+    assert again.parked == 2 and again.lost == 0
+    assert {(m.kwargs["job_id"], m.kwargs["token"]) for m in again.messages} == {
+        (m.kwargs["job_id"], m.kwargs["token"]) for m in claimed[1:]
+    }
+    assert {(m.kwargs["job_id"], m.kwargs["token"]) for m in claimed} == {(str(i), str(t)) for i, t in looks}
+
+
+def test_a_look_a_worker_took_meanwhile_is_not_parked_again(quiet_db) -> None:
+    settings: Settings = quiet_db
+    # Given a look a pass claimed and could not send, whose row a worker claimed meanwhile (an earlier
+    # copy of the look ran: the row's token is a new one)
+    then = utcnow() + LATER
+    ((job_id, _old),) = polling_jobs(1, due_at=then - dt.timedelta(seconds=1), sent_at=None)
+    with session_scope() as s:
+        claimed = due_looks(s, KIND, settings=settings, now=then, limit=10).messages
+    with session_scope() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(poll_token=uuid.uuid4()))
+    # When the dispatcher parks the look it could not send: nothing is parked
+    assert not_sent(KINDS, claimed) == 0
 
 
 def test_two_dispatchers_at_once_send_every_due_look_exactly_once(quiet_db) -> None:

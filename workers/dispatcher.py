@@ -107,7 +107,7 @@ class Dispatcher:
     def run_pass(self) -> bool:
         """One pass: returns True when it was full (more is due: run the next one at once)."""
         from services.domains import KINDS
-        from services.durable.sweeper import sweep
+        from services.durable.sweeper import not_sent, sweep
         from tasks.base import send_after_commit
 
         started = time.monotonic()
@@ -120,6 +120,8 @@ class Dispatcher:
         sent = self._send(result.messages)
         if sent == len(result.messages):
             send_after_commit(Outcome(callbacks=result.callbacks))
+        else:
+            not_sent(KINDS, result.messages[sent:])
         m = self.metrics
         m.passes.inc()
         m.last_pass.set_to_current_time()
@@ -139,8 +141,8 @@ class Dispatcher:
 
     def _send(self, messages: list[Message]) -> int:
         """Send the pass's looks on one producer, up to the first the broker refuses: the broker
-        is away (each further send would wait out kombu's publish retries), so the rest stay
-        marked sent and go again after ``APERTURE_LOST_MESSAGE_AFTER_S``, under their tokens."""
+        is away (each further send would wait out kombu's publish retries), so that one and the rest
+        are parked again (run_pass), and the next pass tries them again under their tokens."""
         from tasks.base import send
 
         with self.app.producer_or_acquire() as producer:
@@ -149,8 +151,8 @@ class Dispatcher:
                     send(message, producer)
                 except Exception as exc:  # noqa: BLE001  (whatever the broker raised: one line, not a traceback each)
                     log.error(
-                        "could not send %d of %d looks (%s: %s); they go again after %g s",
-                        len(messages) - i, len(messages), type(exc).__name__, exc, self.settings.lost_message_after_s,
+                        "could not send %d of %d looks (%s: %s); the next pass tries them again",
+                        len(messages) - i, len(messages), type(exc).__name__, exc,
                     )  # fmt: skip
                     return i
         return len(messages)

@@ -13,16 +13,21 @@ again: a livelock, measured in docs/reliability.md.) Rows are taken with FOR UPD
 LOCKED in bounded batches: several dispatchers never block each other and never send the same
 look twice. A pass also collects the callbacks whose send after their row's end was lost.
 
+A look the pass claimed but could not send (the broker away: a partition, a restart) is parked again
+at once (``not_sent``), so the first pass once the broker is back sends it, rather than
+``lost_message_after_s`` later as a lost message would be.
+
 ``workers/dispatcher.py`` runs passes continuously; ``aperture.sweep`` runs one on demand.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, literal, or_, select, union_all, update
+from sqlalchemy import func, literal, or_, select, tuple_, union_all, update
 from sqlalchemy.orm import Session
 
 from config import Settings
@@ -128,3 +133,28 @@ def sweep(kinds: Iterable[AnyKind], *, settings: Settings, max_batches: int = 10
             before = utcnow() - dt.timedelta(seconds=settings.lost_message_after_s)
             result.callbacks.extend(callbacks.overdue(session, kind, before=before, limit=size))
     return result
+
+
+def not_sent(kinds: Iterable[AnyKind], messages: Sequence[Message]) -> int:
+    """Park again, due as they were, the looks a pass claimed whose ``messages`` it could not send, so the
+    next pass sends them again; how many. Only rows whose token is still the message's: a row a worker
+    took meanwhile (an earlier copy of its look ran) is that worker's."""
+    parked = 0
+    with session_scope() as session:
+        for kind in kinds:
+            tasks = set(kind.look_tasks.values())
+            pairs = [
+                (uuid.UUID(m.kwargs[kind.id_kwarg]), uuid.UUID(m.kwargs["token"])) for m in messages if m.task in tasks
+            ]
+            if not pairs:
+                continue
+            model = kind.model
+            parked += len(
+                session.execute(
+                    update(model)
+                    .where(tuple_(model.id, model.poll_token).in_(pairs), model.dispatched_at.is_not(None))
+                    .values(dispatched_at=None)
+                    .returning(model.id)
+                ).all()
+            )
+    return parked
