@@ -127,6 +127,15 @@ class Job(Durable, Base):
             "waiting_since",
             postgresql_where=text("waiting_since IS NOT NULL AND state = 'submitting'"),
         ),
+        # Each caller's waiting submissions in turn order (services/tagging/capacity.fair_order).
+        Index(
+            "ix_jobs_waiting_turns",
+            "caller",
+            text("(priority = 'bulk')"),
+            "waiting_since",
+            "id",
+            postgresql_where=text("waiting_since IS NOT NULL AND state = 'submitting'"),
+        ),
         # Usage by caller over a window (aperture callers) and the open jobs per caller (admission).
         Index("ix_jobs_caller_created_at", "caller", "created_at"),
         CheckConstraint("priority IN ('interactive', 'bulk')", name="priority"),

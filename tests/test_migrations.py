@@ -30,7 +30,7 @@ from psycopg.types.json import Jsonb
 from tests.conftest import _missing, embedded_server
 
 ADMIN_URL = os.environ.get("APERTURE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-HEAD = "0008"
+HEAD = "0009"
 
 # Differences alembic's compare_metadata may report between the models and `upgrade head`,
 # as "<op> <table>.<object>" (see _describe). Each entry must say why it is accepted.

@@ -34,7 +34,7 @@ import uuid
 import zlib
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, literal, or_, select, text, union_all, update
+from sqlalchemy import ColumnElement, and_, exists, func, literal_column, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from config import Settings, get_settings
@@ -47,6 +47,9 @@ from services.tagging.kind import KIND
 
 _LOCK_KEY = zlib.crc32(b"aperture.max_open_jobs")
 BULK = "bulk"
+# A caller's turns: interactive before bulk, then first come first served. Written with the literal, as
+# the index of the turns (ix_jobs_waiting_turns) has it, so that PostgreSQL reads them in that order.
+_BULK_LAST = Job.priority == literal_column("'bulk'")
 
 
 def _open(settings: Settings, now: dt.datetime) -> ColumnElement[bool]:
@@ -71,47 +74,54 @@ def _waiting() -> ColumnElement[bool]:
     return and_(Job.waiting_since.is_not(None), Job.state == JobState.SUBMITTING)
 
 
-def _weight(caller: ColumnElement[str], settings: Settings) -> ColumnElement[float]:
-    weights = {name: config.weight for name, config in settings.callers.items() if config.weight != 1.0}
-    if not weights:
-        return literal(1.0)
-    return case(*((caller == name, literal(w)) for name, w in weights.items()), else_=literal(1.0))
-
-
 def fair_order(
     session: Session, *, settings: Settings, now: dt.datetime, candidate: SubmitClaim | None = None, limit: int | None
 ) -> list[uuid.UUID]:
     """The waiting submissions (and ``candidate``, the one being checked, if it is not waiting yet),
-    in the order free slots go to them; the first ``limit`` (None: all)."""
-    waiting = select(Job.id, Job.caller, Job.priority, Job.waiting_since.label("since")).where(_waiting())
+    in the order free slots go to them; the first ``limit`` (None: all).
+
+    No caller needs more than ``limit`` of its own to fill ``limit`` slots, so only each caller's first
+    ``limit`` waiting rows are read (an index scan each, on ``ix_jobs_waiting_turns``), and they are ranked
+    here: this runs under the cap's lock at every job's end, with thousands of submissions waiting."""
+    opened: dict[str, int] = {
+        caller: n
+        for caller, n in session.execute(
+            select(Job.caller, func.count()).where(_open(settings, now)).group_by(Job.caller)
+        )
+    }
+    waiting = _waiting()
     if candidate is not None:
-        waiting = waiting.where(Job.id != candidate.row_id)
-        newcomer = select(
-            literal(candidate.row_id).label("id"),
-            Job.caller,
-            Job.priority,
-            func.coalesce(Job.waiting_since, now).label("since"),
-        ).where(Job.id == candidate.row_id)
-        queue = union_all(waiting, newcomer).subquery("queue")
-    else:
-        queue = waiting.subquery("queue")
-    opened = (
-        select(Job.caller, func.count().label("n")).where(_open(settings, now)).group_by(Job.caller).subquery("opened")
-    )
-    turn = func.row_number().over(
-        partition_by=queue.c.caller, order_by=(queue.c.priority == BULK, queue.c.since, queue.c.id)
-    )
-    ranked = select(queue.c.id, queue.c.caller, queue.c.since, turn.label("k")).subquery("ranked")
-    finish = (func.coalesce(opened.c.n, 0) + ranked.c.k) / _weight(ranked.c.caller, settings)
-    query = (
-        select(ranked.c.id)
-        .select_from(ranked.outerjoin(opened, opened.c.caller == ranked.c.caller))
-        .order_by(finish, ranked.c.since, ranked.c.id)
-    )
-    if limit is not None:
-        # No caller needs more than ``limit`` of its own ranked to fill ``limit`` slots.
-        query = query.where(ranked.c.k <= limit).limit(limit)
-    return list(session.execute(query).scalars())
+        waiting = and_(waiting, Job.id != candidate.row_id)
+    callers = set(session.execute(select(Job.caller).where(waiting).distinct()).scalars())
+    newcomer = None
+    if candidate is not None:
+        newcomer = session.execute(
+            select(Job.id, Job.caller, Job.priority, func.coalesce(Job.waiting_since, now)).where(
+                Job.id == candidate.row_id
+            )
+        ).one_or_none()
+        if newcomer is not None:
+            callers.add(newcomer[1])
+    ranked: list[tuple[float, dt.datetime, str, uuid.UUID]] = []
+    for caller in callers:
+        turns = (
+            select(Job.id, Job.priority, Job.waiting_since)
+            .where(waiting, Job.caller == caller)
+            .order_by(_BULK_LAST, Job.waiting_since, Job.id)
+        )
+        if limit is not None:
+            turns = turns.limit(limit)
+        # (waiting_since is set on every waiting row: the query's condition)
+        rows: list[tuple[uuid.UUID, str, dt.datetime]] = [(r[0], r[1], r[2] or now) for r in session.execute(turns)]
+        if newcomer is not None and newcomer[1] == caller:
+            rows.append((newcomer[0], newcomer[2], newcomer[3]))
+        rows.sort(key=lambda r: (r[1] == BULK, r[2], str(r[0])))
+        weight = settings.callers[caller].weight if caller in settings.callers else 1.0
+        for k, (row_id, _priority, since) in enumerate(rows if limit is None else rows[:limit], start=1):
+            ranked.append(((opened.get(caller, 0) + k) / weight, since, str(row_id), row_id))
+    ranked.sort()
+    chosen = ranked if limit is None else ranked[:limit]
+    return [row_id for *_, row_id in chosen]
 
 
 def _lock(session: Session) -> None:
