@@ -24,6 +24,7 @@ import argparse
 import datetime as dt
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from kombu import Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -85,6 +87,9 @@ class Broker:
         return sum(p.stat().st_size for p in Path(self.redis.dir).rglob("*") if p.is_file())
 
 
+UNCONFIRMED = 200
+
+
 def publish_countdowns(env: dict[str, Any], url: str) -> float:
     """Every parked row becomes what a poll that re-enqueued itself leaves: marked sent, and a countdown
     message under its token in the broker, due at its ``next_poll_at``. Returns the seconds it took."""
@@ -96,26 +101,79 @@ def publish_countdowns(env: dict[str, Any], url: str) -> float:
     settings = Settings()
     app = Celery("bench-brokers")
     app.config_from_object(celery_config(settings, env["APERTURE_BROKER_URL"]))
-    # Setting up the benchmark, not measured: without a confirm per message it fills 100,000 in a minute or
-    # two instead of ten (each confirm waits for the quorum queue's fsync).
+    # Setting up the benchmark, not measured, so not a confirm waited for after each message as the worker's
+    # re-enqueues are (ten minutes for 100,000), but never more than ``UNCONFIRMED`` in flight: a burst of
+    # publishes without confirms is taken off the socket faster than the quorum queues enqueue it, and a
+    # countdown's TTL starts only once its queue has enqueued it, so each look would then be late by however
+    # far the broker had fallen behind (bench/bench_delays.py --no-confirm; docs/benchmarks.md).
     app.conf.broker_transport_options = {"confirm_publish": False}
+    # One publish per countdown on the channel, so that its delivery tags count them: no task-sent event.
+    app.conf.task_send_sent_event = False
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
             "UPDATE jobs SET dispatched_at = now() WHERE dispatched_at IS NULL RETURNING id, poll_token, next_poll_at"
         ).fetchall()
     started = time.perf_counter()
-    with app.producer_or_acquire() as producer:
-        for job_id, token, due in rows:
+    with app.connection_for_write() as connection:
+        # py-amqp's Channel (kombu types it as the transport-neutral StdChannel, without confirms or events).
+        channel: Any = connection.default_channel
+        channel.confirm_select()
+        # RabbitMQ confirms in publishing order: the highest delivery tag answered is how many were.
+        answered, refused = [0], [0]
+
+        def on_ack(delivery_tag: int, multiple: bool) -> None:
+            answered[0] = max(answered[0], delivery_tag)
+
+        def on_nack(delivery_tag: int, multiple: bool) -> None:
+            answered[0] = max(answered[0], delivery_tag)
+            refused[0] += 1
+
+        channel.events["basic_ack"].add(on_ack)
+        channel.events["basic_nack"].add(on_nack)
+        producer = Producer(channel)
+        for sent, (job_id, token, due) in enumerate(rows, 1):
             countdown = max(1, math.ceil((due - dt.datetime.now(dt.UTC)).total_seconds()))
             app.send_task(
                 "aperture.poll_job", kwargs={"job_id": str(job_id), "token": str(token)}, countdown=countdown,
                 producer=producer,
             )  # fmt: skip
+            while sent - answered[0] > UNCONFIRMED:
+                connection.drain_events(timeout=60)
+        while answered[0] < len(rows):
+            connection.drain_events(timeout=60)
+    if refused[0]:
+        raise RuntimeError(f"RabbitMQ refused {refused[0]} of the {len(rows):,} countdown messages")
     app.close()
     return time.perf_counter() - started
 
 
-def side(broker: str, n: int, load: float, measure_s: float, warm: int, settle_s: float, lead_s: float) -> Side:
+# Each quorum queue's own counts (rabbit_fifo's overview): ready, delivered to a consumer and not yet acked,
+# expired and waiting for the dead-letter worker, and handed to it but not yet confirmed by the next queue.
+# ``rabbitmqctl list_queues`` counts only the first two.
+QUORUM_OVERVIEW = """
+[{Q, [maps:get(K, O) || K <- [num_ready_messages, num_checked_out, num_discarded, num_discard_checked_out]]}
+ || {Q, {ok, {_, O}, _}} <- [{Q, ra:local_query({binary_to_atom(<<"%2F_", Q/binary>>), node()},
+                                                fun rabbit_fifo:overview/1)}
+                             || Q <- [<<"aperture.poll">> | [<<"celery_delayed_", (integer_to_binary(L))/binary>>
+                                                            || L <- lists:seq(0, 11)]]]].
+"""
+
+
+def quorum_depths(rabbit: RabbitMQ) -> str:
+    """``queue=ready/unacked/expired/dead-lettering`` for each of aperture.poll and the delay queues 0-11
+    that holds anything."""
+    out = rabbit.ctl("eval", " ".join(QUORUM_OVERVIEW.split()))
+    held = []
+    for name, counts in re.findall(r'<<"([^"]+)">>,\s*\[([\d,\s]+)\]', out):
+        numbers = [int(c) for c in counts.split(",")]
+        if any(numbers):
+            held.append(f"{name.replace('celery_delayed_', 'L')}={'/'.join(map(str, numbers))}")
+    return " ".join(held)
+
+
+def side(
+    broker: str, n: int, load: float, measure_s: float, warm: int, settle_s: float, lead_s: float, depths: bool = False
+) -> Side:
     with system_env(NEVER, **ONE_LOOK) as base:
         rabbit = RabbitMQ() if broker == "rabbitmq" else None
         env = dict(base)
@@ -138,7 +196,7 @@ def side(broker: str, n: int, load: float, measure_s: float, warm: int, settle_s
 
             window = n / (load * sustained)
             # On RabbitMQ the messages are published before the window opens: leave time for it.
-            lead = lead_s + (n / 500 if rabbit is not None else 0)
+            lead = lead_s + (n / 100 if rabbit is not None else 0)
             vidmob_ids = sim_jobs(sim, n)  # before t0 is set: the window opens ``lead`` after they exist
             t0 = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=lead)
             fill(url, vidmob_ids, t0, window / n)
@@ -152,6 +210,8 @@ def side(broker: str, n: int, load: float, measure_s: float, warm: int, settle_s
             while (now := dt.datetime.now(dt.UTC)) < end:
                 samples.append(pss_kb(worker.pid))
                 memory_peak = max(memory_peak, measured.memory())
+                if depths and rabbit is not None:  # where the looks wait: the delay queues or the worker's queue
+                    print(f"  {(now - t0).total_seconds():5.0f} s {quorum_depths(rabbit)}")
                 time.sleep(min(5.0, (end - now).total_seconds()))
             disk = measured.disk()
             due = sum(1 for i in range(n) if i * window / n <= (end - t0).total_seconds())
@@ -182,11 +242,12 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=5)
     parser.add_argument("--lead", type=float, default=10)
     parser.add_argument("--brokers", nargs="+", default=["redis", "rabbitmq"], choices=["redis", "rabbitmq"])
+    parser.add_argument("--depths", action="store_true", help="RabbitMQ: print each queue's length every sample")
     args = parser.parse_args()
     sides: list[Side] = []
     for n in args.jobs:
         for broker in args.brokers:  # Redis first: the baseline, today's design
-            s = side(broker, n, args.load, args.measure, args.warm, args.settle, args.lead)
+            s = side(broker, n, args.load, args.measure, args.warm, args.settle, args.lead, args.depths)
             print(
                 f"{broker}: {n:,} in flight over {s.window_s:.0f} s (the worker sustains {s.sustained:.0f} looks/s"
                 + (f"; {n:,} countdown messages published in {s.publish_s:.0f} s" if s.publish_s else "")

@@ -47,7 +47,15 @@ class Node(ServerProcess):
     """One node: ``start()`` returns once it accepts AMQP connections."""
 
     def __init__(
-        self, root: Path, name: str, home: Path, host: str, prefix: list[str], *, management: bool = False
+        self,
+        root: Path,
+        name: str,
+        home: Path,
+        host: str,
+        prefix: list[str],
+        *,
+        management: bool = False,
+        advanced: str = "",
     ) -> None:
         self.name = name  # the Erlang node name, e.g. chaos-1a2b-1@localhost
         self.dir = root / name.split("@")[0]
@@ -73,6 +81,9 @@ class Node(ServerProcess):
                 file.write(f"management.tcp.ip = {host}\nmanagement.tcp.port = {self.management_port}\n")
         (self.dir / "enabled_plugins").write_text("[rabbitmq_management].\n" if management else "[].\n")
         (self.dir / "rabbitmq-env.conf").write_text("")  # not the system's, which names rabbit@localhost
+        # ``advanced``: settings of the ``rabbit`` application that rabbitmq.conf has no key for (Erlang terms,
+        # e.g. ``{dead_letter_worker_consumer_prefetch, 512}``), in an advanced.config of the node's own.
+        (self.dir / "advanced.config").write_text(f"[{{rabbit, [{advanced}]}}].\n")
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": "C.UTF-8",
@@ -85,6 +96,7 @@ class Node(ServerProcess):
             "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
             "RABBITMQ_LOG_BASE": str(self.dir / "log"),
             "RABBITMQ_CONFIG_FILE": str(config),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.dir / "advanced.config"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
             "RABBITMQ_PID_FILE": str(self.dir / "pid"),
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
@@ -125,7 +137,13 @@ class RabbitMQ:
     """
 
     def __init__(
-        self, *, nodes: int = 1, host: str = "127.0.0.1", prefix: list[str] | None = None, management: bool = False
+        self,
+        *,
+        nodes: int = 1,
+        host: str = "127.0.0.1",
+        prefix: list[str] | None = None,
+        management: bool = False,
+        advanced: str = "",
     ) -> None:
         _check_installed()
         # A directory of its own, owned by the user the nodes run as (a chaos system's own directory
@@ -137,7 +155,15 @@ class RabbitMQ:
         cookie.write_text(secrets.token_hex(16).upper())
         tag = f"chaos-{secrets.token_hex(2)}"
         self.nodes = [
-            Node(self.root, f"{tag}-{i + 1}@localhost", home, host, prefix or [], management=management)
+            Node(
+                self.root,
+                f"{tag}-{i + 1}@localhost",
+                home,
+                host,
+                prefix or [],
+                management=management,
+                advanced=advanced,
+            )
             for i in range(nodes)
         ]
         give_to(self.root, USER)
