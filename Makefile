@@ -85,6 +85,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_tags.py
 	$(BIN)/python bench/bench_fairness.py $(BENCH_FAIRNESS_ARGS)
 	$(BIN)/python bench/bench_brokers.py --jobs $(BENCH_BROKER_JOBS)
+	$(BIN)/python bench/bench_delays.py
 	$(BIN)/python bench/bench_redis_held.py kill
 	$(BIN)/python bench/bench_redis_held.py restart
 
