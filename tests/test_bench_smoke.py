@@ -60,16 +60,21 @@ def test_the_library_benchmark_runs_at_a_tiny_size():
     assert not _database_exists(database), "the benchmark left its database behind"
 
 
-def test_the_broker_benchmark_runs_both_brokers_side_by_side_at_a_smoke_size():
-    # jobs in flight on Redis (parked) and on a private RabbitMQ node (countdowns in its delay queues), each
-    # through a real worker and dispatcher: a row for each, every look due in the window served
+def _need_rabbitmq(what: str) -> None:
+    """Skip without RabbitMQ installed (private nodes are started from its binaries); under CI, fail."""
     from tests.support import RabbitMQUnavailable, rabbitmqctl
 
     try:
         rabbitmqctl("status")
     except RabbitMQUnavailable as exc:
         _missing("RabbitMQ", str(exc))  # fails under CI
-        pytest.skip(f"the broker benchmark needs RabbitMQ installed: {exc}")
+        pytest.skip(f"{what} needs RabbitMQ installed: {exc}")
+
+
+def test_the_broker_benchmark_runs_both_brokers_side_by_side_at_a_smoke_size():
+    # jobs in flight on Redis (parked) and on a private RabbitMQ node (countdowns in its delay queues), each
+    # through a real worker and dispatcher: a row for each, every look due in the window served
+    _need_rabbitmq("the broker benchmark")
     out = run_bench(
         "bench/bench_brokers.py", "--jobs", "60", "--measure", "3", "--warm", "20", "--settle", "0.5",
         "--lead", "1", timeout=300,
@@ -87,13 +92,7 @@ def test_the_broker_benchmark_runs_both_brokers_side_by_side_at_a_smoke_size():
 def test_the_delay_chain_benchmark_runs_at_a_smoke_size():
     # RabbitMQ's delay queues alone, on a private node: every countdown due in the window arrives, and the
     # table says how late
-    from tests.support import RabbitMQUnavailable, rabbitmqctl
-
-    try:
-        rabbitmqctl("status")
-    except RabbitMQUnavailable as exc:
-        _missing("RabbitMQ", str(exc))  # fails under CI
-        pytest.skip(f"the delay chain benchmark needs RabbitMQ installed: {exc}")
+    _need_rabbitmq("the delay chain benchmark")
     out = run_bench("bench/bench_delays.py", "--configs", "quorum:10", "--window", "3", "--lead", "2", timeout=300)
     rows = [line for line in out.splitlines() if line.startswith("| quorum:10 |")]
     assert rows, out
