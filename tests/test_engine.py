@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text, update
 
+from config.tasks import QueueName
 from models import ApiAttempt, CallbackStatus, Job, JobState, ScoredMedia, ScoringState
 from models.db import session_scope
 from tests import factories
@@ -47,8 +48,10 @@ def wait_for_media(request_id: str, timeout: float = 30) -> ScoredMedia:
 
 def run_sent_by_the_cli(fleet: Fleet) -> int:
     """Run in the fleet the messages the `aperture` command line sent to its broker (the fleet's
-    Redis database, which no worker reads), as a worker would take them; how many."""
-    messages = drain(fleet.env["APERTURE_BROKER_URL"], "aperture.submit")
+    Redis database, which no worker reads), as a worker would take them; how many. New requests go to
+    aperture.submit, an operator's retry (a stored job's submission) to aperture.admit."""
+    broker = fleet.env["APERTURE_BROKER_URL"]
+    messages = [*drain(broker, QueueName.SUBMIT.value), *drain(broker, QueueName.ADMIT.value)]
     for message in messages:
         fleet.send(message.headers["task"], **message.payload[1])
     return len(messages)
