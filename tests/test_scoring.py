@@ -251,8 +251,10 @@ def test_the_scoring_callback_is_a_celery_message_of_the_callers_task_under_a_st
     )
 
 
-def test_ten_media_six_untagged_go_into_one_tagging_job_and_six_rescores_follow(fleet):
-    # Given ten media, four of which were tagged before through an ordinary create_job
+def test_ten_media_six_untagged_go_into_one_tagging_job_and_six_rescores_follow(fleet, setting):
+    # Given ten media, four of which were tagged before through an ordinary create_job, and a batch window
+    # wide enough that all six are flagged within it however slow the machine (at 1 s a slow run flushed twice)
+    setting("APERTURE_TAG_BATCH_WINDOW_S", "5")
     sim = fleet.simulator
     urls = [f"{CDN}/batch-{i}.mp4" for i in range(10)]
     pretag(fleet, urls[:4])
