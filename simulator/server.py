@@ -385,6 +385,8 @@ class _Handler(BaseHTTPRequestHandler):
             return _json(500, gateway_body(500))
 
     def _send(self, reply: Reply, close: bool = False) -> None:
+        # Counted before the first byte goes out: a client that has read its answer must find it in /_sim/stats.
+        self.server.state.end_request(reply.status)
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))
@@ -394,7 +396,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(reply.body)
-        self.server.state.end_request(reply.status)
 
 
 class SimulatorServer(ThreadingHTTPServer):
