@@ -357,7 +357,8 @@ class System:
         while time.monotonic() - started < timeout:
             try:
                 busy = any(s in ACTIVE for s in self.states(prefix).values())
-                queued = self.queued()
+                # the broker only once no row is busy: on RabbitMQ each look is a rabbitmqctl (an Erlang VM)
+                queued = 1 if busy else self.queued()
             except (psycopg.OperationalError, redis.RedisError, RuntimeError):
                 busy, queued = True, 1
             calm = calm + 1 if not busy and not queued else 0

@@ -99,7 +99,10 @@ class Node(ServerProcess):
             "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.dir / "advanced.config"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
             "RABBITMQ_PID_FILE": str(self.dir / "pid"),
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            # Schedulers that sleep when idle instead of spinning: several private nodes share two cores with
+            # the system they carry messages for.
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}"
+            " +sbwt none +sbwtdcpu none +sbwtdio none",
         }
         argv = [*prefix, *as_user(USER), str(RABBITMQ_BIN / "rabbitmq-server")]
         super().__init__(name, argv, env, self.dir / "server.log", self.dir)

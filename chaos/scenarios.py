@@ -32,12 +32,17 @@ class Size:
     partition_runs: int
     partition_jobs: int
     partition_db: bool  # also the partition from PostgreSQL
+    # The scenarios run on RabbitMQ by default (``--broker both`` or ``rabbitmq`` without ``--only``), None for
+    # every one. At smoke size only those where the broker decides what is lost: kill -9 of the workers, a
+    # cluster node killed, a partition from the broker; the rest exercise the same code on either broker.
+    rabbitmq_scenarios: str | None = None
 
 
 SIZES = {
     "smoke": Size(
         jobs=30, kills=2, pg_short_s=3, pg_long_s=10, outage_s=6, in_flight=20, hostile_cases=120, timeout_s=120,
         node_down_s=5, partition_s=5, partition_runs=1, partition_jobs=30, partition_db=False,
+        rabbitmq_scenarios="a,h,j",
     ),
     "full": Size(
         jobs=1000, kills=5, pg_short_s=20, pg_long_s=300, outage_s=120, in_flight=1000, hostile_cases=10_000,

@@ -188,8 +188,8 @@ def test_the_fairness_benchmark_runs_at_a_smoke_size():
     # is asserted, only that it runs B alone, the fair order and today's, and prints every figure
     out = run_bench(
         "bench/bench_fairness.py",
-        *("--cap", "4", "--job-s", "0.5", "--a-requests", "24", "--b-every", "1"),
-        *("--ac-requests", "12", "--b-alone-s", "2", "--concurrency", "2"),
+        *("--cap", "4", "--job-s", "0.5", "--a-requests", "16", "--b-every", "1"),
+        *("--ac-requests", "8", "--b-alone-s", "2", "--concurrency", "2"),
         timeout=240,
     )
     assert "B alone: time to complete p50" in out

@@ -359,12 +359,21 @@ def test_polls_re_enqueue_themselves_on_countdowns_and_the_dispatcher_sends_none
     assert dispatcher_looks(rabbit_dispatcher) == 0
 
 
-def wait_for_complete(database_url: str, request_id: str) -> None:
-    wait_for(
-        lambda: [state for _, state in job_rows(database_url, request_id)] == ["complete"],
-        timeout=60,
-        what=f"job {request_id} complete",
-    )
+def wait_for_complete(database_url: str, request_id: str, worker: ObservedProcess) -> None:
+    try:
+        wait_for(
+            lambda: [state for _, state in job_rows(database_url, request_id)] == ["complete"],
+            timeout=60,
+            what=f"job {request_id} complete",
+        )
+    except AssertionError as exc:  # say where the job stood, and what the worker was doing
+        with psycopg.connect(database_url) as conn:
+            rows = conn.execute(
+                "SELECT state, error, vidmob_job_id, created_at, submitted_at, next_poll_at, now()"
+                " FROM jobs WHERE request_id = %s",
+                (request_id,),
+            ).fetchall()
+        raise AssertionError(f"{exc}; rows: {rows}; worker log ends:\n{worker.log()[-4000:]}") from None
 
 
 def test_the_python_caller_example_gets_a_job_tagged_on_rabbitmq(rabbit_env, rabbit_worker, rabbit_dispatcher):
@@ -376,7 +385,7 @@ def test_the_python_caller_example_gets_a_job_tagged_on_rabbitmq(rabbit_env, rab
         check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    wait_for_complete(rabbit_env["APERTURE_DATABASE_URL"], request_id)
+    wait_for_complete(rabbit_env["APERTURE_DATABASE_URL"], request_id, rabbit_worker)
 
 
 @pytest.fixture(scope="module")
@@ -409,7 +418,7 @@ def test_a_nodejs_caller_with_celery_node_gets_a_job_tagged_on_rabbitmq(
         check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    wait_for_complete(rabbit_env["APERTURE_DATABASE_URL"], request_id)
+    wait_for_complete(rabbit_env["APERTURE_DATABASE_URL"], request_id, rabbit_worker)
 
 
 def test_flower_shows_the_rabbitmq_queues_through_the_management_api(app_env, rabbit_db, tmp_root):
