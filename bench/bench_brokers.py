@@ -37,7 +37,7 @@ from kombu import Producer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_dispatcher import NEVER, ONE_LOOK, polled
-from bench.harness import fill, percentile, pss_kb, sim_jobs, start, stop, system_env, warm_up
+from bench.harness import fill, memory_kb, one_row, percentile, pss_kb, sim_jobs, start, stop, system_env, warm_up
 from chaos.rabbitmq import RabbitMQ
 from cli.processes import DISPATCHER_READY, worker_argv
 from cli.processes import dispatcher as dispatcher_argv
@@ -159,6 +159,12 @@ QUORUM_OVERVIEW = """
 """
 
 
+def served(url: str) -> int:
+    """Looks the worker has made (each leaves an ``api_attempts`` row)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return int(one_row(conn, "SELECT count(*) FROM api_attempts")[0])
+
+
 def quorum_depths(rabbit: RabbitMQ) -> str:
     """``queue=ready/unacked/expired/dead-lettering`` for each of aperture.poll and the delay queues 0-11
     that holds anything."""
@@ -172,7 +178,15 @@ def quorum_depths(rabbit: RabbitMQ) -> str:
 
 
 def side(
-    broker: str, n: int, load: float, measure_s: float, warm: int, settle_s: float, lead_s: float, depths: bool = False
+    broker: str,
+    n: int,
+    load: float,
+    measure_s: float,
+    warm: int,
+    settle_s: float,
+    lead_s: float,
+    depths: bool = False,
+    trace: bool = False,
 ) -> Side:
     with system_env(NEVER, **ONE_LOOK) as base:
         rabbit = RabbitMQ() if broker == "rabbitmq" else None
@@ -212,6 +226,13 @@ def side(
                 memory_peak = max(memory_peak, measured.memory())
                 if depths and rabbit is not None:  # where the looks wait: the delay queues or the worker's queue
                     print(f"  {(now - t0).total_seconds():5.0f} s {quorum_depths(rabbit)}")
+                if trace:  # where the worker's memory is: its main process or its pool, held or copied on write
+                    parts = " ".join(f"{pss / 1024:.1f}/{dirty / 1024:.1f}" for _, pss, dirty in memory_kb(worker.pid))
+                    print(
+                        f"  {(now - t0).total_seconds():5.0f} s  PSS/private dirty MB, main then pool: {parts}; "
+                        f"looks served {served(url)}",
+                        flush=True,
+                    )
                 time.sleep(min(5.0, (end - now).total_seconds()))
             disk = measured.disk()
             due = sum(1 for i in range(n) if i * window / n <= (end - t0).total_seconds())
@@ -243,11 +264,16 @@ def main() -> None:
     parser.add_argument("--lead", type=float, default=10)
     parser.add_argument("--brokers", nargs="+", default=["redis", "rabbitmq"], choices=["redis", "rabbitmq"])
     parser.add_argument("--depths", action="store_true", help="RabbitMQ: print each queue's length every sample")
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="print the worker's memory, process by process, and the looks served, every sample",
+    )
     args = parser.parse_args()
     sides: list[Side] = []
     for n in args.jobs:
         for broker in args.brokers:  # Redis first: the baseline, today's design
-            s = side(broker, n, args.load, args.measure, args.warm, args.settle, args.lead, args.depths)
+            s = side(broker, n, args.load, args.measure, args.warm, args.settle, args.lead, args.depths, args.trace)
             print(
                 f"{broker}: {n:,} in flight over {s.window_s:.0f} s (the worker sustains {s.sustained:.0f} looks/s"
                 + (f"; {n:,} countdown messages published in {s.publish_s:.0f} s" if s.publish_s else "")

@@ -124,17 +124,25 @@ def sim_jobs(sim, n: int) -> list[str]:
     return [sim.state.create_guide_job(body)["job_id"] for _ in range(n)]
 
 
-def pss_kb(pid: int) -> int:
-    """PSS of a process and its children (a prefork worker and its pool)."""
+def memory_kb(pid: int) -> list[tuple[int, int, int]]:
+    """(pid, PSS, private dirty) in kB of a process and each of its children (a prefork worker and its
+    pool). A pool process's private dirty memory grows as it writes to pages it shares with its parent
+    since the fork (copy on write), which raises the sum of PSS without anything more being held."""
     children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    total = 0
+    found = []
     for p in [pid, *map(int, children)]:
         try:
             text = Path(f"/proc/{p}/smaps_rollup").read_text()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        total += next(int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:"))
-    return total
+        fields = {line.split()[0]: int(line.split()[1]) for line in text.splitlines()[1:] if line.split()}
+        found.append((p, fields["Pss:"], fields["Private_Dirty:"]))
+    return found
+
+
+def pss_kb(pid: int) -> int:
+    """PSS of a process and its children (a prefork worker and its pool)."""
+    return sum(pss for _, pss, _ in memory_kb(pid))
 
 
 def warm_up(url: str, sim: Any, warm: int, worker_pid: int, settle_s: float) -> tuple[float, float]:
