@@ -7,6 +7,7 @@ Celery's signals and the services' observers to this process's metrics.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from celery.signals import (
     task_postrun,
     task_prerun,
     task_success,
+    worker_before_create_process,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
@@ -106,6 +108,16 @@ def _task_ended(task_id: str | None = None, **_: object) -> None:
     log_context.clear()
 
 
+def _freeze_before_fork(**_: object) -> None:
+    """Before the prefork pool forks a process: every object the parent holds moves to the collector's
+    permanent generation. A full collection in a pool process otherwise writes to the header of every object
+    it inherited, and copy on write then copies the parent's heap into it page by page: measured, about
+    22 MB per process at once, some minutes into a run (the worker's PSS 1.13 times idle with 100,000 jobs
+    in flight on RabbitMQ, nothing more held). Frozen objects are never collected, which they would not be
+    anyway: they are the modules, the app and its configuration."""
+    gc.freeze()
+
+
 def _observe(observers: list[Any], observer: Any) -> None:
     if observer not in observers:
         observers.append(observer)
@@ -121,6 +133,7 @@ def connect() -> None:
     # weak=False: the receivers are module functions, kept anyway; dispatch_uid makes a repeat a no-op.
     for signal, receiver in (
         (worker_init, _serve_metrics),
+        (worker_before_create_process, _freeze_before_fork),
         (worker_shutdown, _metrics_cleanup),
         (worker_process_init, _fresh_pool_after_fork),
         (worker_process_shutdown, _pool_process_exited),
