@@ -37,7 +37,19 @@ from kombu import Producer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_dispatcher import NEVER, ONE_LOOK, polled
-from bench.harness import fill, memory_kb, one_row, percentile, pss_kb, sim_jobs, start, stop, system_env, warm_up
+from bench.harness import (
+    CpuMeter,
+    fill,
+    memory_kb,
+    one_row,
+    percentile,
+    pss_kb,
+    sim_jobs,
+    start,
+    stop,
+    system_env,
+    warm_up,
+)
 from chaos.rabbitmq import RabbitMQ
 from cli.processes import DISPATCHER_READY, worker_argv
 from cli.processes import dispatcher as dispatcher_argv
@@ -159,6 +171,18 @@ QUORUM_OVERVIEW = """
 """
 
 
+def by_time(rows: list[tuple[dt.datetime, dt.datetime]], t0: dt.datetime, slice_s: float = 30) -> str:
+    """p50 / p99 of lateness per ``slice_s`` of the window: late by a constant (bursts, rounding) or falling
+    further behind (the worker, or the broker, serving less than falls due)."""
+    slices: dict[int, list[float]] = {}
+    for due_at, called in rows:
+        slices.setdefault(int((due_at - t0).total_seconds() // slice_s), []).append((called - due_at).total_seconds())
+    return "; ".join(
+        f"{k * slice_s:.0f}-{(k + 1) * slice_s:.0f} s {percentile(v, 0.5):.2f}/{percentile(v, 0.99):.2f} s"
+        for k, v in sorted(slices.items())
+    )
+
+
 def served(url: str) -> int:
     """Looks the worker has made (each leaves an ``api_attempts`` row)."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -205,7 +229,9 @@ def side(
             worker.wait_for_log("ready.")
             disp.wait_for_log(DISPATCHER_READY)
 
+            warming = CpuMeter({"worker": worker.pid, "dispatcher": disp.pid})
             sustained, idle = warm_up(url, sim, warm, worker.pid, settle_s)
+            print(f"  {broker}, warm-up ({warm:,} looks due at once, then {settle_s:.0f} s idle): {warming.report()}")
             memory_idle = measured.memory()
 
             window = n / (load * sustained)
@@ -220,8 +246,11 @@ def side(
             if (behind := (dt.datetime.now(dt.UTC) - t0).total_seconds()) > 0:
                 print(f"  warning: filling (and publishing, {publish_s:.0f} s) ended {behind:.0f} s into the window")
             samples, memory_peak = [], memory_idle
+            cpu: CpuMeter | None = None  # from the window's opening: what the looks cost the machine
             end = t0 + dt.timedelta(seconds=min(measure_s, window))
             while (now := dt.datetime.now(dt.UTC)) < end:
+                if cpu is None and now >= t0:
+                    cpu = CpuMeter({"worker": worker.pid, "dispatcher": disp.pid})
                 samples.append(pss_kb(worker.pid))
                 memory_peak = max(memory_peak, measured.memory())
                 if depths and rabbit is not None:  # where the looks wait: the delay queues or the worker's queue
@@ -234,6 +263,8 @@ def side(
                         flush=True,
                     )
                 time.sleep(min(5.0, (end - now).total_seconds()))
+            if cpu is not None:
+                print(f"  {broker}, {n:,} in flight: {cpu.report()}", flush=True)
             disk = measured.disk()
             due = sum(1 for i in range(n) if i * window / n <= (end - t0).total_seconds())
             deadline = time.monotonic() + 120
@@ -243,6 +274,7 @@ def side(
                     break
                 time.sleep(1)
             late = [(called - due_at).total_seconds() for due_at, called in rows]
+            print(f"  {broker}, {n:,} in flight: lateness by when the look fell due, {by_time(rows, t0)}")
         finally:
             stop(disp, worker)
             if rabbit is not None:

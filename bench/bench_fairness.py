@@ -154,7 +154,9 @@ def run_side(env: dict[str, Any], name: str, admission: str, args: argparse.Name
 
     url, sim_url = env["APERTURE_DATABASE_URL"], env["VIDMOB_API_BASE_URL"]
     prefix = f"fair-{uuid.uuid4().hex[:6]}-"
-    with worker_and_dispatcher(env_for(env, admission, args.cap, args.job_s), concurrency=args.concurrency):
+    with worker_and_dispatcher(
+        env_for(env, admission, args.cap, args.job_s), concurrency=args.concurrency, split=args.split
+    ):
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
             requests.post(f"{sim_url}/_sim/reset", timeout=10).raise_for_status()
@@ -208,20 +210,33 @@ def main() -> None:
     parser.add_argument("--ac-requests", type=int, default=1000)
     parser.add_argument("--b-alone-s", type=float, default=60.0, help="how long B sends alone, for its baseline")
     parser.add_argument("--concurrency", type=int, default=4, help="the worker's processes")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="two workers of half the processes each, submit and poll queues apart (docs/operations.md)",
+    )
+    parser.add_argument(
+        "--no-today", action="store_true", help="skip today's order (a diagnostic run: make bench runs both)"
+    )
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds a phase may take after its sends")
     args = parser.parse_args()
     sim = {"pending_s": 0.1 * args.job_s, "processing_s": 0.9 * args.job_s}
-    sides = (("B alone", "fair"), ("fair", "fair"), ("today", "recheck"))
+    sides = (("B alone", "fair"), ("fair", "fair"), ("today", "recheck"))[: 2 if args.no_today else 3]
     results = {}
     with system_env(sim, **(FAST | {"APERTURE_BATCH_WINDOW_S": "0"})) as env:
         for name, admission in sides:
             results[name] = run_side(env, name, admission, args)
             print(f"  ({name}: done)", flush=True)
-    alone, fair, today = results["B alone"], results["fair"], results["today"]
+    alone, fair = results["B alone"], results["fair"]
+    today = results.get("today", Side("today", *(float("nan"),) * 4, 0, float("nan")))
     print(
         f"fair admission: cap {args.cap} open Vidmob jobs, {args.job_s:g} s jobs; A sends {args.a_requests:,} at once "
         f"while B sends one every {args.b_every:g} s; then A and C {args.ac_requests:,} each at once, equal weights; "
-        f"one worker (-c {args.concurrency}), one dispatcher"
+        + (
+            f"two workers (-c {max(1, args.concurrency // 2)} each, submit and poll queues apart), one dispatcher"
+            if args.split
+            else f"one worker (-c {args.concurrency}), one dispatcher"
+        )
     )
     print(f"  B alone: time to complete p50 {alone.b_p50:.2f} s, p95 {alone.b_p95:.2f} s")
     print(f"  {'':<42} {'fair':>9} {'today':>9} {'ratio':>7}")

@@ -221,17 +221,83 @@ def wait_answering(app: Any, timeout: float = 60) -> None:
             raise TimeoutError(f"no worker answered a ping within {timeout:g} s")
 
 
+# docs/operations.md's deployment: submit workers take intake, admitted submissions and maintenance, poll
+# workers only the looks, so a burst of requests never stands between a finished job and its poll.
+DEPLOYED = {"submit": "aperture.submit,aperture.admit,celery,aperture.maintenance", "poll": "aperture.poll"}
+
+
 @contextmanager
-def worker_and_dispatcher(env: dict[str, Any], concurrency: int = 2) -> Iterator[None]:
+def worker_and_dispatcher(env: dict[str, Any], concurrency: int = 2, *, split: bool = False) -> Iterator[None]:
     """One worker on every queue (prefork, ``concurrency``) and one dispatcher, ready, for the block:
-    a side of a benchmark. The block begins once the previous side's processes have exited, and its
-    own are retired at its end."""
-    worker = start(env, "worker", worker_argv("bench@%h", concurrency=concurrency))
+    a side of a benchmark. With ``split``, two workers of ``concurrency // 2`` each instead, on the queues
+    of docs/operations.md (``DEPLOYED``). The block begins once the previous side's processes have exited,
+    and its own are retired at its end."""
+    if split:
+        workers = []
+        for role, queues in DEPLOYED.items():
+            argv = worker_argv(f"{role}@%h", concurrency=max(1, concurrency // 2))
+            argv[argv.index("-Q") + 1] = queues
+            workers.append(start(env, f"worker-{role}", argv))
+    else:
+        workers = [start(env, "worker", worker_argv("bench@%h", concurrency=concurrency))]
     disp = start(env, "dispatcher", dispatcher(env["_root"]))
     try:
         retired(env)
-        worker.wait_for_log("ready.")
+        for worker in workers:
+            worker.wait_for_log("ready.")
         disp.wait_for_log(DISPATCHER_READY)
         yield
     finally:
-        retire(env, disp, worker)
+        retire(env, disp, *workers)
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = {pid}, [pid]
+    while todo:
+        children = subprocess.run(["pgrep", "-P", str(todo.pop())], capture_output=True, text=True).stdout.split()
+        todo.extend(c for c in map(int, children) if c not in found)
+        found.update(map(int, children))
+    return found
+
+
+class CpuMeter:
+    """CPU seconds spent over a stretch of a run, by the part of the system that spent them: whether a
+    benchmark measured the system or the machine's two cores. ``groups`` names process trees (a worker and its
+    pool, the dispatcher); anything else is told apart by its command: PostgreSQL's backends, RabbitMQ's
+    Erlang VM, Redis, this process (the benchmark and its simulator's threads). Processes that exit between
+    the two readings are not counted."""
+
+    COMMANDS = {"postgres": "postgresql", "beam.smp": "rabbitmq", "redis-server": "redis"}
+
+    def __init__(self, groups: dict[str, int]) -> None:
+        self.groups = groups
+        self.start = self._read()
+
+    def _read(self) -> tuple[float, dict[int, tuple[str, int]]]:
+        owner = {p: name for name, root in self.groups.items() for p in _descendants(root)}
+        owner[os.getpid()] = "bench + simulator"
+        ticks = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+            comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+            pid = int(entry.name)
+            ticks[pid] = (owner.get(pid) or self.COMMANDS.get(comm, "other"), int(rest[11]) + int(rest[12]))
+        return time.monotonic(), ticks
+
+    def report(self) -> str:
+        """One line: the seconds elapsed, the cores busy on the whole machine, and each part's share."""
+        (t0, before), (t1, after) = self.start, self._read()
+        spent: dict[str, float] = {}
+        for pid, (name, total) in after.items():
+            spent[name] = spent.get(name, 0.0) + (total - before.get(pid, (name, 0))[1]) / TICK
+        wall = max(0.001, t1 - t0)
+        parts = ", ".join(f"{name} {s / wall:.2f}" for name, s in sorted(spent.items(), key=lambda kv: -kv[1]))
+        return f"CPU over {wall:.0f} s, cores busy {sum(spent.values()) / wall:.2f} of {os.cpu_count()}: {parts}"
