@@ -38,7 +38,7 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "worker_prefetch_multiplier": 1,
+        "worker_prefetch_multiplier": settings.prefetch_multiplier,
         # Countdown messages are held in worker RAM; cap them (Celery >= 5.6).
         "worker_eta_task_limit": settings.worker_eta_task_limit,
         # TERM is a warm shutdown: running tasks finish, and closing the channel hands the

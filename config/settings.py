@@ -201,6 +201,12 @@ class Settings(BaseSettings):
     # (kombu >= 5.7 ``unacked_restore_interval``; its scan runs every time, throttle 1).
     unacked_restore_interval_s: int = Field(10, ge=1)
     worker_eta_task_limit: int = 2000
+    # Messages each worker process holds beyond the one it runs (Celery's ``worker_prefetch_multiplier``).
+    # Unset: 1 on Redis, where a prefetched message taken by a worker that is killed waits out the
+    # visibility timeout; 4 on RabbitMQ, which hands a dead consumer's messages back at once, and where
+    # with one a process waits, after every ack, for the quorum queue to commit it before the next
+    # message comes (docs/benchmarks.md: the pool idle while looks queue up).
+    worker_prefetch_multiplier: int | None = Field(None, ge=1)
 
     # --- Observability. A worker's main process serves Prometheus metrics on this port
     # (0 turns it off); logs are one JSON object per line unless "text".
@@ -278,6 +284,12 @@ class Settings(BaseSettings):
         on a message (a wait up to ``max_countdown_s``, or a transient retry's) and then the task's run, up
         to its hard time limit. Every other wait is parked in PostgreSQL."""
         return max(self.max_countdown_s, TRANSIENT_RETRY_MAX_S) + self.task_time_limit_s
+
+    @property
+    def prefetch_multiplier(self) -> int:
+        if self.worker_prefetch_multiplier is not None:
+            return self.worker_prefetch_multiplier
+        return 4 if self.broker_is_rabbitmq else 1
 
     @property
     def redis_visibility_timeout_s(self) -> int:

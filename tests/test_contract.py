@@ -139,3 +139,18 @@ def test_positional_arguments_and_a_bad_request_id_are_rejected_not_dropped(syst
     assert job.state is JobState.REJECTED and "keyword arguments only" in job.error
     other = wait_for(lambda: job_by_request_id(f"celery-task:{bad_id_task}"), what="bad request_id job")
     assert other.state is JobState.REJECTED and "request_id: Input should be a valid string" in other.error
+
+
+def test_the_prefetch_is_one_on_redis_and_four_on_rabbitmq_unless_set(app_env):
+    # On Redis a prefetched message taken by a worker that is then killed waits out the visibility timeout;
+    # RabbitMQ hands it back at once, and one message at a time leaves a process waiting on every ack.
+    from config import Settings
+    from config.celery import celery_config
+
+    redis_url, amqp_url = "redis://127.0.0.1:6379/0", "amqp://guest:guest@127.0.0.1:5672//"
+    on_redis = Settings(broker_url=redis_url)
+    on_rabbitmq = Settings(broker_url=amqp_url, redis_url=redis_url)
+    assert celery_config(on_redis, redis_url)["worker_prefetch_multiplier"] == 1
+    assert celery_config(on_rabbitmq, amqp_url)["worker_prefetch_multiplier"] == 4
+    chosen = Settings(broker_url=amqp_url, redis_url=redis_url, worker_prefetch_multiplier=2)
+    assert celery_config(chosen, amqp_url)["worker_prefetch_multiplier"] == 2
