@@ -53,3 +53,31 @@ def test_a_run_stopped_with_term_stops_the_processes_it_started(tmp_path: Path) 
     run.wait(timeout=60)
     # then the process it started is gone too
     wait_for(lambda: not alive(child), timeout=30, what="the run's child process to be stopped")
+
+
+FORKED_HEAP = """
+import gc, os
+from celery.signals import worker_before_create_process
+from workers import app  # the app connects the worker's signal handlers, as `celery -A workers worker` does
+before = gc.get_freeze_count()
+worker_before_create_process.send(sender=None)
+read, write = os.pipe()
+if os.fork() == 0:
+    os.write(write, str(gc.get_freeze_count()).encode())
+    os._exit(0)
+os.wait()
+print(before, os.read(read, 64).decode())
+"""
+
+
+def test_a_pool_process_is_forked_from_a_frozen_heap(app_env):
+    # Before the prefork pool forks, the worker moves its heap to the collector's permanent generation: a
+    # full collection in the child then never writes to the pages it shares with its parent (copy on write
+    # would otherwise copy the parent's heap into every pool process, about 22 MB each).
+    env = os.environ | app_env
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_HEAP], capture_output=True, text=True, timeout=60, cwd=ROOT, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, in_child = map(int, done.stdout.split())
+    assert before == 0 and in_child > 10_000, done.stdout
