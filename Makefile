@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo up test chaos lint format clean bench
+.PHONY: demo up test chaos chaos-smoke lint format clean bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
@@ -25,18 +25,22 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Lint and types, headless Chromium for the report's test and RabbitMQ for the tests on it (Debian's
-# packages, installed when missing and RabbitMQ started when not running: as root), the chaos suite at smoke
-# size on both brokers (on RabbitMQ only the scenarios where the broker decides what is lost: kill -9 of the
-# workers, a cluster node killed, a partition from the broker), four scenarios at a time, each in a process
-# of its own with its own servers and printed whole (they mostly wait on outages and recoveries, not the
-# CPU), then the tests in three processes on the two cores (each with its own databases, Redis database,
-# simulator and worker: most tests wait on the simulator's clock), whose summary closes the run with the 15 slowest.
-test: lint
+# Headless Chromium for the report's test and RabbitMQ for the tests on it (Debian's packages, installed
+# when missing and RabbitMQ started when not running: as root); then lint and types beside the chaos suite at
+# smoke size on both brokers (on RabbitMQ only the scenarios where the broker decides what is lost: kill -9 of
+# the workers, a cluster node killed, a partition from the broker), four scenarios at a time, each in a
+# process of its own with its own servers and printed whole: they mostly wait on outages and recoveries, so
+# lint's minute of CPU fits beside them; either failing fails the run. Then the tests in three processes on
+# the two cores (each with its own databases, Redis database, simulator and worker: most tests wait on the
+# simulator's clock), whose summary closes the run with the 15 slowest.
+test: $(BIN)/.installed
 	scripts/ensure-chromium.sh
 	scripts/ensure-rabbitmq.sh
-	$(BIN)/python -m chaos --size smoke --broker both --parallel 4
+	$(MAKE) --no-print-directory -j2 lint chaos-smoke
 	$(BIN)/python -m pytest -n 3 --durations=15
+
+chaos-smoke: $(BIN)/.installed
+	$(BIN)/python -m chaos --size smoke --broker both --parallel 4
 
 # Benchmarks at full size: a million jobs for the sweeper, a million assets and ten million tags for
 # the library (several minutes; figures in docs/benchmarks.md). Smaller or fewer runs, for example:
