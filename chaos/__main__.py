@@ -53,7 +53,9 @@ def run_apart(size_name: str, broker: str, letter: str) -> list[Row]:
             rows = []
     if done.returncode not in (0, 1) or not rows:
         failed = Row(f"{letter} [{broker}]")
-        failed.unexpected.append(f"the scenario's process exited {done.returncode}: {done.stderr[-2000:]}")
+        # The first lines too: a library's own log of what failed comes before the traceback's tail.
+        text = done.stderr if len(done.stderr) <= 4000 else f"{done.stderr[:2000]}\n...\n{done.stderr[-2000:]}"
+        failed.unexpected.append(f"the scenario's process exited {done.returncode}: {text}")
         rows.append(failed)
     return rows
 
