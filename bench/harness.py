@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import psycopg
 
 from cli.processes import DISPATCHER_READY, Process, dispatcher, interrupt_on_term, worker_argv
+from config.tasks import QueueName
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key"
@@ -128,9 +129,8 @@ def memory_kb(pid: int) -> list[tuple[int, int, int]]:
     """(pid, PSS, private dirty) in kB of a process and each of its children (a prefork worker and its
     pool). A pool process's private dirty memory grows as it writes to pages it shares with its parent
     since the fork (copy on write), which raises the sum of PSS without anything more being held."""
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     found = []
-    for p in [pid, *map(int, children)]:
+    for p in [pid, *sorted(_descendants(pid) - {pid})]:
         try:
             text = Path(f"/proc/{p}/smaps_rollup").read_text()
         except (FileNotFoundError, ProcessLookupError):
@@ -223,7 +223,10 @@ def wait_answering(app: Any, timeout: float = 60) -> None:
 
 # docs/operations.md's deployment: submit workers take intake, admitted submissions and maintenance, poll
 # workers only the looks, so a burst of requests never stands between a finished job and its poll.
-DEPLOYED = {"submit": "aperture.submit,aperture.admit,celery,aperture.maintenance", "poll": "aperture.poll"}
+DEPLOYED = {
+    "submit": ",".join(q.value for q in QueueName if q is not QueueName.POLL),
+    "poll": QueueName.POLL.value,
+}
 
 
 @contextmanager
@@ -235,8 +238,7 @@ def worker_and_dispatcher(env: dict[str, Any], concurrency: int = 2, *, split: b
     if split:
         workers = []
         for role, queues in DEPLOYED.items():
-            argv = worker_argv(f"{role}@%h", concurrency=max(1, concurrency // 2))
-            argv[argv.index("-Q") + 1] = queues
+            argv = worker_argv(f"{role}@%h", concurrency=max(1, concurrency // 2), queues=queues)
             workers.append(start(env, f"worker-{role}", argv))
     else:
         workers = [start(env, "worker", worker_argv("bench@%h", concurrency=concurrency))]

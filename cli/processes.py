@@ -151,11 +151,11 @@ def celery(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "workers", *args]
 
 
-def worker_argv(node: str, *, concurrency: int = 2, loglevel: str = "INFO") -> list[str]:
-    """`celery -A workers worker` as deployed: every queue, events on (Flower), no gossip or mingle
-    (workers never talk to each other). ``node`` is its name, e.g. ``worker@%h``."""
+def worker_argv(node: str, *, concurrency: int = 2, loglevel: str = "INFO", queues: str = ALL_QUEUES) -> list[str]:
+    """`celery -A workers worker` as deployed: every queue (or ``queues``), events on (Flower), no gossip or
+    mingle (workers never talk to each other). ``node`` is its name, e.g. ``worker@%h``."""
     return celery(
-        "worker", "-l", loglevel, "-Q", ALL_QUEUES, "-c", str(concurrency), "-E", "--without-gossip",
+        "worker", "-l", loglevel, "-Q", queues, "-c", str(concurrency), "-E", "--without-gossip",
         "--without-mingle", "-n", node,
     )  # fmt: skip
 
