@@ -5,7 +5,8 @@ job, one worker on every queue and one dispatcher, ``APERTURE_MAX_OPEN_JOBS=--ca
 
 1. application A sends ``--a-requests`` at once, while application B sends one every ``--b-every``
    seconds, for as long as A's requests wait for slots;
-2. once everything has ended, A and C each send ``--ac-requests`` at once (A's first), equal weights.
+2. once everything has ended, A and C each send ``--ac-requests`` at once (A's first), equal weights
+   (0: no second phase, a diagnostic run of the first alone).
 
 Sides: ``fair`` (``APERTURE_ADMISSION=fair``: weighted fair order across callers, a freed slot given
 at once) and ``today`` (``APERTURE_ADMISSION=recheck``: what main does, each waiting submission looks
@@ -180,16 +181,19 @@ def run_side(env: dict[str, Any], name: str, admission: str, args: argparse.Name
             )
             wait_ended(conn, prefix, args.a_requests + b, args.timeout)
             phase2 = f"{prefix}p2-"
-            with app.producer_or_acquire() as producer:
-                for caller in ("A", "C"):
-                    for i in range(args.ac_requests):
-                        send(app, producer, caller, f"{phase2}{caller.lower()}-{i}", prefix)
-            wait_ended(conn, phase2, 2 * args.ac_requests, args.timeout)
+            if args.ac_requests:
+                with app.producer_or_acquire() as producer:
+                    for caller in ("A", "C"):
+                        for i in range(args.ac_requests):
+                            send(app, producer, caller, f"{phase2}{caller.lower()}-{i}", prefix)
+                wait_ended(conn, phase2, 2 * args.ac_requests, args.timeout)
             seconds = time.monotonic() - began
             everything = rows(conn, prefix)
             second = rows(conn, phase2)
+    if args.dump:
+        Path(f"{args.dump}.{name}.json").write_text(json.dumps([vars(r) for r in everything]))
     b_ends = [r.ended - r.created for r in everything if r.caller == "B"]
-    share, both = a_share(second)
+    share, both = a_share(second) if second else (float("nan"), 0)
     return Side(
         name,
         percentile(b_ends, 0.5),
@@ -218,6 +222,7 @@ def main() -> None:
     parser.add_argument(
         "--no-today", action="store_true", help="skip today's order (a diagnostic run: make bench runs both)"
     )
+    parser.add_argument("--dump", help="write each side's rows' times to DUMP.<side>.json, to look at a run's timeline")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds a phase may take after its sends")
     args = parser.parse_args()
     sim = {"pending_s": 0.1 * args.job_s, "processing_s": 0.9 * args.job_s}
