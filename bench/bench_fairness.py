@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import uuid
@@ -222,7 +223,9 @@ def main() -> None:
     parser.add_argument(
         "--no-today", action="store_true", help="skip today's order (a diagnostic run: make bench runs both)"
     )
-    parser.add_argument("--dump", help="write each side's rows' times to DUMP.<side>.json, to look at a run's timeline")
+    parser.add_argument(
+        "--dump", help="write the fair and today sides' row times to DUMP.<side>.json, to look at a run's timeline"
+    )
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds a phase may take after its sends")
     args = parser.parse_args()
     sim = {"pending_s": 0.1 * args.job_s, "processing_s": 0.9 * args.job_s}
@@ -261,7 +264,7 @@ def main() -> None:
                 ">= 0.95": f_value >= 0.95,
                 "0.45..0.55": 0.45 <= f_value <= 0.55,
             }[target]
-            verdict = f"  target {target}: {'met' if ok else 'MISSED'}"
+            verdict = f"  target {target}: {'met' if ok else 'MISSED'}" if not math.isnan(f_value) else "  (not run)"
         print(f"  {label:<42} {f_value:>9.3f} {t_value:>9.3f} {ratio:>7.3f}{verdict}")
     print(f"  (A and C submissions while both waited: fair {fair.a_c_submissions}, today {today.a_c_submissions})")
 
