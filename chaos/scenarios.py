@@ -285,13 +285,31 @@ def rabbitmq_node_killed(size: Size, broker: str) -> list[Row]:
         return [row]
 
 
+# A partition from the broker runs with production's task time limits, not the harness's 10 s. During
+# the partition a worker's main process is blocked in a broker call (an ack on Redis) and reads no
+# results from its pool; a soft limit shorter than the partition then fires, once it runs again, for
+# tasks that had finished a minute earlier, and each replaces a pool process. That is the harness's
+# fast clock hurting itself, not what a deployed worker (120 s soft limit) does after a 60 s partition.
+# The visibility timeout is then the one the settings derive (longest retry backoff plus the limit).
+_PRODUCTION_LIMITS = {
+    "APERTURE_TASK_SOFT_TIME_LIMIT_S": "120",
+    "APERTURE_TASK_TIME_LIMIT_S": "150",
+    "APERTURE_VISIBILITY_TIMEOUT_S": "240",
+}
+
+
 def partitioned(size: Size, broker: str, server: str) -> Row:
     """j. Every packet between the system's processes and ``server`` (the broker, or PostgreSQL)
     dropped for ``size.partition_s``, then let through again: nothing is refused, connections hang. Jobs
     are in flight when it starts, more requests come once it healed. The fleet must be back to full
     speed within 10 s of the heal: the first job ends within 10 s, and every job ends."""
     row = Row(label(f"j. {size.partition_s:g} s partition from {server}", broker))
-    with system(broker=broker, partition="broker" if server == "the broker" else "database") as s:
+    from_broker = server == "the broker"
+    with system(
+        broker=broker,
+        partition="broker" if from_broker else "database",
+        env=_PRODUCTION_LIMITS if from_broker else None,
+    ) as s:
         assert s.partition is not None
         before = s.submit("part", size.partition_jobs * 2 // 3)
         time.sleep(2.0)  # jobs being created and polled
