@@ -11,7 +11,7 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from config.settings import Settings, is_rabbitmq_url
-from config.tasks import TASK_ROUTES, QueueName
+from config.tasks import TASK_ROUTES, QueueName, queue_names
 
 __all__ = ["TASK_ROUTES", "QueueName", "caller_config", "celery_config"]
 
@@ -82,7 +82,7 @@ def _redis(settings: Settings) -> dict[str, Any]:
     return {
         "broker_transport_options": transport_options,
         "result_backend_transport_options": transport_options,
-        "task_queues": [Queue(q.value, Exchange(q.value), routing_key=q.value) for q in QueueName],
+        "task_queues": [Queue(q, Exchange(q), routing_key=q) for q in queue_names(settings.callers)],
     }
 
 
@@ -99,8 +99,8 @@ def _rabbitmq(settings: Settings) -> dict[str, Any]:
         "broker_heartbeat": settings.broker_heartbeat_s,
         "broker_connection_timeout": settings.broker_connect_timeout_s,
         "task_queues": [
-            Queue(q.value, Exchange(q.value, type="topic"), routing_key=q.value, queue_arguments=quorum)
-            for q in QueueName
+            Queue(q, Exchange(q, type="topic"), routing_key=q, queue_arguments=quorum)
+            for q in queue_names(settings.callers)
         ],
         "task_default_queue_type": "quorum",
         "task_default_exchange_type": "topic",

@@ -7,6 +7,7 @@ them from here, so a name is written in exactly one place.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -64,6 +65,21 @@ ALL_TASKS: tuple[TaskSpec, ...] = (
 )
 PUBLIC_TASKS = tuple(t for t in ALL_TASKS if t.public)
 TASK_ROUTES: dict[str, dict[str, str]] = {t.name: {"queue": t.queue.value} for t in ALL_TASKS}
+
+
+def caller_queue(caller: str) -> str:
+    """A configured caller's own intake queue: the public tasks sent there are taken in as those sent
+    to ``aperture.submit`` are, by the same workers, which take from each of the queues they serve in
+    turn (kombu's round-robin cycle on Redis; RabbitMQ delivers to a channel's consumers in turn). An
+    application that sends a burst of thousands to its own queue then holds back only its own
+    requests: another's wait for at most one message per queue, not behind the burst. The queue is
+    not an identity: who sent a request is decided as before (services/callers.py)."""
+    return f"{QueueName.SUBMIT.value}.{caller}"
+
+
+def queue_names(callers: Iterable[str] = ()) -> list[str]:
+    """Every queue of the system: those of ``QueueName``, then each caller's intake queue."""
+    return [q.value for q in QueueName] + [caller_queue(c) for c in callers]
 
 
 def queue_of(task_name: str) -> str | None:

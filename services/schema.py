@@ -38,7 +38,9 @@ def schema_for(task: str) -> dict[str, Any]:
         "title": task,
         "description": (
             f"{doc} Sent as the JSON keyword arguments (no positional arguments) of a Celery message "
-            f"naming the task `{task}`" + (f", on queue `{queue}`" if queue else "") + ". Unknown fields are refused."
+            f"naming the task `{task}`"
+            + (f", on queue `{queue}` (or a configured caller's own, `{queue}.<caller>`)" if queue else "")
+            + ". Unknown fields are refused."
         ).strip(),
         "x-celery-task": task,
         "x-celery-queue": queue,

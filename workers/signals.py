@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import Task
 from celery.signals import (
+    celeryd_after_setup,
     task_postrun,
     task_prerun,
     task_success,
@@ -26,7 +27,7 @@ from celery.signals import (
 
 from clients import ratelimit
 from config import get_settings
-from config.tasks import CREATE_JOB, FLUSH_TAGGING, POLL_JOB
+from config.tasks import CREATE_JOB, FLUSH_TAGGING, POLL_JOB, QueueName, caller_queue
 from models.db import get_engine
 from services import log_context
 from services.durable import attempts
@@ -118,6 +119,17 @@ def _freeze_before_fork(**_: object) -> None:
     gc.freeze()
 
 
+def _serve_caller_queues(sender: str, instance: Any, **_: Any) -> None:
+    """A worker that serves ``aperture.submit`` serves each configured caller's intake queue too
+    (config/tasks.caller_queue), whatever ``-Q`` named: the deployed command lines stay as they are when
+    an application is added to APERTURE_CALLERS."""
+    queues = instance.app.amqp.queues
+    if QueueName.SUBMIT.value not in queues.consume_from:
+        return
+    for caller in get_settings().callers:
+        queues.select_add(queues[caller_queue(caller)])
+
+
 def _observe(observers: list[Any], observer: Any) -> None:
     if observer not in observers:
         observers.append(observer)
@@ -132,6 +144,7 @@ def connect() -> None:
     _observe(packing.JOIN_OBSERVERS, metrics.observe_packing)
     # weak=False: the receivers are module functions, kept anyway; dispatch_uid makes a repeat a no-op.
     for signal, receiver in (
+        (celeryd_after_setup, _serve_caller_queues),
         (worker_init, _serve_metrics),
         (worker_before_create_process, _freeze_before_fork),
         (worker_shutdown, _metrics_cleanup),
