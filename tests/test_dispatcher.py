@@ -193,3 +193,61 @@ def test_the_dispatcher_says_it_is_alive_and_how_late_it_sends(system):
     assert time.time() - samples["aperture_dispatcher_last_pass_timestamp_seconds"] < 5
     # and its heartbeat file is fresh (what the liveness probe reads)
     wait_for(lambda: time.time() - proc.heartbeat_file.stat().st_mtime < 2, 5, what="a fresh heartbeat")
+
+
+@pytest.mark.slow
+def test_once_postgresql_is_back_the_dispatcher_resumes_within_its_longest_pause(app_env) -> None:
+    """A dispatcher whose database went away keeps trying, each pause doubling but never past
+    FAILED_PASS_PAUSE_MAX_S, so the fleet's parked looks go out again within that once it is back. A
+    PostgreSQL of this test's own (embedded), stopped and started again."""
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from chaos.harness import Postgres
+    from cli.processes import DISPATCHER_READY, Process
+    from cli.processes import dispatcher as dispatcher_argv
+    from tests.conftest import ROOT
+    from workers.dispatcher import FAILED_PASS_PAUSE_MAX_S
+
+    root = Path(tempfile.mkdtemp(prefix="aperture-dispatcher-outage-"))
+    pg = Postgres(root)
+    proc = None
+    try:
+        env = app_env | {
+            "APERTURE_DATABASE_URL": pg.url,
+            "APERTURE_LOG_FORMAT": "text",
+            "APERTURE_DISPATCHER_METRICS_PORT": "0",
+        }
+        subprocess.run(
+            [sys.executable, "-m", "cli.main", "db", "upgrade"],
+            env={**os.environ, **env}, cwd=ROOT, check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        log = root / "dispatcher.log"
+        proc = Process("dispatcher", dispatcher_argv(root), env, log, cwd=ROOT)
+        proc.wait_for_log(DISPATCHER_READY, timeout=30)
+        pg.stop()
+
+        def pauses() -> list[float]:
+            return [float(p) for p in re.findall(r"next try in ([0-9.]+) s", log.read_text(errors="replace"))]
+
+        # given the database away for long enough that the pause has doubled up to its cap twice
+        seen = wait_for(
+            lambda: (p := pauses()).count(FAILED_PASS_PAUSE_MAX_S) >= 2 and p,
+            timeout=90,
+            what="two failed passes at the longest pause",
+        )
+        assert max(seen) == FAILED_PASS_PAUSE_MAX_S
+        assert seen == sorted(seen), "each pause at least the one before"
+        pg.start()
+        # then a pass succeeds, and says so
+        proc.wait_for_log("dispatcher pass succeeded after", timeout=FAILED_PASS_PAUSE_MAX_S + 30)
+    finally:
+        if proc is not None:
+            proc.stop()
+        pg.close()
+        shutil.rmtree(root, ignore_errors=True)
