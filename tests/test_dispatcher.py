@@ -232,15 +232,14 @@ def test_once_postgresql_is_back_the_dispatcher_resumes_within_its_longest_pause
         proc.wait_for_log(DISPATCHER_READY, timeout=30)
         pg.stop()
 
-        def pauses() -> list[float]:
-            return [float(p) for p in re.findall(r"next try in ([0-9.]+) s", log.read_text(errors="replace"))]
+        def capped_twice() -> list[float] | None:
+            """The pauses logged, once two of them are the longest."""
+            found = re.findall(r"next try in ([0-9.]+) s", log.read_text(errors="replace"))
+            pauses = [float(p) for p in found]
+            return pauses if pauses.count(FAILED_PASS_PAUSE_MAX_S) >= 2 else None
 
         # given the database away for long enough that the pause has doubled up to its cap twice
-        seen = wait_for(
-            lambda: (p := pauses()).count(FAILED_PASS_PAUSE_MAX_S) >= 2 and p,
-            timeout=90,
-            what="two failed passes at the longest pause",
-        )
+        seen = wait_for(capped_twice, timeout=90, what="two failed passes at the longest pause")
         assert max(seen) == FAILED_PASS_PAUSE_MAX_S
         assert seen == sorted(seen), "each pause at least the one before"
         pg.start()
