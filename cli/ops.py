@@ -445,6 +445,7 @@ def jobs_retry(ident: str) -> None:
 def callers(window: dt.timedelta, as_json: bool) -> None:
     """The applications that send requests: their settings (APERTURE_CALLERS) and what they used."""
     from config.settings import DEFAULT_CALLER
+    from config.tasks import QueueName, caller_queue
     from services.tagging.budgets import budget_of
     from services.tagging.reads import Usage, usage_by_caller
 
@@ -464,6 +465,8 @@ def callers(window: dt.timedelta, as_json: bool) -> None:
                 "caller": name,
                 "configured": config is not None,
                 "weight": config.weight if config else 1.0,
+                # Where it may send its requests (README "A caller's own intake queue").
+                "intake_queue": caller_queue(name) if config is not None else QueueName.SUBMIT.value,
                 "callback_queues": list(config.callback_queues) if config and config.callback_queues else None,
                 "callback_task_prefixes": (
                     list(config.callback_task_prefixes) if config and config.callback_task_prefixes else None

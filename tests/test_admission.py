@@ -194,5 +194,6 @@ def test_aperture_callers_says_each_callers_settings_and_usage(capped: Fleet, mo
     # b's one asset was tagged for a minutes ago: answered by reuse, nothing sent.
     assert (b["requests"], b["assets_sent"], b["assets_reused"], b["vidmob_jobs"], b["api_calls"]) == (1, 0, 1, 0, 0)
     assert by_name["default"]["requests"] == 0
+    assert (a["intake_queue"], by_name["default"]["intake_queue"]) == ("aperture.submit.a", "aperture.submit")
     table = CliRunner().invoke(main, ["callers"], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "7/10" in table.output, table.output
