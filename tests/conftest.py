@@ -232,14 +232,30 @@ def dispatcher(app_env: dict[str, str], tmp_root: Path) -> Iterator[ObservedProc
     proc.stop()
 
 
+def truncate_all(engine: Any) -> None:
+    """Every table of rows emptied. The session's worker may still be finishing a previous test's job:
+    its transaction and TRUNCATE's exclusive locks, taken table by table, can deadlock, and PostgreSQL
+    then aborts one of the two; if it was this one, it is tried again."""
+    from psycopg.errors import DeadlockDetected
+    from sqlalchemy.exc import OperationalError
+
+    for tries_left in reversed(range(3)):
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
+            return
+        except OperationalError as exc:
+            if not isinstance(exc.orig, DeadlockDetected) or not tries_left:
+                raise
+
+
 @pytest.fixture
 def system(app_env, worker, dispatcher, simulator) -> Iterator[dict]:
     """A clean system for one test: empty tables, a fresh simulator."""
     from models.db import get_engine
     from tests.support import reset_simulator
 
-    with get_engine().begin() as conn:
-        conn.exec_driver_sql("TRUNCATE jobs, assets, tags, api_attempts CASCADE")
+    truncate_all(get_engine())
     reset_simulator(simulator.url)
     yield {"env": app_env, "simulator": simulator, "worker": worker, "dispatcher": dispatcher}
     # Left as found: the session's simulator also serves tests that take it as it is (the RabbitMQ

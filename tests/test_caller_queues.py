@@ -8,6 +8,7 @@ bench/bench_fairness.py, not timed here.
 from __future__ import annotations
 
 import json
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import psycopg
 import pytest
 from celery import Celery
 
+from chaos.harness import Redis
 from cli.processes import Process, worker_argv
 from config.celery import caller_config
 from config.tasks import CREATE_JOB, caller_queue
@@ -43,13 +45,21 @@ def test_a_request_sent_to_its_callers_own_queue_is_taken_in_by_a_worker_started
     rabbit_db: str,  # noqa: F811
     tmp_root: Path,
 ) -> None:
-    env = app_env if broker == "redis" else rabbit_env_for(app_env, vhosts(), rabbit_db)
+    # A database and a broker of this test's own: the session's worker and dispatcher never see its job
+    # (left polling at the end), and its worker never takes the session's messages.
+    private_redis = None
+    if broker == "redis":
+        private_redis = Redis(Path(tempfile.mkdtemp(prefix="aperture-caller-queue-", dir=tmp_root)))
+        env = app_env | {"APERTURE_BROKER_URL": private_redis.url, "APERTURE_DATABASE_URL": rabbit_db}
+    else:
+        env = rabbit_env_for(app_env, vhosts(), rabbit_db)
     env = env | {"APERTURE_CALLERS": json.dumps({"shop": {}}), "APERTURE_METRICS_PORT": "0"}
     log = tmp_root / f"caller-queue-{broker}-{uuid.uuid4().hex[:6]}.log"
-    worker = Process("worker", worker_argv(f"callers-{uuid.uuid4().hex[:6]}@%h", concurrency=1), env, log, cwd=ROOT)
     sender = Celery("shop", broker=env["APERTURE_BROKER_URL"], set_as_current=False)
     sender.conf.update(caller_config(env["APERTURE_BROKER_URL"]))
+    worker = None
     try:
+        worker = Process("worker", worker_argv(f"callers-{uuid.uuid4().hex[:6]}@%h", concurrency=1), env, log, cwd=ROOT)
         worker.wait_for_log("ready.", timeout=60)
         request_id = f"own-queue-{uuid.uuid4().hex[:8]}"
         kwargs = {"assets": [{"url": f"https://cdn.example.com/q/{request_id}.mp4"}], "request_id": request_id}
@@ -62,4 +72,7 @@ def test_a_request_sent_to_its_callers_own_queue_is_taken_in_by_a_worker_started
         assert found == ("shop", None)
     finally:
         sender.close()
-        worker.stop()
+        if worker is not None:
+            worker.stop()
+        if private_redis is not None:
+            private_redis.stop()
