@@ -15,6 +15,7 @@ import psycopg
 
 from chaos.failover import ReplicatedPostgres
 from chaos.harness import ACTIVE, API_KEY, Postgres, Row, System, system
+from config.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -290,11 +291,13 @@ def rabbitmq_node_killed(size: Size, broker: str) -> list[Row]:
 # results from its pool; a soft limit shorter than the partition then fires, once it runs again, for
 # tasks that had finished a minute earlier, and each replaces a pool process. That is the harness's
 # fast clock hurting itself, not what a deployed worker (120 s soft limit) does after a 60 s partition.
-# The visibility timeout is then the one the settings derive (longest retry backoff plus the limit).
+# The limits are the settings' defaults, and the visibility timeout the one they derive from them
+# (longest retry backoff plus the hard limit), not numbers written again here.
+_DEFAULTS = Settings.model_construct()
 _PRODUCTION_LIMITS = {
-    "APERTURE_TASK_SOFT_TIME_LIMIT_S": "120",
-    "APERTURE_TASK_TIME_LIMIT_S": "150",
-    "APERTURE_VISIBILITY_TIMEOUT_S": "240",
+    "APERTURE_TASK_SOFT_TIME_LIMIT_S": str(_DEFAULTS.task_soft_time_limit_s),
+    "APERTURE_TASK_TIME_LIMIT_S": str(_DEFAULTS.task_time_limit_s),
+    "APERTURE_VISIBILITY_TIMEOUT_S": str(_DEFAULTS.redis_visibility_timeout_s),
 }
 
 
