@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import math
 import os
 import re
 import sys
@@ -109,6 +108,7 @@ def publish_countdowns(env: dict[str, Any], url: str) -> float:
 
     from config import Settings
     from config.celery import celery_config
+    from tasks.base import whole_seconds
 
     settings = Settings()
     app = Celery("bench-brokers")
@@ -144,7 +144,7 @@ def publish_countdowns(env: dict[str, Any], url: str) -> float:
         channel.events["basic_nack"].add(on_nack)
         producer = Producer(channel)
         for sent, (job_id, token, due) in enumerate(rows, 1):
-            countdown = max(1, math.ceil((due - dt.datetime.now(dt.UTC)).total_seconds()))
+            countdown = max(1, whole_seconds((due - dt.datetime.now(dt.UTC)).total_seconds()))
             app.send_task(
                 "aperture.poll_job", kwargs={"job_id": str(job_id), "token": str(token)}, countdown=countdown,
                 producer=producer,

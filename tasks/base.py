@@ -67,10 +67,18 @@ def send(message: Message, producer: Any = None) -> None:
     if message.countdown:
         options["countdown"] = message.countdown
         if current_app.conf.task_default_queue_type == "quorum":
-            # RabbitMQ's delay queues count whole seconds and Celery truncates: rounded down, the message
-            # would arrive early and wait out the rest in the worker, holding a prefetch slot.
-            options["countdown"] = math.ceil(message.countdown)
+            options["countdown"] = whole_seconds(message.countdown)
     current_app.send_task(message.task, kwargs=message.kwargs, **options)
+
+
+def whole_seconds(countdown: float) -> int:
+    """A countdown for RabbitMQ's delay queues, which count whole seconds: the nearest one, so a look
+    runs at most half a second before or after it is due. Given the fraction, Celery would truncate the
+    delay yet stamp the exact time in the message, and the worker would hold every look that arrived
+    early until then, in a prefetch slot a quorum queue never gives back (its prefetch is per consumer
+    and does not grow for a held message); rounded up, every look was up to a second late, half a
+    second on average."""
+    return math.floor(countdown + 0.5)
 
 
 def send_after_commit(outcome: Outcome, sender: Callable[[Message], None] = send) -> None:

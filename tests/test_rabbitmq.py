@@ -26,6 +26,7 @@ from cli.processes import Process
 from config.celery import celery_config
 from config.settings import Settings
 from config.tasks import ALL_TASKS, CREATE_JOB, SWEEP, QueueName
+from tasks.base import whole_seconds
 from tests.conftest import REQUIRE_SERVICES, ROOT, ObservedProcess, start_worker
 from tests.support import (
     RabbitMQUnavailable,
@@ -209,6 +210,12 @@ def test_a_countdown_waits_in_the_broker_not_in_the_worker(rabbit_env, rabbit_wo
         assert delayed() == 0
     finally:
         app.close()
+
+
+def test_a_countdown_for_the_delay_queues_is_the_nearest_whole_second():
+    # Rounded up, every look would be up to a second late; truncated with the exact time in the message,
+    # the worker would hold each early one in a prefetch slot. The nearest: at most half a second either way.
+    assert [whole_seconds(s) for s in (0.3, 2.4, 2.5, 2.6, 3599.7)] == [0, 2, 3, 3, 3600]
 
 
 def quiet_worker(env: dict[str, str], log_path: Path) -> Process:
