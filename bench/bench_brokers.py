@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import random
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ from kombu import Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_dispatcher import NEVER, ONE_LOOK, polled
+from bench.bench_dispatcher import NEVER, ONE_LOOK
 from bench.harness import (
     CpuMeter,
     fill,
@@ -99,11 +101,18 @@ class Broker:
 
 
 UNCONFIRMED = 200
+CONCURRENCY = 2  # the worker's pool processes (``-c``), one per core of this machine
 
 
-def publish_countdowns(env: dict[str, Any], url: str) -> float:
+def publish_countdowns(env: dict[str, Any], url: str, hold_s: float | None = None) -> float:
     """Every parked row becomes what a poll that re-enqueued itself leaves: marked sent, and a countdown
-    message under its token in the broker, due at its ``next_poll_at``. Returns the seconds it took."""
+    message under its token in the broker, due at its ``next_poll_at``. Returns the seconds it took.
+
+    With ``hold_s``, each message is published ``hold_s`` before it is due, in the order they fall due: at the
+    rate they will fall due, every one with the same countdown, as a fleet in its steady state re-enqueues
+    them (every look of a job polled every ``hold_s``). Without, all of them as fast as the broker confirms
+    them: quicker, but each delay level they pass then expires them in the same burst, later, while the looks
+    are measured."""
     from celery import Celery
 
     from config import Settings
@@ -143,7 +152,17 @@ def publish_countdowns(env: dict[str, Any], url: str) -> float:
         channel.events["basic_ack"].add(on_ack)
         channel.events["basic_nack"].add(on_nack)
         producer = Producer(channel)
-        for sent, (job_id, token, due) in enumerate(rows, 1):
+        # Each held up to a second less than ``hold_s``, at random, and published in that order: a poll
+        # decides its next look at any moment, so the whole-second rounding of its countdown is anywhere in
+        # (-0.5, 0.5] s, not the same for all.
+        fraction = random.Random(0)
+        plan = sorted(
+            ((row[2] - dt.timedelta(seconds=(hold_s or 0) - fraction.random()), row) for row in rows),
+            key=lambda planned: planned[0],
+        )
+        for sent, (publish_at, (job_id, token, due)) in enumerate(plan, 1):
+            if hold_s is not None:
+                time.sleep(max(0.0, (publish_at - dt.datetime.now(dt.UTC)).total_seconds()))
             countdown = max(1, whole_seconds((due - dt.datetime.now(dt.UTC)).total_seconds()))
             app.send_task(
                 "aperture.poll_job", kwargs={"job_id": str(job_id), "token": str(token)}, countdown=countdown,
@@ -183,6 +202,119 @@ def by_time(rows: list[tuple[dt.datetime, dt.datetime]], t0: dt.datetime, slice_
     )
 
 
+class WorkerEvents:
+    """When each look reached the worker and when its task started, from the worker's own task events (the
+    ones Flower reads: ``task-received``, stamped by the worker, with the message's ``eta`` and kwargs, and
+    ``task-started``), captured in a thread of this process from the side's broker once ``arm`` is called.
+
+    With the row's due time and the status call that ``looked_at`` reads, they cut each look's lateness in
+    four: the message's own due time after the row's (RabbitMQ's whole seconds; none on Redis, where the
+    message has no ``eta``), from then to the worker (the delay queues or the dispatcher's pass, then the
+    wait in ``aperture.poll`` for the consumer's prefetch), in the worker before its task starts, and the
+    task up to its status call."""
+
+    JOB_ID = re.compile(r"'job_id': '([0-9a-f-]{36})'")
+
+    def __init__(self, env: dict[str, Any]) -> None:
+        from celery import Celery
+
+        from config import Settings
+        from config.celery import celery_config
+
+        self.app = Celery("bench-brokers-events")
+        self.app.config_from_object(celery_config(Settings(), env["APERTURE_BROKER_URL"]))
+        self.armed = False
+        self.received: dict[str, tuple[str, float, float | None]] = {}  # task id -> job id, when, eta
+        self.started: dict[str, float] = {}
+        self.runtime: dict[str, float] = {}  # task id -> seconds the pool process ran it
+        self._listening = threading.Event()
+        self._receiver: Any = None
+        self._thread = threading.Thread(target=self._capture, name="worker-events", daemon=True)
+        self._thread.start()
+        if not self._listening.wait(30):
+            raise RuntimeError("the task events receiver did not start within 30 s")
+
+    def _capture(self) -> None:
+        with self.app.connection_for_read() as connection:
+            handlers = {
+                "task-received": self._on_received,
+                "task-started": self._on_started,
+                "task-succeeded": self._on_succeeded,
+            }
+            self._receiver = self.app.events.Receiver(connection, handlers=handlers)
+            self._listening.set()
+            self._receiver.capture(limit=None, timeout=None, wakeup=False)
+
+    def _on_received(self, event: dict[str, Any]) -> None:
+        if self.armed and (job := self.JOB_ID.search(event.get("kwargs") or "")):
+            eta = dt.datetime.fromisoformat(event["eta"]).timestamp() if event.get("eta") else None
+            self.received.setdefault(event["uuid"], (job.group(1), event["timestamp"], eta))
+
+    def _on_started(self, event: dict[str, Any]) -> None:
+        if self.armed:
+            self.started.setdefault(event["uuid"], event["timestamp"])
+
+    def _on_succeeded(self, event: dict[str, Any]) -> None:
+        if self.armed and event.get("runtime") is not None:
+            self.runtime.setdefault(event["uuid"], float(event["runtime"]))
+
+    def busy(self, start: dt.datetime, end: dt.datetime, concurrency: int) -> float:
+        """The share of the pool's time between ``start`` and ``end`` spent running tasks (every task, the
+        looks' re-enqueues and the dispatcher's sweeps too), by the tasks that started in it."""
+        ran = sum(
+            self.runtime.get(task_id, 0.0)
+            for task_id, when in self.started.items()
+            if start.timestamp() <= when < end.timestamp()
+        )
+        return ran / (concurrency * (end - start).total_seconds())
+
+    def arm(self) -> None:
+        self.armed = True
+
+    def close(self) -> None:
+        if self._receiver is not None:
+            self._receiver.should_stop = True
+        self._thread.join(10)
+        self.app.close()
+
+    def parts(self, looks: list[tuple[str, dt.datetime, dt.datetime]]) -> str:
+        """p50/p99 of each part of the lateness of ``looks`` (job id, due, status call), each job's first
+        look after ``arm``."""
+        first: dict[str, tuple[float, float | None, float]] = {}
+        for task_id, (job_id, when, eta) in sorted(self.received.items(), key=lambda kv: kv[1][1]):
+            if job_id not in first and task_id in self.started:
+                first[job_id] = (when, eta, self.started[task_id])
+        names = ["message due after row due", "to the worker", "in the worker", "task to its status call"]
+        parts: list[list[float]] = [[] for _ in names]
+        for job_id, due, called in looks:
+            if job_id not in first:
+                continue
+            when, eta, started = first[job_id]
+            message_due = eta if eta is not None else due.timestamp()
+            values = (message_due - due.timestamp(), when - message_due, started - when, called.timestamp() - started)
+            for part, value in zip(parts, values, strict=True):
+                part.append(value)
+        shown = (
+            f"{name} {percentile(v, 0.5):.2f}/{percentile(v, 0.99):.2f} s" for name, v in zip(names, parts, strict=True)
+        )
+        return f"{len(parts[0]):,} of {len(looks):,} looks, " + "; ".join(shown)
+
+
+def looked_at(url: str, since: dt.datetime) -> list[tuple[str, dt.datetime, dt.datetime]]:
+    """(job id, due, first status call) of every job whose status was asked since ``since``: what
+    ``bench_dispatcher.polled`` reads, with the job."""
+    with psycopg.connect(url) as conn:
+        return [
+            (str(job_id), due, called)
+            for job_id, due, called in conn.execute(
+                """SELECT d.job_id, d.due, min(a.attempted_at)
+                   FROM bench_due d JOIN api_attempts a ON a.job_id = d.job_id
+                   WHERE a.attempted_at >= %s AND a.method = 'GET' GROUP BY d.job_id, d.due""",
+                (since,),
+            )
+        ]
+
+
 def served(url: str) -> int:
     """Looks the worker has made (each leaves an ``api_attempts`` row)."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -211,6 +343,8 @@ def side(
     lead_s: float,
     depths: bool = False,
     trace: bool = False,
+    breakdown: bool = False,
+    burst: bool = False,
 ) -> Side:
     with system_env(NEVER, **ONE_LOOK) as base:
         rabbit = RabbitMQ() if broker == "rabbitmq" else None
@@ -222,8 +356,9 @@ def side(
 
             get_settings.cache_clear()
         measured = Broker(env, rabbit)
+        events: WorkerEvents | None = None
         url, sim = env["APERTURE_DATABASE_URL"], env["_sim"]
-        worker = start(env, "worker", worker_argv("brokers@%h"))
+        worker = start(env, "worker", worker_argv("brokers@%h", concurrency=CONCURRENCY))
         disp = start(env, "dispatcher", dispatcher_argv(env["_root"]))
         try:
             worker.wait_for_log("ready.")
@@ -234,15 +369,22 @@ def side(
             print(f"  {broker}, warm-up ({warm:,} looks due at once, then {settle_s:.0f} s idle): {warming.report()}")
             memory_idle = measured.memory()
 
+            if breakdown:  # listening before the first countdown is published: any of them may be early
+                events = WorkerEvents(env)
+                events.arm()
             window = n / (load * sustained)
             # On RabbitMQ the messages are published before the window opens: leave time for it.
-            lead = lead_s + (n / 100 if rabbit is not None else 0)
+            # On RabbitMQ the countdowns are in the broker before the window opens. Steady: each is published
+            # ``hold`` (a window and a little) before it falls due (``publish_countdowns``), after the rows are
+            # filled (n / 2,000 s is room for that); a burst of them takes about n / 300 s here.
+            lead = lead_s + ((n / 100 if burst else window + n / 2000) if rabbit is not None else 0)
             vidmob_ids = sim_jobs(sim, n)  # before t0 is set: the window opens ``lead`` after they exist
             t0 = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=lead)
             fill(url, vidmob_ids, t0, window / n)
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("INSERT INTO bench_due SELECT id, next_poll_at FROM jobs")
-            publish_s = publish_countdowns(env, url) if rabbit is not None else 0.0
+            hold = None if burst else (t0 - dt.datetime.now(dt.UTC)).total_seconds()
+            publish_s = publish_countdowns(env, url, hold) if rabbit is not None else 0.0
             if (behind := (dt.datetime.now(dt.UTC) - t0).total_seconds()) > 0:
                 print(f"  warning: filling (and publishing, {publish_s:.0f} s) ended {behind:.0f} s into the window")
             samples, memory_peak = [], memory_idle
@@ -269,13 +411,22 @@ def side(
             due = sum(1 for i in range(n) if i * window / n <= (end - t0).total_seconds())
             deadline = time.monotonic() + 120
             while True:
-                rows = [r for r in polled(url, t0 - dt.timedelta(seconds=1)) if r[0] <= end]
-                if len(rows) >= due or time.monotonic() > deadline:
+                looks = [r for r in looked_at(url, t0 - dt.timedelta(seconds=1)) if r[1] <= end]
+                if len(looks) >= due or time.monotonic() > deadline:
                     break
                 time.sleep(1)
+            rows = [(due_at, called) for _, due_at, called in looks]
             late = [(called - due_at).total_seconds() for due_at, called in rows]
             print(f"  {broker}, {n:,} in flight: lateness by when the look fell due, {by_time(rows, t0)}")
+            if events is not None:
+                print(
+                    f"  {broker}, {n:,} in flight: lateness by part, p50/p99: {events.parts(looks)}; the pool "
+                    f"busy {events.busy(t0, end, CONCURRENCY):.0%} of the window",
+                    flush=True,
+                )
         finally:
+            if events is not None:
+                events.close()
             stop(disp, worker)
             if rabbit is not None:
                 rabbit.close()
@@ -297,15 +448,30 @@ def main() -> None:
     parser.add_argument("--brokers", nargs="+", default=["redis", "rabbitmq"], choices=["redis", "rabbitmq"])
     parser.add_argument("--depths", action="store_true", help="RabbitMQ: print each queue's length every sample")
     parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="cut each look's lateness in parts, from the worker's task events: the message's due time, the broker, "
+        "the worker, the task",
+    )
+    parser.add_argument(
         "--trace",
         action="store_true",
         help="print the worker's memory, process by process, and the looks served, every sample",
+    )
+    parser.add_argument(
+        "--burst",
+        action="store_true",
+        help="RabbitMQ: put the countdowns in the broker as fast as it confirms them (runs before 2026-12-04), "
+        "not at the rate they fall due",
     )
     args = parser.parse_args()
     sides: list[Side] = []
     for n in args.jobs:
         for broker in args.brokers:  # Redis first: the baseline, today's design
-            s = side(broker, n, args.load, args.measure, args.warm, args.settle, args.lead, args.depths, args.trace)
+            s = side(
+                broker, n, args.load, args.measure, args.warm, args.settle, args.lead, args.depths, args.trace,
+                args.breakdown, args.burst,
+            )  # fmt: skip
             print(
                 f"{broker}: {n:,} in flight over {s.window_s:.0f} s (the worker sustains {s.sustained:.0f} looks/s"
                 + (f"; {n:,} countdown messages published in {s.publish_s:.0f} s" if s.publish_s else "")

@@ -6,6 +6,7 @@ No timing is asserted (a tiny library says nothing about speed: docs/benchmarks.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -77,9 +78,14 @@ def test_the_broker_benchmark_runs_both_brokers_side_by_side_at_a_smoke_size():
     _need_rabbitmq("the broker benchmark")
     out = run_bench(
         "bench/bench_brokers.py", "--jobs", "60", "--measure", "3", "--warm", "20", "--settle", "0.5",
-        "--lead", "1", timeout=300,
+        "--lead", "1", "--breakdown", timeout=300,
     )  # fmt: skip
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith(("| redis", "| rabbitmq"))}
+    # Each look's lateness cut in parts from the worker's own task events, every look found there
+    for broker in ("redis", "rabbitmq"):
+        parts = re.search(rf"{broker}, 60 in flight: lateness by part, p50/p99: (\d+) of (\d+) looks, (.*)", out)
+        assert parts and parts[1] == parts[2] and int(parts[1]) > 0, out
+        assert "to the worker" in parts[3] and "task to its status call" in parts[3], out
     assert set(rows) == {"redis", "rabbitmq"}, out
     assert "countdown re-enqueue" in rows["rabbitmq"] and "parked" in rows["redis"]
     for row in rows.values():
