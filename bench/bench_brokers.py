@@ -37,7 +37,7 @@ from kombu import Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_dispatcher import NEVER, ONE_LOOK
+from bench.bench_dispatcher import NEVER, ONE_LOOK, looked_at
 from bench.harness import (
     CpuMeter,
     fill,
@@ -104,24 +104,30 @@ UNCONFIRMED = 200
 CONCURRENCY = 2  # the worker's pool processes (``-c``), one per core of this machine
 
 
-def publish_countdowns(env: dict[str, Any], url: str, hold_s: float | None = None) -> float:
-    """Every parked row becomes what a poll that re-enqueued itself leaves: marked sent, and a countdown
-    message under its token in the broker, due at its ``next_poll_at``. Returns the seconds it took.
-
-    With ``hold_s``, each message is published ``hold_s`` before it is due, in the order they fall due: at the
-    rate they will fall due, every one with the same countdown, as a fleet in its steady state re-enqueues
-    them (every look of a job polled every ``hold_s``). Without, all of them as fast as the broker confirms
-    them: quicker, but each delay level they pass then expires them in the same burst, later, while the looks
-    are measured."""
+def project_app(name: str, env: dict[str, Any]) -> Any:
+    """A Celery client of the side's broker with the project's configuration (``celery.Celery``)."""
     from celery import Celery
 
     from config import Settings
     from config.celery import celery_config
+
+    app = Celery(name)
+    app.config_from_object(celery_config(Settings(), env["APERTURE_BROKER_URL"]))
+    return app
+
+
+def publish_countdowns(env: dict[str, Any], url: str, hold_s: float | None = None) -> float:
+    """Every parked row becomes what a poll that re-enqueued itself leaves: marked sent, and a countdown
+    message under its token in the broker, due at its ``next_poll_at``. Returns the seconds it took.
+
+    With ``hold_s``, each message is published ``hold_s`` (less up to a second) before it is due: at the rate
+    they will fall due, each with about the same countdown, as a fleet in its steady state re-enqueues them
+    (every look of a job polled every ``hold_s``). Without, all of them as fast as the broker confirms
+    them: quicker, but each delay level they pass then expires them in the same burst, later, while the looks
+    are measured."""
     from tasks.base import whole_seconds
 
-    settings = Settings()
-    app = Celery("bench-brokers")
-    app.config_from_object(celery_config(settings, env["APERTURE_BROKER_URL"]))
+    app = project_app("bench-brokers", env)
     # Setting up the benchmark, not measured, so not a confirm waited for after each message as the worker's
     # re-enqueues are (ten minutes for 100,000), but never more than ``UNCONFIRMED`` in flight: a burst of
     # publishes without confirms is taken off the socket faster than the quorum queues enqueue it, and a
@@ -205,7 +211,7 @@ def by_time(rows: list[tuple[dt.datetime, dt.datetime]], t0: dt.datetime, slice_
 class WorkerEvents:
     """When each look reached the worker and when its task started, from the worker's own task events (the
     ones Flower reads: ``task-received``, stamped by the worker, with the message's ``eta`` and kwargs, and
-    ``task-started``), captured in a thread of this process from the side's broker once ``arm`` is called.
+    ``task-started``), captured in a thread of this process from the side's broker from its start.
 
     With the row's due time and the status call that ``looked_at`` reads, they cut each look's lateness in
     four: the message's own due time after the row's (RabbitMQ's whole seconds; none on Redis, where the
@@ -216,14 +222,7 @@ class WorkerEvents:
     JOB_ID = re.compile(r"'job_id': '([0-9a-f-]{36})'")
 
     def __init__(self, env: dict[str, Any]) -> None:
-        from celery import Celery
-
-        from config import Settings
-        from config.celery import celery_config
-
-        self.app = Celery("bench-brokers-events")
-        self.app.config_from_object(celery_config(Settings(), env["APERTURE_BROKER_URL"]))
-        self.armed = False
+        self.app = project_app("bench-brokers-events", env)
         self.received: dict[str, tuple[str, float, float | None]] = {}  # task id -> job id, when, eta
         self.started: dict[str, float] = {}
         self.runtime: dict[str, float] = {}  # task id -> seconds the pool process ran it
@@ -246,16 +245,15 @@ class WorkerEvents:
             self._receiver.capture(limit=None, timeout=None, wakeup=False)
 
     def _on_received(self, event: dict[str, Any]) -> None:
-        if self.armed and (job := self.JOB_ID.search(event.get("kwargs") or "")):
+        if job := self.JOB_ID.search(event.get("kwargs") or ""):
             eta = dt.datetime.fromisoformat(event["eta"]).timestamp() if event.get("eta") else None
             self.received.setdefault(event["uuid"], (job.group(1), event["timestamp"], eta))
 
     def _on_started(self, event: dict[str, Any]) -> None:
-        if self.armed:
-            self.started.setdefault(event["uuid"], event["timestamp"])
+        self.started.setdefault(event["uuid"], event["timestamp"])
 
     def _on_succeeded(self, event: dict[str, Any]) -> None:
-        if self.armed and event.get("runtime") is not None:
+        if event.get("runtime") is not None:
             self.runtime.setdefault(event["uuid"], float(event["runtime"]))
 
     def busy(self, start: dt.datetime, end: dt.datetime, concurrency: int) -> float:
@@ -268,9 +266,6 @@ class WorkerEvents:
         )
         return ran / (concurrency * (end - start).total_seconds())
 
-    def arm(self) -> None:
-        self.armed = True
-
     def close(self) -> None:
         if self._receiver is not None:
             self._receiver.should_stop = True
@@ -279,7 +274,7 @@ class WorkerEvents:
 
     def parts(self, looks: list[tuple[str, dt.datetime, dt.datetime]]) -> str:
         """p50/p99 of each part of the lateness of ``looks`` (job id, due, status call), each job's first
-        look after ``arm``."""
+        look since listening began."""
         first: dict[str, tuple[float, float | None, float]] = {}
         for task_id, (job_id, when, eta) in sorted(self.received.items(), key=lambda kv: kv[1][1]):
             if job_id not in first and task_id in self.started:
@@ -298,21 +293,6 @@ class WorkerEvents:
             f"{name} {percentile(v, 0.5):.2f}/{percentile(v, 0.99):.2f} s" for name, v in zip(names, parts, strict=True)
         )
         return f"{len(parts[0]):,} of {len(looks):,} looks, " + "; ".join(shown)
-
-
-def looked_at(url: str, since: dt.datetime) -> list[tuple[str, dt.datetime, dt.datetime]]:
-    """(job id, due, first status call) of every job whose status was asked since ``since``: what
-    ``bench_dispatcher.polled`` reads, with the job."""
-    with psycopg.connect(url) as conn:
-        return [
-            (str(job_id), due, called)
-            for job_id, due, called in conn.execute(
-                """SELECT d.job_id, d.due, min(a.attempted_at)
-                   FROM bench_due d JOIN api_attempts a ON a.job_id = d.job_id
-                   WHERE a.attempted_at >= %s AND a.method = 'GET' GROUP BY d.job_id, d.due""",
-                (since,),
-            )
-        ]
 
 
 def served(url: str) -> int:
@@ -371,9 +351,7 @@ def side(
 
             if breakdown:  # listening before the first countdown is published: any of them may be early
                 events = WorkerEvents(env)
-                events.arm()
             window = n / (load * sustained)
-            # On RabbitMQ the messages are published before the window opens: leave time for it.
             # On RabbitMQ the countdowns are in the broker before the window opens. Steady: each is published
             # ``hold`` (a window and a little) before it falls due (``publish_countdowns``), after the rows are
             # filled (n / 2,000 s is room for that); a burst of them takes about n / 300 s here.

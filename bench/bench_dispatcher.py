@@ -99,14 +99,23 @@ def burst(looks: int, dispatchers: list[int]) -> None:
 # --- in flight -----------------------------------------------------------------------------------
 
 
+def looked_at(url: str, since: dt.datetime) -> list[tuple[str, dt.datetime, dt.datetime]]:
+    """(job id, due, first status call) of every job whose status was asked since ``since``."""
+    with psycopg.connect(url) as conn:
+        return [
+            (str(job_id), due, called)
+            for job_id, due, called in conn.execute(
+                """SELECT d.job_id, d.due, min(a.attempted_at)
+                   FROM bench_due d JOIN api_attempts a ON a.job_id = d.job_id
+                   WHERE a.attempted_at >= %s AND a.method = 'GET' GROUP BY d.job_id, d.due""",
+                (since,),
+            )
+        ]
+
+
 def polled(url: str, since: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
     """(due, first status call) of every job whose status was asked since ``since``."""
-    with psycopg.connect(url) as conn:
-        return conn.execute(
-            """SELECT d.due, min(a.attempted_at) FROM bench_due d JOIN api_attempts a ON a.job_id = d.job_id
-               WHERE a.attempted_at >= %s AND a.method = 'GET' GROUP BY d.job_id, d.due""",
-            (since,),
-        ).fetchall()
+    return [(due, called) for _, due, called in looked_at(url, since)]
 
 
 def inflight(
