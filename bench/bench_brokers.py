@@ -259,9 +259,11 @@ class WorkerEvents:
     def busy(self, start: dt.datetime, end: dt.datetime, concurrency: int) -> float:
         """The share of the pool's time between ``start`` and ``end`` spent running tasks (every task, the
         looks' re-enqueues and the dispatcher's sweeps too), by the tasks that started in it."""
+        # Copies (each made in one step under the GIL): the events thread goes on adding to both.
+        started, runtime = dict(self.started), dict(self.runtime)
         ran = sum(
-            self.runtime.get(task_id, 0.0)
-            for task_id, when in self.started.items()
+            runtime.get(task_id, 0.0)
+            for task_id, when in started.items()
             if start.timestamp() <= when < end.timestamp()
         )
         return ran / (concurrency * (end - start).total_seconds())
@@ -276,9 +278,10 @@ class WorkerEvents:
         """p50/p99 of each part of the lateness of ``looks`` (job id, due, status call), each job's first
         look since listening began."""
         first: dict[str, tuple[float, float | None, float]] = {}
-        for task_id, (job_id, when, eta) in sorted(self.received.items(), key=lambda kv: kv[1][1]):
-            if job_id not in first and task_id in self.started:
-                first[job_id] = (when, eta, self.started[task_id])
+        received, started = dict(self.received), dict(self.started)  # as in busy: the events thread adds on
+        for task_id, (job_id, when, eta) in sorted(received.items(), key=lambda kv: kv[1][1]):
+            if job_id not in first and task_id in started:
+                first[job_id] = (when, eta, started[task_id])
         names = ["message due after row due", "to the worker", "in the worker", "task to its status call"]
         parts: list[list[float]] = [[] for _ in names]
         for job_id, due, called in looks:
