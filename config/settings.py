@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config.tasks import QueueName
 
 # A caller's name: an application, as it names itself on Redis or as its RabbitMQ user.
 CALLER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
@@ -203,9 +206,11 @@ class Settings(BaseSettings):
     worker_eta_task_limit: int = 2000
     # Messages each worker process holds beyond the one it runs (Celery's ``worker_prefetch_multiplier``).
     # Unset: 1 on Redis, where a prefetched message taken by a worker that is killed waits out the
-    # visibility timeout; 4 on RabbitMQ, which hands a dead consumer's messages back at once, and where
-    # with one a process waits, after every ack, for the quorum queue to commit it before the next
-    # message comes (docs/benchmarks.md: the pool idle while looks queue up).
+    # visibility timeout. On RabbitMQ, which hands a dead consumer's messages back at once, a quorum
+    # queue sends a consumer its next message only once the last one's ack is committed, so a consumer
+    # serves at most its prefetch per commit cycle: 4 a process, and 16 for a worker that serves
+    # aperture.poll (``prefetch_multiplier_for``), whose looks are short and many and where 4 fell behind
+    # with 100,000 countdowns in the broker (docs/benchmarks.md "The prefetch of the poll workers").
     worker_prefetch_multiplier: int | None = Field(None, ge=1)
 
     # --- Observability. A worker's main process serves Prometheus metrics on this port
@@ -287,9 +292,17 @@ class Settings(BaseSettings):
 
     @property
     def prefetch_multiplier(self) -> int:
+        """A worker's prefetch multiplier before it knows its queues (Celery's configuration)."""
         if self.worker_prefetch_multiplier is not None:
             return self.worker_prefetch_multiplier
-        return 4 if self.broker_is_rabbitmq else 1
+        return RABBITMQ_PREFETCH_MULTIPLIER if self.broker_is_rabbitmq else 1
+
+    def prefetch_multiplier_for(self, queues: Iterable[str]) -> int:
+        """The multiplier of a worker that consumes ``queues``: more on RabbitMQ for one that serves the
+        polls, unless APERTURE_WORKER_PREFETCH_MULTIPLIER says otherwise."""
+        if self.worker_prefetch_multiplier is None and self.broker_is_rabbitmq and QueueName.POLL.value in queues:
+            return RABBITMQ_POLL_PREFETCH_MULTIPLIER
+        return self.prefetch_multiplier
 
     @property
     def redis_visibility_timeout_s(self) -> int:
@@ -307,6 +320,10 @@ VISIBILITY_MARGIN_S = 30
 
 # A day: longer than any wait a job or a scoring round has (each is timed out at its deadline).
 RABBITMQ_MAX_COUNTDOWN_S = 24 * 3600.0
+
+# A worker's prefetch multiplier on RabbitMQ, and that of a worker serving aperture.poll.
+RABBITMQ_PREFETCH_MULTIPLIER = 4
+RABBITMQ_POLL_PREFETCH_MULTIPLIER = 16
 
 
 def is_rabbitmq_url(url: str | None) -> bool:

@@ -200,6 +200,17 @@ def rabbitmq_queues(url: str) -> dict[str, dict[str, Any]]:
     return {q["name"]: q for q in json.loads(listed or "[]")}
 
 
+def rabbitmq_prefetch(url: str) -> dict[str, list[int]]:
+    """The prefetch count of each consumer of each queue of ``url``'s vhost, as RabbitMQ applies it."""
+    import json
+
+    listed = rabbitmqctl("list_consumers", "-p", vhost_of(url), "--formatter", "json", "queue_name", "prefetch_count")
+    consumers: dict[str, list[int]] = {}
+    for consumer in json.loads(listed or "[]"):
+        consumers.setdefault(consumer["queue_name"], []).append(int(consumer["prefetch_count"]))
+    return consumers
+
+
 def rabbitmq_exchanges(url: str) -> dict[str, str]:
     """Every named exchange of ``url``'s vhost and its type."""
     import json

@@ -141,7 +141,7 @@ def test_positional_arguments_and_a_bad_request_id_are_rejected_not_dropped(syst
     assert other.state is JobState.REJECTED and "request_id: Input should be a valid string" in other.error
 
 
-def test_the_prefetch_is_one_on_redis_and_four_on_rabbitmq_unless_set(app_env):
+def test_the_prefetch_is_one_on_redis_and_four_on_rabbitmq_sixteen_for_the_polls_unless_set(app_env):
     # On Redis a prefetched message taken by a worker that is then killed waits out the visibility timeout;
     # RabbitMQ hands it back at once, and one message at a time leaves a process waiting on every ack.
     from config import Settings
@@ -154,3 +154,8 @@ def test_the_prefetch_is_one_on_redis_and_four_on_rabbitmq_unless_set(app_env):
     assert celery_config(on_rabbitmq, amqp_url)["worker_prefetch_multiplier"] == 4
     chosen = Settings(broker_url=amqp_url, redis_url=redis_url, worker_prefetch_multiplier=2)
     assert celery_config(chosen, amqp_url)["worker_prefetch_multiplier"] == 2
+    # A worker that serves the polls takes more (workers/consumer.py applies it once -Q is known).
+    assert on_rabbitmq.prefetch_multiplier_for(["aperture.poll"]) == 16
+    assert on_rabbitmq.prefetch_multiplier_for(["aperture.submit", "aperture.admit"]) == 4
+    assert on_redis.prefetch_multiplier_for(["aperture.poll"]) == 1
+    assert chosen.prefetch_multiplier_for(["aperture.poll"]) == 2

@@ -31,6 +31,7 @@ from tests.conftest import REQUIRE_SERVICES, ROOT, ObservedProcess, start_worker
 from tests.support import (
     RabbitMQUnavailable,
     rabbitmq_exchanges,
+    rabbitmq_prefetch,
     rabbitmq_queues,
     rabbitmq_ready,
     rabbitmq_vhost,
@@ -228,6 +229,35 @@ def quiet_worker(env: dict[str, str], log_path: Path) -> Process:
     )
     proc.wait_for_log("ready.", timeout=60)
     return proc
+
+
+def test_a_worker_serving_the_polls_prefetches_sixteen_a_process_and_a_submit_worker_four(
+    app_env, vhosts, rabbit_db, tmp_root
+):
+    """A quorum queue sends a consumer its next message once the last one's ack is committed: the poll
+    workers, whose looks are short and many, hold more of them (docs/benchmarks.md)."""
+    from cli.processes import worker_argv
+
+    env = rabbit_env_for(app_env, vhosts(), rabbit_db) | {"APERTURE_METRICS_PORT": "0"}
+    url, poll, submit = env["APERTURE_BROKER_URL"], QueueName.POLL.value, QueueName.SUBMIT.value
+    workers = [
+        Process(name, worker_argv(f"{name}-{uuid.uuid4().hex[:6]}@%h", concurrency=2, queues=queue), env,
+                tmp_root / f"rabbit-prefetch-{name}.log", cwd=ROOT)
+        for name, queue in (("poll", poll), ("submit", submit))
+    ]  # fmt: skip
+    try:
+        for worker in workers:
+            worker.wait_for_log("ready.", timeout=60)
+        consumers = wait_for(
+            lambda: (found := rabbitmq_prefetch(url)).get(poll) and found.get(submit) and found,
+            timeout=20,
+            what="both workers consuming",
+        )
+        assert consumers[poll] == [2 * 16]
+        assert consumers[submit] == [2 * 4]
+    finally:
+        for worker in workers:
+            worker.stop()
 
 
 def test_a_message_held_by_a_worker_killed_with_kill_9_is_redelivered_at_once(
