@@ -278,10 +278,10 @@ class WorkerEvents:
         """p50/p99 of each part of the lateness of ``looks`` (job id, due, status call), each job's first
         look since listening began."""
         first: dict[str, tuple[float, float | None, float]] = {}
-        received, started = dict(self.received), dict(self.started)  # as in busy: the events thread adds on
+        received, began = dict(self.received), dict(self.started)  # as in busy: the events thread adds on
         for task_id, (job_id, when, eta) in sorted(received.items(), key=lambda kv: kv[1][1]):
-            if job_id not in first and task_id in started:
-                first[job_id] = (when, eta, started[task_id])
+            if job_id not in first and task_id in began:
+                first[job_id] = (when, eta, began[task_id])
         names = ["message due after row due", "to the worker", "in the worker", "task to its status call"]
         parts: list[list[float]] = [[] for _ in names]
         for job_id, due, called in looks:
